@@ -1,0 +1,167 @@
+"""Settings in one place: every knob is a `CALLCENTER_*` environment variable (or a `.env` file).
+
+`load_settings()` is the only entry point. It turns pydantic's validation errors into one
+`SettingsError` whose message names the environment variable, so a bad value stops start-up with a
+line an operator can act on instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "CALLCENTER_"
+# Values that ship in docs and examples; accepting them outside demo/dev would mean running with a
+# secret that the whole internet knows.
+SAMPLE_SECRETS = frozenset({"", "change-me", "changeme", "secret", "demo-secret-not-for-production"})
+DEMO_SECRET = "demo-secret-not-for-production"
+
+
+class SettingsError(RuntimeError):
+    """A setting is missing or invalid; the message names the environment variable."""
+
+
+class Mode(StrEnum):
+    PRODUCTION = "production"
+    DEV = "dev"
+    DEMO = "demo"
+
+
+class GatewayKind(StrEnum):
+    SIMULATED = "simulated"
+    ASTERISK = "asterisk"
+    FREESWITCH = "freeswitch"
+
+
+class Settings(BaseSettings):
+    """Process settings. Field `foo_bar` is read from `CALLCENTER_FOO_BAR`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    mode: Mode = Field(Mode.PRODUCTION, description="production, dev or demo; dev/demo allow a sample secret")
+    data_dir: Path = Field(Path("data"), description="folder for the embedded SQLite file, Redis and uploads")
+    database_url: str = Field(
+        "",
+        description="SQLAlchemy URL; empty = SQLite file in the data folder. e.g. postgresql+psycopg://u:p@h/db",
+    )
+    redis_url: str = Field("", description="redis://host:port/db; empty = start an embedded Redis server")
+    web_host: str = Field("127.0.0.1", description="address the web server binds")
+    web_port: int = Field(8035, ge=1, le=65535, description="port the web server binds")
+    secret_key: SecretStr = Field(
+        SecretStr(""), description="signs session cookies and API tokens (required)"
+    )
+    log_level: str = Field("INFO", description="DEBUG, INFO, WARNING, ERROR")
+    session_max_age_s: int = Field(12 * 3600, gt=0, description="web session and API token lifetime, seconds")
+    login_max_failures: int = Field(
+        5, gt=0, description="failed logins per user and address before throttling"
+    )
+    login_lockout_s: int = Field(
+        300, gt=0, description="throttling window after too many failed logins, seconds"
+    )
+    default_region: str = Field("CN", description="ISO region for numbers written without a country code")
+
+    gateway: GatewayKind = Field(GatewayKind.SIMULATED, description="default PBX driver for new tasks")
+    ami_host: str = Field("127.0.0.1", description="Asterisk AMI host")
+    ami_port: int = Field(5038, ge=1, le=65535, description="Asterisk AMI port")
+    ami_username: str = Field("callcenter", description="AMI user (manager.conf)")
+    ami_secret: SecretStr = Field(SecretStr(""), description="AMI secret")
+    ami_dial_template: str = Field(
+        "PJSIP/{number}@trunk", description="customer dial string; {number} = digits"
+    )
+    ami_agent_template: str = Field("PJSIP/{extension}", description="agent endpoint dial string")
+    esl_host: str = Field("127.0.0.1", description="FreeSWITCH event socket host")
+    esl_port: int = Field(8021, ge=1, le=65535, description="FreeSWITCH event socket port")
+    esl_password: SecretStr = Field(SecretStr(""), description="FreeSWITCH event socket password")
+    esl_dial_template: str = Field(
+        "sofia/gateway/trunk/{number}", description="customer dial string; {number} = digits"
+    )
+    esl_agent_template: str = Field("user/{extension}", description="agent endpoint dial string")
+    gateway_timeout_s: float = Field(5.0, gt=0, description="timeout of every gateway command, seconds")
+    gateway_keepalive_s: float = Field(10.0, gt=0, description="keepalive interval of gateway links, seconds")
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        value = value.upper()
+        if value not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return value
+
+    @field_validator("default_region")
+    @classmethod
+    def _region(cls, value: str) -> str:
+        import phonenumbers
+
+        value = value.upper()
+        if value not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError(f"{value!r} is not an ISO 3166 region phonenumbers knows (e.g. CN, US, GB)")
+        return value
+
+    @field_validator("database_url", "redis_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if value and not re.match(r"^[a-z][a-z0-9+.-]*://", value):
+            raise ValueError(
+                "must be a URL such as postgresql+psycopg://user:pass@host/db or redis://host:6379/0"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _secret(self) -> Settings:
+        if self.mode is Mode.PRODUCTION and self.secret_key.get_secret_value() in SAMPLE_SECRETS:
+            raise ValueError(
+                "secret_key: CALLCENTER_SECRET_KEY must be set to a private random value in production mode "
+                "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`), "
+                "or set CALLCENTER_MODE=dev for local use"
+            )
+        if self.mode is not Mode.PRODUCTION and not self.secret_key.get_secret_value():
+            self.secret_key = SecretStr(DEMO_SECRET)
+        return self
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'callcenter.db').resolve()}"
+
+
+def env_name(field: str) -> str:
+    return ENV_PREFIX + field.upper()
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings from the environment (overrides win); raise `SettingsError` naming the variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = [str(p) for p in err["loc"] if p != "__root__"]
+            msg = err["msg"].removeprefix("Value error, ")
+            if loc:
+                problems.append(f"{env_name(loc[0])}: {msg}")
+            else:
+                field, _, rest = msg.partition(": ")
+                name = env_name(field) if field in Settings.model_fields else field
+                problems.append(f"{name}: {rest or msg}")
+        raise SettingsError("invalid settings: " + "; ".join(problems)) from None
+
+
+def settings_table() -> list[tuple[str, str, str]]:
+    """(variable, default, description) rows, for the README and `callcenter settings`."""
+    rows = []
+    for name, field in Settings.model_fields.items():
+        default = field.default
+        if isinstance(default, SecretStr):
+            default = "(none)" if not default.get_secret_value() else "***"
+        elif isinstance(default, StrEnum):
+            default = default.value
+        rows.append((env_name(name), str(default) if default != "" else "(empty)", field.description or ""))
+    return rows

@@ -1,0 +1,375 @@
+"""The simulated PBX: a driver of the gateway contract with no telephony behind it.
+
+Customers answer, are busy, don't answer, fail or are answering machines with configurable
+probabilities; ring, talk, patience and wrap-up times follow configurable distributions drawn from a
+seeded RNG. It runs on an injected `Scheduler`, so the same code serves the demo in real time and the
+benchmarks at thousands of times real speed. Numbers can be scripted one by one (`script`) for tests.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from callcenter.clock import Scheduler, Timer
+from callcenter.gateways.base import (
+    ActiveCall,
+    AnswerKind,
+    CallAnswered,
+    CallConnected,
+    CallEnded,
+    CallNotFound,
+    CallRinging,
+    EndResult,
+    EventSink,
+    GatewayEvent,
+    GatewayLink,
+    GatewayUnavailable,
+    ManualCallStarted,
+    OriginateRequest,
+    SpyEnded,
+    SpyMode,
+    SpyStarted,
+    check_spy_request,
+    validate_call_id,
+    validate_sound,
+)
+from callcenter.validation import validate_extension, validate_number
+
+
+@dataclass(frozen=True)
+class Dist:
+    """A duration distribution in seconds: const, uniform(lo, hi), exp(mean) or lognormal(mean, sd)."""
+
+    kind: str = "const"
+    mean: float = 0.0
+    sd: float = 0.0
+    lo: float = 0.0
+    hi: float = 0.0
+
+    @staticmethod
+    def const(v: float) -> Dist:
+        return Dist("const", mean=v)
+
+    @staticmethod
+    def uniform(lo: float, hi: float) -> Dist:
+        return Dist("uniform", mean=(lo + hi) / 2, lo=lo, hi=hi)
+
+    @staticmethod
+    def exp(mean: float) -> Dist:
+        return Dist("exp", mean=mean)
+
+    @staticmethod
+    def lognormal(mean: float, sd: float) -> Dist:
+        return Dist("lognormal", mean=mean, sd=sd)
+
+    def sample(self, rng: random.Random) -> float:
+        if self.kind == "const":
+            return self.mean
+        if self.kind == "uniform":
+            return rng.uniform(self.lo, self.hi)
+        if self.kind == "exp":
+            return rng.expovariate(1.0 / self.mean) if self.mean > 0 else 0.0
+        if self.kind == "lognormal":
+            if self.mean <= 0:
+                return 0.0
+            s2 = math.log(1 + (self.sd / self.mean) ** 2)
+            return rng.lognormvariate(math.log(self.mean) - s2 / 2, math.sqrt(s2))
+        raise ValueError(f"unknown distribution {self.kind!r}")
+
+
+class Outcome(StrEnum):
+    HUMAN = "human"
+    MACHINE = "machine"
+    BUSY = "busy"
+    NO_ANSWER = "no_answer"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Script:
+    """A scripted customer for one number (tests): what happens and when."""
+
+    outcome: Outcome
+    ring_s: float = 0.05
+    talk_s: float = 3600.0  # after connect; the customer hangs up then
+    patience_s: float = 3600.0  # waiting for an agent after answer; hangs up then
+
+
+@dataclass(frozen=True)
+class SimProfile:
+    """How simulated customers and agents behave. Probabilities of the outcomes; the rest fail."""
+
+    p_human: float = 0.35
+    p_machine: float = 0.05
+    p_busy: float = 0.10
+    p_no_answer: float = 0.40
+    ring: Dist = field(default_factory=lambda: Dist.uniform(3.0, 14.0))  # until a person/machine answers
+    busy_after: Dist = field(default_factory=lambda: Dist.uniform(0.5, 2.0))
+    fail_after: Dist = field(default_factory=lambda: Dist.uniform(0.1, 1.0))
+    talk: Dist = field(default_factory=lambda: Dist.lognormal(120.0, 60.0))
+    wrap_up: Dist = field(default_factory=lambda: Dist.const(15.0))
+    agent_answer: Dist = field(default_factory=lambda: Dist.const(0.3))  # agent phone picks up
+    patience: Dist = field(default_factory=lambda: Dist.uniform(2.0, 20.0))  # waiting for an agent
+    machine_message: Dist = field(default_factory=lambda: Dist.uniform(10.0, 30.0))
+    amd_delay: Dist = field(default_factory=lambda: Dist.uniform(1.5, 3.0))
+    amd_false_machine: float = 0.02  # a live person classified as a machine
+    amd_miss: float = 0.15  # a machine classified as a person
+    abandon_message_s: float = 4.0
+    seed: int = 1
+
+    @property
+    def p_failed(self) -> float:
+        return max(0.0, 1.0 - self.p_human - self.p_machine - self.p_busy - self.p_no_answer)
+
+
+class _Phase(StrEnum):
+    RINGING = "ringing"
+    ANSWERED = "answered"
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    MESSAGE = "message"
+
+
+@dataclass
+class _SimCall:
+    call_id: str
+    number: str
+    outcome: Outcome
+    talk_s: float
+    patience_s: float
+    phase: _Phase = _Phase.RINGING
+    extension: str | None = None
+    timers: list[Timer] = field(default_factory=list)
+    manual: bool = False
+
+
+class SimulatedGateway:
+    """A `Gateway` backed by `SimProfile`; see the module docstring."""
+
+    kind = "simulated"
+
+    def __init__(
+        self, scheduler: Scheduler, profile: SimProfile | None = None, script: dict[str, Script] | None = None
+    ) -> None:
+        self.scheduler = scheduler
+        self.profile = profile or SimProfile()
+        self.rng = random.Random(self.profile.seed)
+        self.script: dict[str, Script] = dict(script or {})
+        self.calls: dict[str, _SimCall] = {}
+        self.spies: dict[str, str] = {}  # spy id -> call id
+        self._emit: EventSink | None = None
+        self._ids = itertools.count(1)
+        self.originates = 0
+        self.up = False
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self, emit: EventSink) -> None:
+        self._emit = emit
+        self.up = True
+        self._send(GatewayLink(True, self.scheduler.now(), "simulated PBX"))
+
+    async def close(self) -> None:
+        self.up = False
+        for call in self.calls.values():
+            self._cancel_timers(call)
+        self.calls.clear()
+
+    # --- commands ----------------------------------------------------------------------------
+
+    async def originate(self, request: OriginateRequest) -> None:
+        self.originate_now(request)
+
+    def originate_now(self, request: OriginateRequest) -> None:
+        """Synchronous originate for discrete-event simulations (same behaviour as `originate`)."""
+        if not self.up:
+            raise GatewayUnavailable("simulated PBX is not started")
+        self.originates += 1
+        scripted = self.script.get(request.number)
+        p = self.profile
+        if scripted is not None:
+            outcome, ring_s = scripted.outcome, scripted.ring_s
+            talk_s, patience_s = scripted.talk_s, scripted.patience_s
+        else:
+            outcome = self._draw_outcome()
+            ring_s = {
+                Outcome.BUSY: p.busy_after,
+                Outcome.FAILED: p.fail_after,
+            }.get(outcome, p.ring).sample(self.rng)
+            talk_s = (p.machine_message if outcome is Outcome.MACHINE else p.talk).sample(self.rng)
+            patience_s = p.patience.sample(self.rng)
+        call = _SimCall(request.call_id, request.number, outcome, talk_s, patience_s)
+        self.calls[request.call_id] = call
+        if outcome in (Outcome.BUSY, Outcome.FAILED):
+            result, cause, detail = (
+                (EndResult.BUSY, 17, "busy")
+                if outcome is Outcome.BUSY
+                else (EndResult.FAILED, 34, "congestion")
+            )
+            self._later(call, ring_s, lambda: self._end(call, result, cause, detail))
+            return
+        self._later(
+            call, min(0.05, ring_s / 2), lambda: self._send(CallRinging(call.call_id, self.scheduler.now()))
+        )
+        if outcome is Outcome.NO_ANSWER or ring_s >= request.ring_timeout_s:
+            self._later(
+                call, request.ring_timeout_s, lambda: self._end(call, EndResult.NO_ANSWER, 19, "ring timeout")
+            )
+            return
+        verdict = self._verdict(outcome, request.amd)
+        delay = ring_s + (p.amd_delay.sample(self.rng) if request.amd else 0.0)
+        self._later(call, ring_s, lambda: self._answered(call))
+        self._later(
+            call, delay, lambda: self._send(CallAnswered(call.call_id, self.scheduler.now(), verdict))
+        )
+
+    async def hangup(self, call_id: str) -> None:
+        call = self._call(call_id)
+        if call.phase is _Phase.RINGING:
+            self._end(call, EndResult.CANCELLED, 16, "hung up by the controller while ringing")
+        else:
+            self._end(call, EndResult.ANSWERED, 16, "hung up by the controller")
+
+    async def connect_agent(self, call_id: str, extension: str) -> None:
+        validate_extension(extension)
+        call = self._call(call_id)
+        if call.phase is not _Phase.ANSWERED:
+            raise CallNotFound(f"call {call_id} is {call.phase.value}, not waiting for an agent")
+        self._cancel_timers(call)  # the customer's patience timer: an agent is coming
+        call.phase = _Phase.CONNECTING
+        call.extension = extension
+        self._later(call, self.profile.agent_answer.sample(self.rng), lambda: self._connected(call))
+
+    async def play_and_hangup(self, call_id: str, sound: str) -> None:
+        validate_sound(sound)
+        call = self._call(call_id)
+        self._cancel_timers(call)
+        call.phase = _Phase.MESSAGE
+        self._later(
+            call,
+            self.profile.abandon_message_s,
+            lambda: self._end(call, EndResult.ANSWERED, 16, f"played {sound}"),
+        )
+
+    async def spy(self, *, target_extension: str, supervisor_extension: str, mode: SpyMode) -> str:
+        mode = check_spy_request(target_extension, supervisor_extension, mode)
+        for call in self.calls.values():
+            if call.extension == target_extension and call.phase is _Phase.CONNECTED:
+                spy_id = f"spy-{next(self._ids)}"
+                self.spies[spy_id] = call.call_id
+                self._send(SpyStarted(spy_id, self.scheduler.now(), target_extension, mode))
+                return spy_id
+        raise CallNotFound(f"agent {target_extension} has no call to listen to")
+
+    async def active_calls(self) -> list[ActiveCall]:
+        return [
+            ActiveCall(
+                channel=f"SIM/{c.number}-{c.call_id}",
+                call_id=c.call_id,
+                state=c.phase.value,
+                extension=c.extension,
+            )
+            for c in self.calls.values()
+        ]
+
+    async def adopt(self, call_id: str) -> bool:
+        return call_id in self.calls
+
+    def agent_dials(
+        self, extension: str, number: str, *, ring_s: float = 1.0, talk_s: float = 30.0, answered: bool = True
+    ) -> str:
+        """Simulate an agent dialling a customer by hand from their phone; returns the call id."""
+        validate_extension(extension)
+        validate_number(number)
+        call_id = validate_call_id(f"manual-{next(self._ids)}")
+        call = _SimCall(
+            call_id,
+            number,
+            Outcome.HUMAN if answered else Outcome.NO_ANSWER,
+            talk_s,
+            0.0,
+            extension=extension,
+            manual=True,
+        )
+        self.calls[call_id] = call
+        self._send(ManualCallStarted(call_id, self.scheduler.now(), extension, number))
+        if answered:
+            self._later(call, ring_s, lambda: self._connected(call))
+        else:
+            self._later(call, ring_s, lambda: self._end(call, EndResult.NO_ANSWER, 19, "no answer"))
+        return call_id
+
+    def sample_wrap_up(self) -> float:
+        """How long a simulated agent spends in wrap-up after a call."""
+        return self.profile.wrap_up.sample(self.rng)
+
+    # --- internals ---------------------------------------------------------------------------
+
+    def _draw_outcome(self) -> Outcome:
+        p = self.profile
+        x = self.rng.random()
+        for outcome, prob in (
+            (Outcome.HUMAN, p.p_human),
+            (Outcome.MACHINE, p.p_machine),
+            (Outcome.BUSY, p.p_busy),
+            (Outcome.NO_ANSWER, p.p_no_answer),
+        ):
+            if x < prob:
+                return outcome
+            x -= prob
+        return Outcome.FAILED
+
+    def _verdict(self, outcome: Outcome, amd: bool) -> AnswerKind:
+        if not amd:
+            return AnswerKind.UNKNOWN
+        p = self.profile
+        if outcome is Outcome.MACHINE:
+            return AnswerKind.HUMAN if self.rng.random() < p.amd_miss else AnswerKind.MACHINE
+        return AnswerKind.MACHINE if self.rng.random() < p.amd_false_machine else AnswerKind.HUMAN
+
+    def _answered(self, call: _SimCall) -> None:
+        call.phase = _Phase.ANSWERED
+        self._later(
+            call, call.patience_s, lambda: self._end(call, EndResult.ANSWERED, 16, "customer hung up waiting")
+        )
+
+    def _connected(self, call: _SimCall) -> None:
+        call.phase = _Phase.CONNECTED
+        assert call.extension is not None
+        self._send(CallConnected(call.call_id, self.scheduler.now(), call.extension))
+        self._later(call, call.talk_s, lambda: self._end(call, EndResult.ANSWERED, 16, "normal clearing"))
+
+    def _end(self, call: _SimCall, result: EndResult, cause: int, detail: str) -> None:
+        if self.calls.pop(call.call_id, None) is None:
+            return
+        self._cancel_timers(call)
+        now = self.scheduler.now()
+        for spy_id, target in list(self.spies.items()):
+            if target == call.call_id:
+                del self.spies[spy_id]
+                self._send(SpyEnded(spy_id, now))
+        self._send(CallEnded(call.call_id, now, result, cause, detail))
+
+    def _later(self, call: _SimCall, delay: float, fn: Callable[[], None]) -> None:
+        call.timers.append(self.scheduler.call_later(delay, fn))
+
+    @staticmethod
+    def _cancel_timers(call: _SimCall) -> None:
+        for t in call.timers:
+            t.cancel()
+        call.timers.clear()
+
+    def _call(self, call_id: str) -> _SimCall:
+        call = self.calls.get(call_id)
+        if call is None:
+            raise CallNotFound(f"no call {call_id}")
+        return call
+
+    def _send(self, event: GatewayEvent) -> None:
+        if self._emit is not None:
+            self._emit(event)

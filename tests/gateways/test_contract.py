@@ -1,0 +1,198 @@
+"""Every driver, the same situations, the same domain events (see contract.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+from pathlib import Path
+
+import pytest
+
+from callcenter.errors import Invalid
+from callcenter.gateways.base import (
+    CallAnswered,
+    CallConnected,
+    CallRinging,
+    EndResult,
+    GatewayLink,
+    ManualCallStarted,
+    OriginateRequest,
+    SpyMode,
+    SpyStarted,
+)
+from tests.gateways.contract import EventLog, assert_well_ordered, kinds, new_call_id
+
+HARNESSES = sorted(p.stem.removeprefix("harness_") for p in Path(__file__).parent.glob("harness_*.py"))
+
+
+@pytest.fixture(params=HARNESSES)
+def harness(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    return importlib.import_module(f"tests.gateways.harness_{request.param}").HARNESS
+
+
+def test_every_driver_has_a_harness() -> None:
+    assert "simulated" in HARNESSES
+
+
+async def _originate(gw, harness, scenario: str, **kw):  # type: ignore[no-untyped-def]
+    call_id = new_call_id()
+    await gw.originate(
+        OriginateRequest(
+            call_id=call_id,
+            number=harness.numbers[scenario],
+            caller_id="4000",
+            caller_name="CallCenter",
+            **kw,
+        )
+    )
+    return call_id
+
+
+async def test_link_up_is_reported(harness) -> None:  # type: ignore[no-untyped-def]
+    log = EventLog()
+    async with harness.run(log):
+        event = await log.wait_type(GatewayLink)
+        assert event.up
+
+
+async def test_answered_call_connects_to_agent_and_ends_normally(harness) -> None:  # type: ignore[no-untyped-def]
+    log = EventLog()
+    async with harness.run(log) as gw:
+        call_id = await _originate(gw, harness, "answer")
+        answered = await log.wait_type(CallAnswered, call_id)
+        assert answered.answer == "unknown"  # no AMD asked
+        await gw.connect_agent(call_id, harness.agent)
+        connected = await log.wait_type(CallConnected, call_id)
+        assert connected.extension == harness.agent
+        ended = await log.ended(call_id, timeout=30)
+    assert (ended.result, ended.cause) == (EndResult.ANSWERED, 16)
+    assert_well_ordered(log, call_id)
+    assert any(isinstance(e, CallRinging) for e in log.of(call_id)), kinds(log.of(call_id))
+
+
+async def test_busy_number_ends_busy_without_answer(harness) -> None:  # type: ignore[no-untyped-def]
+    log = EventLog()
+    async with harness.run(log) as gw:
+        call_id = await _originate(gw, harness, "busy")
+        ended = await log.ended(call_id)
+    assert (ended.result, ended.cause) == (EndResult.BUSY, 17)
+    assert not any(isinstance(e, CallAnswered) for e in log.of(call_id))
+    assert_well_ordered(log, call_id)
+
+
+async def test_unanswered_number_rings_then_ends_no_answer(harness) -> None:  # type: ignore[no-untyped-def]
+    log = EventLog()
+    async with harness.run(log) as gw:
+        call_id = await _originate(gw, harness, "no_answer", ring_timeout_s=harness.ring_timeout_s)
+        await log.wait_type(CallRinging, call_id)
+        ended = await log.ended(call_id, timeout=30)
+    assert (ended.result, ended.cause) == (EndResult.NO_ANSWER, 19)
+    assert_well_ordered(log, call_id)
+
+
+async def test_congested_trunk_fails(harness) -> None:  # type: ignore[no-untyped-def]
+    log = EventLog()
+    async with harness.run(log) as gw:
+        call_id = await _originate(gw, harness, "congestion")
+        ended = await log.ended(call_id)
+    assert ended.result == EndResult.FAILED
+    assert ended.cause in (34, 38, 41), ended
+    assert_well_ordered(log, call_id)
+
+
+async def test_unknown_or_unreachable_destination_fails(harness) -> None:  # type: ignore[no-untyped-def]
+    log = EventLog()
+    async with harness.run(log) as gw:
+        call_id = await _originate(gw, harness, "unknown")
+        ended = await log.ended(call_id, timeout=40)
+    assert ended.result == EndResult.FAILED
+    assert_well_ordered(log, call_id)
+
+
+async def test_answered_customer_who_hangs_up_waiting_is_answered_without_connect(harness) -> None:  # type: ignore[no-untyped-def]
+    log = EventLog()
+    async with harness.run(log) as gw:
+        call_id = await _originate(gw, harness, "abandon")
+        await log.wait_type(CallAnswered, call_id)
+        ended = await log.ended(call_id, timeout=30)
+    assert (ended.result, ended.cause) == (EndResult.ANSWERED, 16)
+    assert not any(isinstance(e, CallConnected) for e in log.of(call_id))
+    assert_well_ordered(log, call_id)
+
+
+async def test_hangup_while_ringing_is_cancelled(harness) -> None:  # type: ignore[no-untyped-def]
+    log = EventLog()
+    async with harness.run(log) as gw:
+        call_id = await _originate(gw, harness, "no_answer", ring_timeout_s=30)
+        await log.wait_type(CallRinging, call_id)
+        await gw.hangup(call_id)
+        ended = await log.ended(call_id)
+    assert ended.result == EndResult.CANCELLED
+    assert not any(isinstance(e, CallAnswered) for e in log.of(call_id))
+    assert_well_ordered(log, call_id)
+
+
+async def test_abandon_message_then_hangup(harness) -> None:  # type: ignore[no-untyped-def]
+    log = EventLog()
+    async with harness.run(log) as gw:
+        call_id = await _originate(gw, harness, "answer")
+        await log.wait_type(CallAnswered, call_id)
+        await gw.play_and_hangup(call_id, "callcenter-abandon")
+        ended = await log.ended(call_id, timeout=30)
+    assert ended.result == EndResult.ANSWERED
+    assert not any(isinstance(e, CallConnected) for e in log.of(call_id))
+    assert_well_ordered(log, call_id)
+
+
+async def test_supervisor_listens_to_a_connected_call(harness) -> None:  # type: ignore[no-untyped-def]
+    log = EventLog()
+    async with harness.run(log) as gw:
+        call_id = await _originate(gw, harness, "answer")
+        await log.wait_type(CallAnswered, call_id)
+        await gw.connect_agent(call_id, harness.agent)
+        await log.wait_type(CallConnected, call_id)
+        spy_id = await gw.spy(
+            target_extension=harness.agent, supervisor_extension=harness.supervisor, mode=SpyMode.LISTEN
+        )
+        started = await log.wait_for(lambda e: isinstance(e, SpyStarted) and e.spy_id == spy_id)
+        assert started.target_extension == harness.agent and started.mode == SpyMode.LISTEN
+        await log.ended(call_id, timeout=30)
+
+
+async def test_call_dialled_by_hand_from_an_agent_phone_is_reported(harness) -> None:  # type: ignore[no-untyped-def]
+    log = EventLog()
+    async with harness.run(log) as gw:
+        await harness.agent_dials(gw, harness.agent, "10000077")
+        started = await log.wait_type(ManualCallStarted)
+        assert (started.extension, started.number.lstrip("+")) == (harness.agent, "10000077")
+        connected = await log.wait_type(CallConnected, started.call_id)
+        assert connected.extension == harness.agent
+        ended = await log.ended(started.call_id, timeout=30)
+    assert ended.result == EndResult.ANSWERED
+    assert_well_ordered(log, started.call_id)
+
+
+async def test_burst_of_20_mixed_calls_all_resolve(harness) -> None:  # type: ignore[no-untyped-def]
+    log = EventLog()
+    scenarios = ["answer", "busy", "no_answer", "congestion"] * 5
+    async with harness.run(log) as gw:
+        ids = [await _originate(gw, harness, s, ring_timeout_s=harness.ring_timeout_s) for s in scenarios]
+        ends = await asyncio.gather(*(log.ended(i, timeout=60) for i in ids))
+    got = sorted(e.result.value for e in ends)
+    assert got == sorted(["answered"] * 5 + ["busy"] * 5 + ["no_answer"] * 5 + ["failed"] * 5)
+    for call_id in ids:
+        assert_well_ordered(log, call_id)
+
+
+@pytest.mark.parametrize(
+    "number", ["123\r\nAction: Command\r\nCommand: core stop now", "1234;hangup", "{a=b}1234", "1234'", ""]
+)
+def test_number_with_separators_is_refused_before_the_driver(number: str) -> None:
+    with pytest.raises(Invalid):
+        OriginateRequest(call_id=new_call_id(), number=number)
+
+
+@pytest.mark.parametrize("value", ["a\r\nb", "x,y", "{x}", "it's", "a b"])
+def test_variable_with_separators_is_refused(value: str) -> None:
+    with pytest.raises(Invalid):
+        OriginateRequest(call_id=new_call_id(), number="+8613800000000", variables={"CC_X": value})

@@ -1,0 +1,112 @@
+"""Real Redis and PostgreSQL servers for tests, started from PATH on free ports in temp folders."""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _pg_bin(name: str) -> str:
+    found = shutil.which(name)
+    if found:
+        return found
+    candidates = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    if not candidates:
+        raise RuntimeError(f"{name} not found: install PostgreSQL (apt-get install -y postgresql)")
+    return candidates[-1]
+
+
+def _run_as() -> tuple[str | None, int | None, int | None]:
+    """PostgreSQL refuses to run as root: pick an unprivileged account when we are root."""
+    if os.geteuid() != 0:
+        return None, None, None
+    for name in ("postgres", "nobody"):
+        try:
+            pw = pwd.getpwnam(name)
+        except KeyError:
+            continue
+        return name, pw.pw_uid, pw.pw_gid
+    raise RuntimeError("running as root and no 'postgres' or 'nobody' account to run PostgreSQL as")
+
+
+class PostgresServer:
+    """A throwaway PostgreSQL cluster (initdb + pg_ctl) on 127.0.0.1:<free port>."""
+
+    def __init__(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="cc-pg-"))
+        self.port = free_port()
+        self.user = "cc"
+        self._as, self._uid, self._gid = _run_as()
+
+    def _run(self, *args: str) -> None:
+        kwargs = {}
+        if self._uid is not None:
+            kwargs = {"user": self._uid, "group": self._gid}
+        subprocess.run(args, check=True, capture_output=True, cwd=self.dir, **kwargs)  # type: ignore[call-overload]
+
+    def start(self) -> None:
+        if self._uid is not None:
+            os.chown(self.dir, self._uid, self._gid)
+        data = self.dir / "data"
+        self._run(
+            _pg_bin("initdb"),
+            "-D",
+            str(data),
+            "-U",
+            self.user,
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+            "--locale=C",
+        )
+        opts = (
+            f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+        )
+        self._run(
+            _pg_bin("pg_ctl"),
+            "-D",
+            str(data),
+            "-o",
+            opts,
+            "-l",
+            str(self.dir / "log"),
+            "-w",
+            "-t",
+            "60",
+            "start",
+        )
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql+psycopg://{self.user}@127.0.0.1:{self.port}/{database}"
+
+    def stop(self) -> None:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            self._run(_pg_bin("pg_ctl"), "-D", str(self.dir / "data"), "-m", "immediate", "stop")
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def wait_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise TimeoutError(f"nothing listens on port {port}")

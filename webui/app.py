@@ -1,0 +1,102 @@
+"""The FastAPI application factory. Routes stay thin: validate, call one service function, return."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.middleware.sessions import SessionMiddleware
+
+from callcenter.config import Settings
+from callcenter.errors import DomainError
+from webui.auth import LoginRequired
+from webui.context import AppContext
+
+log = logging.getLogger(__name__)
+STATIC = Path(__file__).parent / "static"
+
+
+def create_app(settings: Settings, *, ctx: AppContext | None = None) -> FastAPI:
+    """Build the app. With `ctx` (tests), its engine and Redis are used as they are; without, the
+    lifespan creates them from settings and disposes of them at shutdown."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned: list[Any] = []
+        if ctx is None:
+            import redis
+            import redis.asyncio as aredis
+
+            from callcenter.db import make_engine
+
+            if not settings.redis_url:
+                raise RuntimeError(
+                    "the web app needs CALLCENTER_REDIS_URL (the CLI starts an embedded Redis)"
+                )
+            engine = make_engine(settings.effective_database_url)
+            app.state.ctx = AppContext(
+                settings=settings,
+                engine=engine,
+                redis=redis.Redis.from_url(settings.redis_url, decode_responses=True),
+                aredis=aredis.Redis.from_url(settings.redis_url, decode_responses=True),
+            )
+            owned.append(app.state.ctx)
+        else:
+            app.state.ctx = ctx
+        for hook in app.state.startup_hooks:
+            await hook(app)
+        try:
+            yield
+        finally:
+            for hook in reversed(app.state.shutdown_hooks):
+                await hook(app)
+            for c in owned:
+                c.engine.dispose()
+                c.redis.close()
+                if c.aredis is not None:
+                    await c.aredis.aclose()
+
+    app = FastAPI(title="Call Center", version="0.1.0", lifespan=lifespan)
+    app.state.startup_hooks = []
+    app.state.shutdown_hooks = []
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=settings.secret_key.get_secret_value(),
+        session_cookie="cc_session",
+        max_age=settings.session_max_age_s,
+        same_site="lax",
+        https_only=False,
+    )
+    app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
+
+    @app.exception_handler(DomainError)
+    async def _domain_error(_request: Request, exc: DomainError) -> JSONResponse:
+        body: dict[str, Any] = {"detail": exc.message}
+        if exc.field:
+            body["field"] = exc.field
+        return JSONResponse(body, status_code=exc.status)
+
+    @app.exception_handler(LoginRequired)
+    async def _login_required(_request: Request, exc: LoginRequired) -> RedirectResponse:
+        return RedirectResponse(f"/login?next={exc.next_url}", status_code=303)
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, exc: HTTPException) -> Any:
+        if exc.status_code == 403 and not request.url.path.startswith("/api/"):
+            from webui.templating import render
+
+            return render(request, "error.html", {"message": exc.detail}, status_code=403)
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+    from webui.routes import admin, pages, session
+
+    app.include_router(session.router)
+    app.include_router(pages.router)
+    app.include_router(admin.router)
+    return app

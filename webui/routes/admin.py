@@ -1,0 +1,290 @@
+"""Administration API: users, roles, skill groups, agents (SIP extensions) and gateways."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+from sqlmodel import Session
+
+from callcenter import accounts
+from callcenter.config import GatewayKind
+from callcenter.errors import Conflict, NotFound
+from callcenter.models import (
+    Agent,
+    AgentSkill,
+    GatewayRow,
+    Permission,
+    Role,
+    RolePermission,
+    SkillGroup,
+    User,
+    UserRole,
+)
+from webui.auth import require
+from webui.context import get_session
+
+router = APIRouter(prefix="/api/admin", dependencies=[require(Permission.ADMIN)])
+
+
+class UserCreate(BaseModel):
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=8, max_length=256)
+    display_name: str = Field("", max_length=128)
+    roles: list[str] = Field(default_factory=list)
+    locale: str = Field("en", pattern="^(en|zh)$")
+
+
+class UserUpdate(BaseModel):
+    display_name: str | None = Field(None, max_length=128)
+    roles: list[str] | None = None
+    is_active: bool | None = None
+    password: str | None = Field(None, min_length=8, max_length=256)
+    locale: str | None = Field(None, pattern="^(en|zh)$")
+
+
+class UserPublic(BaseModel):
+    id: int
+    username: str
+    display_name: str
+    is_active: bool
+    locale: str
+    roles: list[str]
+    extension: str | None
+
+
+class RolePublic(BaseModel):
+    id: int
+    name: str
+    description: str
+    builtin: bool
+    permissions: list[str]
+
+
+class SkillGroupCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=64)
+    description: str = Field("", max_length=500)
+
+
+class SkillGroupPublic(BaseModel):
+    id: int
+    name: str
+    description: str
+    agent_ids: list[int]
+
+
+class AgentCreate(BaseModel):
+    user_id: int
+    extension: str = Field(min_length=1, max_length=32, pattern=r"^[0-9A-Za-z_]+$")
+    skill_group_ids: list[int] = Field(default_factory=list)
+
+
+class AgentUpdate(BaseModel):
+    extension: str | None = Field(None, min_length=1, max_length=32, pattern=r"^[0-9A-Za-z_]+$")
+    skill_group_ids: list[int] | None = None
+
+
+class AgentPublic(BaseModel):
+    id: int
+    user_id: int
+    username: str
+    extension: str
+    state: str
+    skill_group_ids: list[int]
+    simulated: bool
+
+
+class GatewayCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=64)
+    kind: GatewayKind
+    host: str = Field("", max_length=255)
+    port: int = Field(0, ge=0, le=65535)
+    username: str = Field("", max_length=64)
+    secret_env: str = Field("", max_length=64, pattern=r"^[A-Z0-9_]*$")
+    dial_template: str = Field("", max_length=255)
+    agent_template: str = Field("", max_length=255)
+    enabled: bool = True
+
+
+class GatewayPublic(GatewayCreate):
+    id: int
+
+
+def _user_public(session: Session, user: User) -> UserPublic:
+    roles = (
+        session.execute(
+            select(Role.name).join(UserRole, UserRole.role_id == Role.id).where(UserRole.user_id == user.id)
+        )
+        .scalars()
+        .all()
+    )
+    agent = session.execute(select(Agent).where(Agent.user_id == user.id)).scalar_one_or_none()
+    assert user.id is not None
+    return UserPublic(
+        id=user.id,
+        username=user.username,
+        display_name=user.display_name,
+        is_active=user.is_active,
+        locale=user.locale,
+        roles=sorted(roles),
+        extension=agent.extension if agent else None,
+    )
+
+
+@router.get("/users")
+def list_users(session: Session = Depends(get_session)) -> list[UserPublic]:
+    users = session.execute(select(User).order_by(User.username)).scalars().all()
+    return [_user_public(session, u) for u in users]
+
+
+@router.post("/users", status_code=201)
+def create_user(body: UserCreate, session: Session = Depends(get_session)) -> UserPublic:
+    user = accounts.create_user(
+        session,
+        username=body.username,
+        password=body.password,
+        roles=body.roles,
+        display_name=body.display_name,
+        locale=body.locale,
+    )
+    return _user_public(session, user)
+
+
+@router.patch("/users/{user_id}")
+def update_user(user_id: int, body: UserUpdate, session: Session = Depends(get_session)) -> UserPublic:
+    user = session.get(User, user_id)
+    if user is None:
+        raise NotFound("no such user")
+    if body.display_name is not None:
+        user.display_name = body.display_name
+    if body.locale is not None:
+        user.locale = body.locale
+    if body.is_active is not None:
+        user.is_active = body.is_active
+        user.token_version += 1
+    session.add(user)
+    if body.roles is not None:
+        accounts.set_user_roles(session, user_id=user_id, roles=body.roles)
+    if body.password is not None:
+        accounts.set_password(session, user_id=user_id, password=body.password)
+    session.flush()
+    return _user_public(session, user)
+
+
+@router.get("/roles")
+def list_roles(session: Session = Depends(get_session)) -> list[RolePublic]:
+    out = []
+    for role in session.execute(select(Role).order_by(Role.name)).scalars():
+        perms = (
+            session.execute(select(RolePermission.permission).where(RolePermission.role_id == role.id))
+            .scalars()
+            .all()
+        )
+        assert role.id is not None
+        out.append(
+            RolePublic(
+                id=role.id,
+                name=role.name,
+                description=role.description,
+                builtin=role.builtin,
+                permissions=sorted(perms),
+            )
+        )
+    return out
+
+
+@router.get("/permissions")
+def list_permissions() -> list[dict[str, str]]:
+    from callcenter.models import PERMISSION_LABELS
+
+    return [{"code": p.value, "description": PERMISSION_LABELS[p]} for p in Permission]
+
+
+def _group_public(session: Session, group: SkillGroup) -> SkillGroupPublic:
+    ids = (
+        session.execute(select(AgentSkill.agent_id).where(AgentSkill.skill_group_id == group.id))
+        .scalars()
+        .all()
+    )
+    assert group.id is not None
+    return SkillGroupPublic(
+        id=group.id, name=group.name, description=group.description, agent_ids=sorted(ids)
+    )
+
+
+@router.get("/skill-groups")
+def list_skill_groups(session: Session = Depends(get_session)) -> list[SkillGroupPublic]:
+    groups = session.execute(select(SkillGroup).order_by(SkillGroup.name)).scalars().all()
+    return [_group_public(session, g) for g in groups]
+
+
+@router.post("/skill-groups", status_code=201)
+def create_skill_group(body: SkillGroupCreate, session: Session = Depends(get_session)) -> SkillGroupPublic:
+    group = accounts.create_skill_group(session, name=body.name, description=body.description)
+    return _group_public(session, group)
+
+
+def _agent_public(session: Session, agent: Agent) -> AgentPublic:
+    user = session.get(User, agent.user_id)
+    groups = (
+        session.execute(select(AgentSkill.skill_group_id).where(AgentSkill.agent_id == agent.id))
+        .scalars()
+        .all()
+    )
+    assert agent.id is not None
+    return AgentPublic(
+        id=agent.id,
+        user_id=agent.user_id,
+        username=user.username if user else "?",
+        extension=agent.extension,
+        state=agent.state,
+        skill_group_ids=sorted(groups),
+        simulated=agent.simulated,
+    )
+
+
+@router.get("/agents")
+def list_agents(session: Session = Depends(get_session)) -> list[AgentPublic]:
+    agents = session.execute(select(Agent).order_by(Agent.extension)).scalars().all()
+    return [_agent_public(session, a) for a in agents]
+
+
+@router.post("/agents", status_code=201)
+def create_agent(body: AgentCreate, session: Session = Depends(get_session)) -> AgentPublic:
+    agent = accounts.create_agent(
+        session, user_id=body.user_id, extension=body.extension, skill_group_ids=body.skill_group_ids
+    )
+    return _agent_public(session, agent)
+
+
+@router.patch("/agents/{agent_id}")
+def update_agent(agent_id: int, body: AgentUpdate, session: Session = Depends(get_session)) -> AgentPublic:
+    agent = session.get(Agent, agent_id)
+    if agent is None:
+        raise NotFound("no such agent")
+    if body.extension is not None and body.extension != agent.extension:
+        taken = session.execute(select(Agent).where(Agent.extension == body.extension)).first()
+        if taken:
+            raise Conflict(f"extension {body.extension} is already assigned", field="extension")
+        agent.extension = body.extension
+        session.add(agent)
+    if body.skill_group_ids is not None:
+        accounts.set_agent_skills(session, agent_id=agent_id, skill_group_ids=body.skill_group_ids)
+    session.flush()
+    return _agent_public(session, agent)
+
+
+@router.get("/gateways")
+def list_gateways(session: Session = Depends(get_session)) -> list[GatewayPublic]:
+    rows = session.execute(select(GatewayRow).order_by(GatewayRow.name)).scalars().all()
+    return [GatewayPublic.model_validate(r, from_attributes=True) for r in rows]
+
+
+@router.post("/gateways", status_code=201)
+def create_gateway(body: GatewayCreate, session: Session = Depends(get_session)) -> GatewayPublic:
+    if session.execute(select(GatewayRow).where(GatewayRow.name == body.name)).first():
+        raise Conflict(f"gateway {body.name!r} exists", field="name")
+    row = GatewayRow(**body.model_dump(mode="json"))
+    session.add(row)
+    session.flush()
+    return GatewayPublic.model_validate(row, from_attributes=True)
