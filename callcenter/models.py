@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from enum import StrEnum
 
+from sqlalchemy import Index
 from sqlmodel import Field, SQLModel
 
 
@@ -164,3 +165,184 @@ class GatewayRow(SQLModel, table=True):
     dial_template: str = Field("", max_length=255)
     agent_template: str = Field("", max_length=255)
     enabled: bool = True
+
+
+# --- outbound tasks (campaigns), leads, calls ----------------------------------------------------
+
+
+class CampaignState(StrEnum):
+    INITIALIZING = "initializing"  # the list is being imported
+    STOPPED = "stopped"
+    RUNNING = "running"
+    PAUSED = "paused"
+    DELETED = "deleted"
+
+
+class PacingMode(StrEnum):
+    RATIO = "ratio"  # the seed's rule: min(max concurrency, floor(ready x ratio))
+    PROGRESSIVE = "progressive"  # ratio 1
+    PREVIEW = "preview"  # the agent sees the lead first and clicks to dial
+    PREDICTIVE = "predictive"  # lines per agent from measured answer rate, talk time, abandon
+
+
+class Campaign(SQLModel, table=True):
+    """An outbound task (拨号计划 / 外呼任务). The list and the skill group never change after creation."""
+
+    __tablename__ = "campaign"
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=128, index=True)
+    state: str = Field(default=CampaignState.INITIALIZING.value, max_length=16, index=True)
+    skill_group_id: int = Field(foreign_key="skill_group.id")
+    gateway_id: int | None = Field(default=None, foreign_key="gateway.id")
+    max_concurrency: int = 10
+    agent_ratio: float = 1.0
+    pacing_mode: str = Field(default=PacingMode.RATIO.value, max_length=16)
+    abandon_target_pct: float = 3.0
+    predictive_min_agents: int = 10
+    caller_id: str = Field("", max_length=32)
+    caller_name: str = Field("", max_length=64)
+    recording: bool = False
+    amd: bool = False
+    ring_timeout_s: int = 25
+    wrap_up_s: int = 30
+    # Calling window in the lead's own time zone ("HH:MM"); `timezone` is used for leads whose
+    # number gives no zone.
+    window_start: str = Field("08:00", max_length=5)
+    window_end: str = Field("21:00", max_length=5)
+    window_days: str = Field("0123456", max_length=7)  # Monday=0 ... Sunday=6
+    timezone: str = Field("Asia/Shanghai", max_length=64)
+    max_attempts: int = 3
+    # JSON object {result: delay seconds}; a result not listed is never retried.
+    retry_delays: str = Field(default='{"busy": 600, "no_answer": 1800, "failed": 3600, "lost": 300}')
+    abandon_sound: str = Field("callcenter-abandon", max_length=128)
+    dispositions: str = Field(default='["interested", "not interested", "call back", "wrong number"]')
+    list_filename: str = Field("", max_length=255)
+    created_by: str = Field("", max_length=64)
+    created_at: float = Field(default_factory=now)
+    started_at: float | None = None
+    finished_at: float | None = None
+    # Import progress (the list is imported by an rq job while the task is initializing).
+    import_job_id: str = Field("", max_length=64)
+    import_total: int = 0
+    import_done: int = 0
+    import_ok: int = 0
+    import_rejected: int = 0
+    import_rows_per_s: float = 0.0
+    import_error: str = ""
+
+
+class CampaignAudit(SQLModel, table=True):
+    """One row per state change of a task: who, when, from, to."""
+
+    __tablename__ = "campaign_audit"
+    id: int | None = Field(default=None, primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id", index=True)
+    at: float = Field(default_factory=now)
+    actor: str = Field(max_length=64)
+    old: str = Field(max_length=16)
+    new: str = Field(max_length=16)
+    note: str = ""
+
+
+class LeadStatus(StrEnum):
+    PENDING = "pending"  # waiting to be dialled at or after next_at
+    CLAIMED = "claimed"  # a dialer took it and is placing the call
+    DONE = "done"  # no more attempts: answered, out of attempts, or not retried
+    DNC = "dnc"  # found on the do-not-call list at dial time
+
+
+class Lead(SQLModel, table=True):
+    """One number of a task's list, with the other columns of its row kept in `fields` (JSON)."""
+
+    __tablename__ = "lead"
+    __table_args__ = (Index("ix_lead_claim", "campaign_id", "status", "next_at"),)
+    id: int | None = Field(default=None, primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id")
+    row_no: int = 0
+    number: str = Field(max_length=20, index=True)
+    tz: str = Field("", max_length=64)
+    fields: str = "{}"
+    status: str = Field(default=LeadStatus.PENDING.value, max_length=10)
+    attempts: int = 0
+    next_at: float = 0.0
+    claimed_by: str = Field("", max_length=64)
+    claimed_at: float | None = None
+    last_result: str = Field("", max_length=20)
+    last_call_id: str = Field("", max_length=64)
+
+
+class ImportIssue(SQLModel, table=True):
+    """A list row that was not imported, and why (downloadable as the import report)."""
+
+    __tablename__ = "import_issue"
+    id: int | None = Field(default=None, primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id", index=True)
+    row_no: int
+    raw_number: str = ""
+    reason: str = Field(max_length=16)  # invalid, duplicate, dnc, empty
+    detail: str = ""
+
+
+class DncEntry(SQLModel, table=True):
+    """The do-not-call list, checked at import and again before every dial."""
+
+    __tablename__ = "dnc"
+    number: str = Field(primary_key=True, max_length=20)
+    added_at: float = Field(default_factory=now)
+    source: str = Field("", max_length=64)
+    note: str = ""
+
+
+class CallState(StrEnum):
+    DIALING = "dialing"
+    RINGING = "ringing"
+    ANSWERED = "answered"  # a person (or machine) answered; waiting for an agent
+    AGENT_RINGING = "agent_ringing"  # an agent was reserved and their phone is being connected
+    CONNECTED = "connected"
+    ENDED = "ended"
+
+
+class CallResult(StrEnum):
+    """The result of one attempt (DOMAIN: leads and attempts)."""
+
+    ANSWERED = "answered"  # a person answered and was connected to an agent
+    MACHINE = "machine"  # an answering machine (AMD verdict)
+    ABANDONED = "abandoned"  # a person answered and no agent was connected within 2 s
+    BUSY = "busy"
+    NO_ANSWER = "no_answer"
+    FAILED = "failed"  # congestion, invalid number, unreachable
+    CANCELLED = "cancelled"  # hung up by us before answer (pause / stop)
+    DNC = "dnc"  # on the do-not-call list at dial time: not dialled
+    LOST = "lost"  # the gateway lost the call (link drop, dialer restart)
+    NOT_DIALLED = "not_dialled"  # the gateway was unavailable: nothing was sent
+
+
+class Call(SQLModel, table=True):
+    """One attempt (or one manual call), with a timestamp for each stage."""
+
+    __tablename__ = "call"
+    __table_args__ = (
+        Index("ix_call_campaign_state", "campaign_id", "state"),
+        Index("ix_call_agent", "agent_id"),
+    )
+    id: str = Field(primary_key=True, max_length=64)
+    campaign_id: int | None = Field(default=None, foreign_key="campaign.id")
+    lead_id: int | None = Field(default=None, foreign_key="lead.id")
+    number: str = Field(max_length=20, index=True)
+    direction: str = Field("outbound", max_length=8)  # outbound | manual
+    state: str = Field(default=CallState.DIALING.value, max_length=16)
+    attempt: int = 1
+    dialer_id: str = Field("", max_length=64)
+    gateway: str = Field("", max_length=64)
+    agent_id: int | None = Field(default=None, foreign_key="agent.id")
+    created_at: float = Field(default_factory=now)
+    ringing_at: float | None = None
+    answered_at: float | None = None
+    answer_kind: str = Field("", max_length=8)
+    agent_at: float | None = None  # an agent was reserved and asked to pick up
+    connected_at: float | None = None
+    ended_at: float | None = None
+    result: str = Field("", max_length=16)
+    cause: int = 0
+    detail: str = ""
+    disposition: str = Field("", max_length=64)

@@ -94,9 +94,11 @@ def create_app(settings: Settings, *, ctx: AppContext | None = None) -> FastAPI:
             return render(request, "error.html", {"message": exc.detail}, status_code=403)
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
-    from webui.routes import admin, pages, session
+    from webui.routes import admin, agents, pages, session, tasks
 
     app.include_router(session.router)
     app.include_router(pages.router)
     app.include_router(admin.router)
+    app.include_router(agents.router)
+    app.include_router(tasks.router)
     return app

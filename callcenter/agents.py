@@ -1,0 +1,135 @@
+"""Agent states: one table of legal moves, one function that applies it to a row.
+
+Both the web (an agent sets ready / not ready / away) and the dialer (reserve, connect, hang up,
+wrap-up timeout) move agents. Every move is a compare-and-set on the row (`WHERE state = <from>`),
+so two processes can never both act on the same agent: the loser gets `InvalidTransition` or
+`StaleState` and re-reads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from sqlalchemy import update
+from sqlalchemy.engine import Connection
+from sqlmodel import Session, col, select
+
+from callcenter.errors import Conflict, NotFound
+from callcenter.models import Agent, AgentState
+
+S = AgentState
+
+
+class AgentEvent(StrEnum):
+    SET_READY = "set_ready"  # the agent (or the wrap-up timeout) makes them available
+    SET_NOT_READY = "set_not_ready"
+    SET_AWAY = "set_away"
+    LOGOUT = "logout"
+    RESERVE = "reserve"  # the dialer picked this agent for an answered call
+    RELEASE = "release"  # the reserved call went away before it reached the agent
+    CONNECT = "connect"  # the call is bridged to the agent
+    MANUAL_CALL = "manual_call"  # the agent dialled out by hand from their phone
+    HANGUP = "hangup"  # the agent's call ended: after-call work begins
+    WRAP_UP_DONE = "wrap_up_done"  # wrap-up time is over
+
+
+_IDLE = (S.OFFLINE, S.NOT_READY, S.AWAY, S.WRAP_UP)
+
+# (state, event) -> new state. Every legal move is here; anything else raises InvalidTransition.
+TABLE: dict[tuple[AgentState, AgentEvent], AgentState] = {
+    **{(s, AgentEvent.SET_READY): S.READY for s in (S.OFFLINE, S.NOT_READY, S.AWAY, S.WRAP_UP, S.READY)},
+    **{
+        (s, AgentEvent.SET_NOT_READY): S.NOT_READY
+        for s in (S.OFFLINE, S.READY, S.AWAY, S.WRAP_UP, S.NOT_READY)
+    },
+    **{(s, AgentEvent.SET_AWAY): S.AWAY for s in (S.READY, S.NOT_READY, S.WRAP_UP, S.AWAY)},
+    **{(s, AgentEvent.LOGOUT): S.OFFLINE for s in (S.READY, S.NOT_READY, S.AWAY, S.WRAP_UP, S.OFFLINE)},
+    (S.READY, AgentEvent.RESERVE): S.RESERVED,
+    (S.RESERVED, AgentEvent.RELEASE): S.READY,
+    (S.RESERVED, AgentEvent.CONNECT): S.ON_CALL,
+    **{(s, AgentEvent.MANUAL_CALL): S.ON_CALL for s in (S.READY, *_IDLE)},
+    (S.ON_CALL, AgentEvent.HANGUP): S.WRAP_UP,
+    (S.RESERVED, AgentEvent.HANGUP): S.READY,  # the customer left while the agent's phone rang
+    (S.WRAP_UP, AgentEvent.WRAP_UP_DONE): S.READY,
+}
+
+# What an agent may choose from the workstation.
+AGENT_CHOICES: dict[AgentState, AgentEvent] = {
+    S.READY: AgentEvent.SET_READY,
+    S.NOT_READY: AgentEvent.SET_NOT_READY,
+    S.AWAY: AgentEvent.SET_AWAY,
+    S.OFFLINE: AgentEvent.LOGOUT,
+}
+
+
+class InvalidTransition(Conflict):
+    """The event is not legal in the agent's current state."""
+
+    def __init__(self, state: AgentState | str, event: AgentEvent | str) -> None:
+        state, event = str(state), str(event)
+        super().__init__(f"an agent in state {state} cannot {event.replace('_', ' ')}", field="state")
+        self.state = state
+        self.event = event
+
+
+def next_state(state: AgentState | str, event: AgentEvent) -> AgentState:
+    """The state after `event`; raises InvalidTransition when the table has no such move.
+
+    >>> next_state("ready", AgentEvent.RESERVE)
+    <AgentState.RESERVED: 'reserved'>
+    """
+    try:
+        return TABLE[(AgentState(state), event)]
+    except (KeyError, ValueError):
+        raise InvalidTransition(state, event) from None
+
+
+@dataclass(frozen=True)
+class AgentMove:
+    agent_id: int
+    old: AgentState
+    new: AgentState
+    at: float
+    call_id: str | None
+    campaign_id: int | None
+
+
+def apply(
+    conn: Connection | Session,
+    *,
+    agent_id: int,
+    event: AgentEvent,
+    now: float,
+    expect: AgentState | None = None,
+    call_id: str | None = None,
+    campaign_id: int | None = None,
+) -> AgentMove:
+    """Move one agent with a compare-and-set. `expect` pins the state the caller saw; without it the
+    current row is read first. `call_id` / `campaign_id` are recorded for reserve / connect / manual."""
+    if expect is None:
+        row = conn.execute(select(Agent.state).where(col(Agent.id) == agent_id)).first()
+        if row is None:
+            raise NotFound(f"no agent {agent_id}")
+        expect = AgentState(row[0])
+    new = next_state(expect, event)
+    values: dict[str, object] = {"state": new.value}
+    if new != expect:
+        values["state_since"] = now
+    if new is S.READY and expect is not S.READY:
+        values["idle_since"] = now
+    if event in (AgentEvent.RESERVE, AgentEvent.MANUAL_CALL):
+        values["call_id"] = call_id
+        values["campaign_id"] = campaign_id
+    elif new in (S.READY, S.NOT_READY, S.AWAY, S.OFFLINE):
+        values["call_id"] = None
+        values["campaign_id"] = None
+    result = conn.execute(
+        update(Agent).where(col(Agent.id) == agent_id, col(Agent.state) == expect.value).values(**values)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        current = conn.execute(select(Agent.state).where(col(Agent.id) == agent_id)).first()
+        if current is None:
+            raise NotFound(f"no agent {agent_id}")
+        raise InvalidTransition(current[0], event)
+    return AgentMove(agent_id, expect, new, now, values.get("call_id", call_id), campaign_id)  # type: ignore[arg-type]

@@ -1,0 +1,89 @@
+"""The agent's own state: `GET /api/agent/me`, `POST /api/agent/state`."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from pydantic import BaseModel
+from sqlmodel import Session
+
+from callcenter import agents as agent_states
+from callcenter.accounts import Principal
+from callcenter.bus import DIALER_TOPIC
+from callcenter.models import Agent, AgentState, Permission
+from callcenter.notifier import Notifier
+from webui.auth import require
+from webui.context import get_ctx, get_session
+
+router = APIRouter(prefix="/api/agent")
+
+
+class AgentMe(BaseModel):
+    agent_id: int
+    extension: str
+    state: str
+    since: float
+    call_id: str | None
+    campaign_id: int | None
+
+
+class StateChange(BaseModel):
+    state: Literal["ready", "not_ready", "away", "offline"]
+
+
+def _agent_of(principal: Principal, session: Session) -> Agent:
+    if principal.agent_id is None:
+        raise HTTPException(409, "this user has no SIP extension; ask an admin to assign one")
+    agent = session.get(Agent, principal.agent_id)
+    if agent is None:
+        raise HTTPException(404, "no such agent")
+    return agent
+
+
+def _me(agent: Agent) -> AgentMe:
+    assert agent.id is not None
+    return AgentMe(
+        agent_id=agent.id,
+        extension=agent.extension,
+        state=agent.state,
+        since=agent.state_since,
+        call_id=agent.call_id,
+        campaign_id=agent.campaign_id,
+    )
+
+
+@router.get("/me")
+def get_me(
+    principal: Principal = require(Permission.WORKSTATION), session: Session = Depends(get_session)
+) -> AgentMe:
+    return _me(_agent_of(principal, session))
+
+
+@router.post("/state")
+def set_state(
+    body: StateChange,
+    request: Request,
+    principal: Principal = require(Permission.CALLCENTER_AGENT),
+    session: Session = Depends(get_session),
+) -> AgentMe:
+    """Set ready / not ready / away / offline. Refused (409) while reserved or on a call."""
+    import time
+
+    agent = _agent_of(principal, session)
+    event = agent_states.AGENT_CHOICES[AgentState(body.state)]
+    move = agent_states.apply(session, agent_id=agent.id or 0, event=event, now=time.time())
+    session.commit()
+    session.refresh(agent)
+    ctx = get_ctx(request)
+    Notifier(ctx.bus).agent_state(
+        agent_id=move.agent_id,
+        extension=agent.extension,
+        state=move.new.value,
+        since=agent.state_since,
+        call_id=agent.call_id,
+        campaign_id=agent.campaign_id,
+    )
+    if move.new is AgentState.READY:
+        ctx.bus.publish(DIALER_TOPIC, "agent_ready", {"agent_id": move.agent_id})
+    return _me(agent)

@@ -1,0 +1,7 @@
+"""Outbound tasks (campaigns) API."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter(prefix="/api/tasks")
