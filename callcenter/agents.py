@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import lru_cache
+from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Connection
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from callcenter.errors import Conflict, NotFound
 from callcenter.models import Agent, AgentState
@@ -95,6 +97,20 @@ class AgentMove:
     campaign_id: int | None
 
 
+_AGENT = Agent.__table__  # type: ignore[attr-defined]
+_STATE = select(_AGENT.c.state).where(_AGENT.c.id == bindparam("aid"))
+
+
+@lru_cache(maxsize=64)
+def _cas(keys: tuple[str, ...]) -> Any:
+    """The compare-and-set UPDATE for one set of columns (built once: this is on the dialer's hot path)."""
+    return (
+        update(_AGENT)
+        .where(_AGENT.c.id == bindparam("aid"), _AGENT.c.state == bindparam("old"))
+        .values({k: bindparam(k) for k in keys})
+    )
+
+
 def apply(
     conn: Connection | Session,
     *,
@@ -108,7 +124,7 @@ def apply(
     """Move one agent with a compare-and-set. `expect` pins the state the caller saw; without it the
     current row is read first. `call_id` / `campaign_id` are recorded for reserve / connect / manual."""
     if expect is None:
-        row = conn.execute(select(Agent.state).where(col(Agent.id) == agent_id)).first()
+        row = conn.execute(_STATE, {"aid": agent_id}).first()
         if row is None:
             raise NotFound(f"no agent {agent_id}")
         expect = AgentState(row[0])
@@ -124,11 +140,9 @@ def apply(
     elif new in (S.READY, S.NOT_READY, S.AWAY, S.OFFLINE):
         values["call_id"] = None
         values["campaign_id"] = None
-    result = conn.execute(
-        update(Agent).where(col(Agent.id) == agent_id, col(Agent.state) == expect.value).values(**values)
-    )
+    result = conn.execute(_cas(tuple(sorted(values))), {"aid": agent_id, "old": expect.value, **values})
     if result.rowcount != 1:  # type: ignore[attr-defined]
-        current = conn.execute(select(Agent.state).where(col(Agent.id) == agent_id)).first()
+        current = conn.execute(_STATE, {"aid": agent_id}).first()
         if current is None:
             raise NotFound(f"no agent {agent_id}")
         raise InvalidTransition(current[0], event)

@@ -146,7 +146,7 @@ def serve(
 def dialer() -> None:
     """Run the dialer engine (drives the PBX for every running task)."""
     settings = _settings()
-    from callcenter.dialer import run_dialer
+    from callcenter.runner import run_dialer
 
     with redis_for(settings) as s:
         run_dialer(s)

@@ -78,5 +78,12 @@ class HeapScheduler:
             fn()
         self._now = max(self._now, t)
 
+    def next_time(self) -> float | None:
+        """When the earliest live callback is due, or None."""
+        heap = self._heap
+        while heap and heap[0][2].cancelled:
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
+
     def pending(self) -> int:
         return sum(1 for item in self._heap if not item[2].cancelled)

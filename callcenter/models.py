@@ -294,6 +294,7 @@ class DncEntry(SQLModel, table=True):
 
 
 class CallState(StrEnum):
+    PREVIEW = "preview"  # preview mode: shown to its agent, not dialled yet
     DIALING = "dialing"
     RINGING = "ringing"
     ANSWERED = "answered"  # a person (or machine) answered; waiting for an agent

@@ -11,9 +11,13 @@ supervisors (monitor permission) only.
                                     connected_at}
                                    The web process adds the CRM part (contact, earlier calls, notes)
                                    before pushing it to the browser.
+- `preview`       agent            the `screen_pop` fields of a lead offered in preview mode (direction
+                                   "preview"); the agent dials it (`POST /api/agent/preview/<call_id>/dial`)
+                                   or skips it
 - `call_ended`    agent            {call_id, agent_id, result, at}
 - `task_state`    monitor          {campaign_id, name, old, new, by, at}
-- `task_stats`    monitor          {campaign_id, ... counters of `callcenter.stats.snapshot`}
+- `task_stats`    monitor          {campaign_id, ... `callcenter.stats.Counters.as_dict()`, state, name,
+                                   pacing_mode, at}; also kept under `stats_key(id)` for 10 s
 - `gateway_link`  monitor          {gateway, up, detail, at}
 """
 
@@ -23,6 +27,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from callcenter.bus import MONITOR_TOPIC, Bus, agent_topic
+
+
+def stats_key(campaign_id: int) -> str:
+    return f"cc:stats:{campaign_id}"
 
 
 class Notifier:
@@ -58,6 +66,11 @@ class Notifier:
     def screen_pop(self, *, agent_id: int, payload: Mapping[str, Any]) -> Any:
         return self.bus.publish(agent_topic(agent_id), "screen_pop", {**payload, "agent_id": agent_id})
 
+    def preview(self, *, agent_id: int, payload: Mapping[str, Any]) -> Any:
+        return self.bus.publish(
+            agent_topic(agent_id), "preview", {**payload, "agent_id": agent_id, "direction": "preview"}
+        )
+
     def call_ended(self, *, agent_id: int, call_id: str, result: str, at: float) -> Any:
         return self.bus.publish(
             agent_topic(agent_id),
@@ -73,6 +86,10 @@ class Notifier:
         )
 
     def task_stats(self, stats: Mapping[str, Any]) -> Any:
+        """Publish a task's live counters and keep them readable by the snapshot API for 10 s."""
+        from callcenter.bus import encode
+
+        self.bus.redis.set(stats_key(int(stats["campaign_id"])), encode("task_stats", stats), ex=10)
         return self.bus.publish(MONITOR_TOPIC, "task_stats", stats)
 
     def gateway_link(self, *, gateway: str, up: bool, detail: str, at: float) -> Any:

@@ -127,6 +127,24 @@ class SimProfile:
         return max(0.0, 1.0 - self.p_human - self.p_machine - self.p_busy - self.p_no_answer)
 
 
+def demo_profile(seed: int | None = None) -> SimProfile:
+    """Customers for the real-time demo: short rings and talks so a task visibly moves."""
+    import time as _time
+
+    return SimProfile(
+        p_human=0.40,
+        p_machine=0.0,
+        p_busy=0.15,
+        p_no_answer=0.35,
+        ring=Dist.uniform(2.0, 8.0),
+        talk=Dist.lognormal(40.0, 20.0),
+        wrap_up=Dist.uniform(4.0, 10.0),
+        patience=Dist.uniform(3.0, 15.0),
+        abandon_message_s=3.0,
+        seed=seed if seed is not None else int(_time.time()),
+    )
+
+
 class _Phase(StrEnum):
     RINGING = "ringing"
     ANSWERED = "answered"
@@ -229,6 +247,9 @@ class SimulatedGateway:
         )
 
     async def hangup(self, call_id: str) -> None:
+        self.hangup_now(call_id)
+
+    def hangup_now(self, call_id: str) -> None:
         call = self._call(call_id)
         if call.phase is _Phase.RINGING:
             self._end(call, EndResult.CANCELLED, 16, "hung up by the controller while ringing")
@@ -236,6 +257,9 @@ class SimulatedGateway:
             self._end(call, EndResult.ANSWERED, 16, "hung up by the controller")
 
     async def connect_agent(self, call_id: str, extension: str) -> None:
+        self.connect_agent_now(call_id, extension)
+
+    def connect_agent_now(self, call_id: str, extension: str) -> None:
         validate_extension(extension)
         call = self._call(call_id)
         if call.phase is not _Phase.ANSWERED:
@@ -246,6 +270,9 @@ class SimulatedGateway:
         self._later(call, self.profile.agent_answer.sample(self.rng), lambda: self._connected(call))
 
     async def play_and_hangup(self, call_id: str, sound: str) -> None:
+        self.play_and_hangup_now(call_id, sound)
+
+    def play_and_hangup_now(self, call_id: str, sound: str) -> None:
         validate_sound(sound)
         call = self._call(call_id)
         self._cancel_timers(call)
