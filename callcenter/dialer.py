@@ -581,7 +581,7 @@ class DialerCore:
         for group, queue in self.waiting.items():
             while queue:
                 call = self.calls.get(queue[0])
-                if call is None or call.state is not CallState.ANSWERED:
+                if call is None or call.state is not CallState.ANSWERED or call.abandoning:
                     queue.popleft()
                     continue
                 if self._pick_agent(group, now, call) is None:
@@ -597,6 +597,9 @@ class DialerCore:
 
     def _abandon(self, call: LiveCall, now: float, why: str) -> None:
         call.abandoning = True
+        for queue in self.waiting.values():
+            if call.id in queue:
+                queue.remove(call.id)
         task = self.tasks.get(call.campaign_id or -1)
         if task:
             task.counters.abandoned += 1

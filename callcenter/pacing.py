@@ -151,6 +151,15 @@ class Samples:
         return float(self.array().mean())
 
 
+def _erf(x: np.ndarray) -> np.ndarray:
+    """erf, vectorised (Abramowitz & Stegun 7.1.26, error below 1.5e-7): numpy has none built in."""
+    sign = np.sign(x)
+    x = np.abs(x)
+    t = 1.0 / (1.0 + 0.3275911 * x)
+    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
+    return sign * (1.0 - poly * np.exp(-x * x))
+
+
 def survival(sorted_samples: np.ndarray, grid: np.ndarray) -> np.ndarray:
     """P(X > x) for each x of `grid`, from sorted samples."""
     n = len(sorted_samples)
@@ -161,7 +170,7 @@ def survival(sorted_samples: np.ndarray, grid: np.ndarray) -> np.ndarray:
 class PredictiveSettings:
     target_abandon: float = 0.03  # fraction of live answers
     min_agents: int = 10  # fewer agents than this: progressive
-    tolerance_s: float = 1.2  # an answer can wait this long for an agent (2 s minus connect time)
+    tolerance_s: float = 1.6  # an answer can wait this long for an agent (2 s minus connect time)
     horizon_s: int = 40  # how far ahead answers and free agents are compared
     window_s: float = 1800.0  # rolling window of the abandon rate
     max_lines_per_agent: float = 6.0
@@ -169,9 +178,10 @@ class PredictiveSettings:
     z_start: float = 1.0  # safety margin in standard deviations, adjusted by feedback
     z_min: float = -0.5
     z_max: float = 4.0
-    gain: float = 0.8  # feedback gain on the abandon error
-    adjust_every_s: float = 10.0
-    aim: float = 0.8  # aim at this part of the target, keeping the rest as a margin
+    gain: float = 0.15  # feedback gain (log-space) on the abandon rate
+    adjust_every_s: float = 30.0
+    aim: float = 0.85  # aim at this part of the target, keeping the rest as a margin
+    method: str = "expected"  # "expected": bound the expected abandon ratio; "z": a fixed safety margin
     ring_prior: list[float] = field(default_factory=lambda: [float(x) for x in range(3, 15)])
     talk_prior: list[float] = field(default_factory=lambda: [60.0, 90.0, 120.0, 150.0, 180.0])
     wrap_prior: list[float] = field(default_factory=lambda: [15.0])
@@ -199,6 +209,9 @@ class PredictivePacer(Pacer):
         self.abandoned = 0
         self.recent: deque[tuple[float, int]] = deque()
         self.z = self.s.z_start
+        # The model's own abandon estimate runs low (it sees the worst moment of the horizon, not
+        # every one), so its budget starts at half the aim and the feedback finds the level.
+        self.aim_now = 0.5 * self.s.aim * self.s.target_abandon
         self._next_adjust = -math.inf
         self._tables_version = (-1, -1, -1, -1)
         self._tables: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float] | None = None
@@ -235,16 +248,24 @@ class PredictivePacer(Pacer):
         return rolling, total
 
     def _adjust(self, now: float) -> None:
+        """Steer the model's abandon budget with the measured rate: the model knows the shape of the
+        trade-off, the measurement corrects its level. Log-space steps, so a rate twice the aim halves
+        the budget over a few periods; bounded so one bad minute cannot stall the task."""
         if now < self._next_adjust:
             return
         self._next_adjust = now + self.s.adjust_every_s
         rolling, total = self.abandon_rates(now)
         aim = self.s.aim * self.s.target_abandon
-        # Weigh the rolling rate by how much it has seen; the whole-task rate guards the long run.
         n = len(self.recent)
-        err = max((rolling - aim) * min(1.0, n / 100.0), total - aim if self.live >= 50 else -1.0)
-        step = self.s.gain * err / self.s.target_abandon
-        self.z = min(self.s.z_max, max(self.s.z_min, self.z + step))
+        if n < 20:
+            return
+        # The whole-task rate is what the law looks at; the rolling one reacts faster.
+        observed = max(rolling, total if self.live >= 100 else 0.0)
+        weight = min(1.0, n / 200.0)
+        step = self.s.gain * weight * (math.log(aim + 0.002) - math.log(observed + 0.002))
+        self.aim_now = min(
+            self.s.target_abandon * 1.5, max(self.s.target_abandon / 30, self.aim_now * math.exp(step))
+        )
 
     # --- deciding ---------------------------------------------------------------------------
 
@@ -277,6 +298,44 @@ class PredictivePacer(Pacer):
         self._tables_version = version
         return self._tables
 
+    @staticmethod
+    def _excess_ratio(
+        n: int, a_mean: np.ndarray, a_var: np.ndarray, g: np.ndarray, f_mean: np.ndarray, f_var: np.ndarray
+    ) -> float:
+        """Expected answers left without an agent, as a fraction of expected answers, if `n` more
+        calls are placed: answers by t minus agents free by t + tolerance, worst t, normal approx."""
+        mu = a_mean + n * g - f_mean
+        sd = np.sqrt(np.maximum(a_var + f_var + n * g * (1 - g), 1e-9))
+        x = mu / sd
+        cdf = 0.5 * (1.0 + _erf(x / math.sqrt(2.0)))
+        pdf = np.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
+        excess = sd * pdf + mu * cdf
+        answers = a_mean[-1] + n * g[-1]
+        return float(excess.max() / answers) if answers > 1e-9 else 0.0
+
+    def _largest_n(
+        self,
+        a_mean: np.ndarray,
+        a_var: np.ndarray,
+        g: np.ndarray,
+        f_mean: np.ndarray,
+        f_var: np.ndarray,
+        aim: float,
+    ) -> int:
+        ratio = self._excess_ratio
+        if ratio(0, a_mean, a_var, g, f_mean, f_var) > aim:
+            return 0
+        lo, hi = 0, 1
+        while hi < 4096 and ratio(hi, a_mean, a_var, g, f_mean, f_var) <= aim:
+            lo, hi = hi, hi * 2
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if ratio(mid, a_mean, a_var, g, f_mean, f_var) <= aim:
+                lo = mid
+            else:
+                hi = mid
+        return lo
+
     def place(self, view: PacingView) -> int:
         agents_now = view.working / max(view.share, 1e-9)
         if agents_now < self.s.min_agents or len(self.outcomes) < self.s.warmup_dials:
@@ -301,35 +360,41 @@ class PredictivePacer(Pacer):
         ft = t + tol
         free_mean = np.full(h + 1, view.ready)
         free_var = np.zeros(h + 1)
-        for slot in view.agents:
-            age = max(0.0, view.now - slot.since)
-            if slot.state is AgentState.WRAP_UP:
-                i = min(int(age), len(s_wrap) - 1)
-                base = s_wrap[i]
-                later = s_wrap[np.minimum(i + ft.astype(int), len(s_wrap) - 1)]
-                prob = (base - later) / base if base > 1e-9 else np.ones_like(ft)
-            elif slot.state in (AgentState.ON_CALL, AgentState.RESERVED):
-                i = min(int(age), len(s_talk) - 1)
-                base = s_talk[i]
-                reach = np.clip(i + (ft - wrap_mean), i, len(s_talk) - 1).astype(int)
-                prob = np.where(ft > wrap_mean, (base - s_talk[reach]) / base if base > 1e-9 else 1.0, 0.0)
-            else:
-                continue
+        wrap_age = [view.now - a.since for a in view.agents if a.state is AgentState.WRAP_UP]
+        talk_age = [
+            view.now - a.since for a in view.agents if a.state in (AgentState.ON_CALL, AgentState.RESERVED)
+        ]
+        probs = []
+        if wrap_age:  # free when their wrap-up ends
+            i = np.minimum(np.maximum(np.array(wrap_age), 0).astype(int), len(s_wrap) - 1)
+            base = s_wrap[i][:, None]
+            later = s_wrap[np.minimum(i[:, None] + ft.astype(int)[None, :], len(s_wrap) - 1)]
+            probs.append(np.where(base > 1e-9, (base - later) / np.maximum(base, 1e-9), 1.0))
+        if talk_age:  # free when their call ends and then their wrap-up
+            i = np.minimum(np.maximum(np.array(talk_age), 0).astype(int), len(s_talk) - 1)
+            base = s_talk[i][:, None]
+            reach = np.clip(i[:, None] + (ft - wrap_mean)[None, :], i[:, None], len(s_talk) - 1).astype(int)
+            done = np.where(base > 1e-9, (base - s_talk[reach]) / np.maximum(base, 1e-9), 1.0)
+            probs.append(np.where((ft > wrap_mean)[None, :], done, 0.0))
+        for prob in probs:
             prob = np.clip(prob, 0.0, 1.0) * view.share
-            free_mean += prob
-            free_var += prob * (1 - prob)
+            free_mean += prob.sum(axis=0)
+            free_var += (prob * (1 - prob)).sum(axis=0)
 
-        # Largest n with a_mean + n g + z sd <= free_mean at every t of the horizon.
-        slack = free_mean - a_mean
-        var0 = a_var + free_var
         mask = g > 0.02
         if not mask.any():
             return 0
-        n_est = np.floor((slack[mask] - self.z * np.sqrt(var0[mask])) / g[mask])
-        n = int(max(0.0, n_est.min()))
-        var1 = var0 + n * g * (1 - g)
-        n_est = np.floor((slack[mask] - self.z * np.sqrt(var1[mask])) / g[mask])
-        n = int(max(0.0, n_est.min()))
+        a_mean, a_var, g_m = a_mean[mask], a_var[mask], g[mask]
+        f_mean, f_var = free_mean[mask], free_var[mask]
+        if self.s.method == "expected":
+            n = self._largest_n(a_mean, a_var, g_m, f_mean, f_var, self.aim_now)
+        else:
+            # Largest n with a_mean + n g + z sd <= free_mean at every t of the horizon.
+            slack = f_mean - a_mean
+            var0 = a_var + f_var
+            n = int(max(0.0, np.floor((slack - self.z * np.sqrt(var0)) / g_m).min()))
+            var1 = var0 + n * g_m * (1 - g_m)
+            n = int(max(0.0, np.floor((slack - self.z * np.sqrt(var1)) / g_m).min()))
         limit = math.floor(self.s.max_lines_per_agent * view.working) - view.in_flight
         n = cap(view, min(n, limit))
         self._lpa(view, n)

@@ -47,7 +47,9 @@ class Simulation:
         self.gateway = SimulatedGateway(self.sched, profile)
         self.store = SqlStore(engine, dialer_id)
         # Only the engine itself moves simulated agents, so its cache needs no frequent re-reading.
-        self.core = DialerCore(self.store, pacer_factory=pacer_factory, wrap_sampler=self._wrap, refresh_s=15.0)
+        self.core = DialerCore(
+            self.store, pacer_factory=pacer_factory, wrap_sampler=self._wrap, refresh_s=15.0
+        )
         self.tick_s = tick_s
         self.pending: list[GatewayEvent] = []
         self.failures = 0
