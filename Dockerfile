@@ -6,7 +6,10 @@ COPY callcenter ./callcenter
 COPY webui ./webui
 COPY crm ./crm
 COPY chat ./chat
-RUN pip install --no-cache-dir .
+# The config renderers read their templates from the source tree.
+COPY sip-config ./sip-config
+COPY freeswitch ./freeswitch
+RUN pip install --no-cache-dir -e .
 ENV CALLCENTER_WEB_HOST=0.0.0.0 CALLCENTER_DATA_DIR=/data
 VOLUME /data
 EXPOSE 8035

@@ -21,6 +21,15 @@ user_app = typer.Typer(help="User accounts.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(user_app, name="user")
 
+
+def _add_config_renderers() -> None:
+    from callcenter.sipconfig import app as sipconfig_app
+
+    app.add_typer(sipconfig_app, name="sip-config", help="Render the Asterisk configuration (sip-config/).")
+
+
+_add_config_renderers()
+
 log = logging.getLogger("callcenter")
 
 

@@ -1,0 +1,86 @@
+"""Contract harness for the Asterisk driver: `AsteriskGateway` over a real loopback socket against the
+AMI test peer, which replays the recorded Asterisk 20 conversations (tests/peers/ami.py)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from callcenter.gateways.asterisk import AsteriskGateway
+from callcenter.gateways.base import Gateway
+from tests.gateways.contract import EventLog
+from tests.peers.ami import AmiPeer
+
+USERNAME, SECRET = "callcenter", "s3cret-ami"
+
+NUMBERS = {
+    "answer": "+8610000001",
+    "busy": "+8620000001",
+    "no_answer": "+8630000001",
+    "congestion": "+8640000001",
+    "unknown": "+8650000001",
+    "abandon": "+8610000002",
+}
+AMD_NUMBER = "+8610000042"
+
+# Dialled digits -> the recorded conversation the peer replays for them.
+SCENARIOS = {
+    NUMBERS["answer"].lstrip("+"): "originate-answered-agent-bridged.jsonl",
+    NUMBERS["busy"].lstrip("+"): "originate-busy.jsonl",
+    NUMBERS["no_answer"].lstrip("+"): "originate-no-answer.jsonl",
+    NUMBERS["congestion"].lstrip("+"): "originate-congestion.jsonl",
+    NUMBERS["unknown"].lstrip("+"): "originate-unknown-peer.jsonl",
+    NUMBERS["abandon"].lstrip("+"): "answered-then-abandoned.jsonl",
+    AMD_NUMBER.lstrip("+"): "answered-amd-verdict.jsonl",
+}
+
+
+def make_peer(**kw: object) -> AmiPeer:
+    return AmiPeer(SCENARIOS, username=USERNAME, secret=SECRET, **kw)  # type: ignore[arg-type]
+
+
+def make_gateway(peer: AmiPeer, **kw: object) -> AsteriskGateway:
+    options: dict[str, object] = {
+        "timeout_s": 2.0,
+        "keepalive_s": 2.0,
+        "reconnect_initial_s": 0.05,
+        "reconnect_max_s": 0.4,
+        "end_grace_s": 0.2,
+    }
+    options.update(kw)
+    return AsteriskGateway(
+        host=peer.host,
+        port=peer.port,
+        username=USERNAME,
+        secret=SECRET,
+        **options,  # type: ignore[arg-type]
+    )
+
+
+class AsteriskHarness:
+    name = "asterisk"
+    numbers = NUMBERS
+    agent = "1001"
+    supervisor = "1002"
+    ring_timeout_s = 1.0
+
+    def __init__(self) -> None:
+        self._peers: dict[int, AmiPeer] = {}
+
+    @asynccontextmanager
+    async def run(self, log: EventLog) -> AsyncIterator[Gateway]:
+        async with make_peer() as peer:
+            gw = make_gateway(peer)
+            await gw.start(log.emit)
+            self._peers[id(gw)] = peer
+            try:
+                yield gw
+            finally:
+                self._peers.pop(id(gw), None)
+                await gw.close()
+
+    async def agent_dials(self, gateway: Gateway, extension: str, number: str) -> None:
+        self._peers[id(gateway)].agent_dials(extension, number)
+
+
+HARNESS = AsteriskHarness()
