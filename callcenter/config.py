@@ -83,6 +83,9 @@ class Settings(BaseSettings):
         "sofia/gateway/trunk/{number}", description="customer dial string; {number} = digits"
     )
     esl_agent_template: str = Field("user/{extension}", description="agent endpoint dial string")
+    sim_time_scale: float = Field(
+        1.0, gt=0, le=1000, description="simulated PBX: its durations are divided by this (fast demos, tests)"
+    )
     gateway_timeout_s: float = Field(5.0, gt=0, description="timeout of every gateway command, seconds")
     gateway_keepalive_s: float = Field(10.0, gt=0, description="keepalive interval of gateway links, seconds")
 

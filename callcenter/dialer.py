@@ -117,6 +117,7 @@ class LiveCall:
     hangup_sent: bool = False
     preview: bool = False
     dial_observed: bool = False
+    note: str = ""  # why we ended it ourselves (abandon), kept ahead of the PBX's detail
 
 
 @dataclass
@@ -511,6 +512,8 @@ class DialerCore:
         for queue in self.waiting.values():
             if call.id in queue:
                 queue.remove(call.id)
+        if call.note:
+            detail = f"{call.note}; {detail}" if detail else call.note
         self.store.end_call(call.id, now=now, result=result.value, cause=cause, detail=detail)
         if call.lead_id is not None and task is not None:
             status, next_at, attempts = after_attempt(
@@ -608,8 +611,9 @@ class DialerCore:
             agent = self.agents.get(call.agent_id)
             if agent is not None and agent.state == AgentState.RESERVED.value and agent.call_id == call.id:
                 self._move_agent(agent.id, AE.RELEASE, now)
+        call.note = why
         self.store.update_call(call.id, detail=why)
-        sound = task.conf.abandon_sound if task else "callcenter-abandon"
+        sound = task.conf.abandon_sound if task else "callcenter/abandon"
         self._out.append(PlayAndHangup(call.gateway, call.id, sound))
         call.hangup_sent = True
 

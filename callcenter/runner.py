@@ -79,7 +79,8 @@ def build_gateways(settings: Settings, engine: Engine, scheduler: LoopScheduler)
         if kind == GatewayKind.SIMULATED:
             from callcenter.gateways.simulated import SimulatedGateway, demo_profile
 
-            return SimulatedGateway(scheduler, demo_profile())
+            scale = settings.sim_time_scale
+            return SimulatedGateway(scheduler, demo_profile(time_scale=scale), time_scale=scale)
         if kind == GatewayKind.ASTERISK:
             from callcenter.gateways.asterisk import AsteriskGateway
 

@@ -15,7 +15,7 @@ from sqlalchemy.engine import Engine
 from callcenter.clock import HeapScheduler
 from callcenter.dialer import Command, ConnectAgent, DialerCore, Hangup, Originate, PlayAndHangup, make_pacer
 from callcenter.gateways.base import GatewayError, GatewayEvent
-from callcenter.gateways.simulated import SimProfile, SimulatedGateway
+from callcenter.gateways.simulated import Script, SimProfile, SimulatedGateway
 from callcenter.pacing import Pacer
 from callcenter.store import AgentRow, CampaignConf, SqlStore
 
@@ -42,9 +42,10 @@ class Simulation:
         pacer_factory: Callable[[CampaignConf], Pacer] = make_pacer,
         tick_s: float = 1.0,
         dialer_id: str = "sim",
+        script: dict[str, Script] | None = None,
     ) -> None:
         self.sched = HeapScheduler(start)
-        self.gateway = SimulatedGateway(self.sched, profile)
+        self.gateway = SimulatedGateway(self.sched, profile, script=script)
         self.store = SqlStore(engine, dialer_id)
         # Only the engine itself moves simulated agents, so its cache needs no frequent re-reading.
         self.core = DialerCore(
@@ -115,6 +116,16 @@ class Simulation:
     def run_for(self, seconds: float) -> None:
         self.run_until(self.now + seconds)
 
+    def agents_changed(self) -> None:
+        """Tell the engine agents changed outside it (as the web's bus message does)."""
+        with self.store.transaction():
+            self._execute(self.core.agent_changed(self.now))
+        self._drain()
+
+
+def _table(model: Any) -> Any:
+    return model.__table__
+
 
 def seed_world(
     engine: Engine,
@@ -125,8 +136,11 @@ def seed_world(
     campaign: dict[str, Any] | None = None,
     number_prefix: str = "+8613",
     extension_base: int = 5000,
+    numbers: list[str] | None = None,
+    tz: str = "Asia/Shanghai",
 ) -> int:
-    """A skill group of `agents` simulated agents (ready), and a running task of `leads` numbers.
+    """A skill group of `agents` simulated agents (ready), and a running task of `leads` numbers
+    (`numbers` when given, else generated).
     Returns the task id. Fast: plain inserts, no password hashing per agent."""
     from sqlalchemy import insert
 
@@ -144,11 +158,11 @@ def seed_world(
     pw = hash_password("simulated-agent")
     with engine.begin() as c:
         group_id = c.execute(
-            insert(SkillGroup.__table__).values(name=f"sim-{now}", description="")
-        ).inserted_primary_key[0]  # type: ignore[attr-defined]
+            insert(_table(SkillGroup)).values(name=f"sim-{now}", description="")
+        ).inserted_primary_key[0]  # type: ignore[index]
         for i in range(agents):
             uid = c.execute(
-                insert(User.__table__).values(  # type: ignore[attr-defined]
+                insert(_table(User)).values(
                     username=f"sim{extension_base + i}",
                     display_name=f"Sim {i}",
                     locale="en",
@@ -157,9 +171,9 @@ def seed_world(
                     token_version=0,
                     created_at=now,
                 )
-            ).inserted_primary_key[0]
+            ).inserted_primary_key[0]  # type: ignore[index]
             aid = c.execute(
-                insert(Agent.__table__).values(  # type: ignore[attr-defined]
+                insert(_table(Agent)).values(
                     user_id=uid,
                     extension=str(extension_base + i),
                     state="ready",
@@ -167,8 +181,8 @@ def seed_world(
                     idle_since=now,
                     simulated=True,
                 )
-            ).inserted_primary_key[0]
-            c.execute(insert(AgentSkill.__table__).values(agent_id=aid, skill_group_id=group_id))  # type: ignore[attr-defined]
+            ).inserted_primary_key[0]  # type: ignore[index]
+            c.execute(insert(_table(AgentSkill)).values(agent_id=aid, skill_group_id=group_id))
         values = {
             "name": "simulated task",
             "state": CampaignState.RUNNING.value,
@@ -183,17 +197,17 @@ def seed_world(
             "retry_delays": '{"busy": 600, "no_answer": 1800}',
         }
         values.update(campaign or {})
-        cid = c.execute(insert(Campaign.__table__).values(**values)).inserted_primary_key[0]  # type: ignore[attr-defined]
+        cid = c.execute(insert(_table(Campaign)).values(**values)).inserted_primary_key[0]  # type: ignore[index]
         batch = 5000
         for start in range(0, leads, batch):
             c.execute(
-                insert(Lead.__table__),
-                [  # type: ignore[attr-defined]
+                insert(_table(Lead)),
+                [
                     {
                         "campaign_id": cid,
                         "row_no": i + 1,
-                        "number": f"{number_prefix}{i:09d}",
-                        "tz": "Asia/Shanghai",
+                        "number": numbers[i] if numbers else f"{number_prefix}{i:09d}",
+                        "tz": tz,
                         "fields": "{}",
                         "status": "pending",
                         "attempts": 0,

@@ -127,20 +127,27 @@ class SimProfile:
         return max(0.0, 1.0 - self.p_human - self.p_machine - self.p_busy - self.p_no_answer)
 
 
-def demo_profile(seed: int | None = None) -> SimProfile:
-    """Customers for the real-time demo: short rings and talks so a task visibly moves."""
+def demo_profile(seed: int | None = None, *, time_scale: float = 1.0) -> SimProfile:
+    """Customers for the real-time demo: short rings and talks so a task visibly moves. `time_scale`
+    divides every duration (a scale of 20 runs a minute of calling in three seconds)."""
     import time as _time
 
+    k = 1.0 / time_scale
     return SimProfile(
         p_human=0.40,
         p_machine=0.0,
         p_busy=0.15,
         p_no_answer=0.35,
-        ring=Dist.uniform(2.0, 8.0),
-        talk=Dist.lognormal(40.0, 20.0),
-        wrap_up=Dist.uniform(4.0, 10.0),
-        patience=Dist.uniform(3.0, 15.0),
-        abandon_message_s=3.0,
+        ring=Dist.uniform(2.0 * k, 8.0 * k),
+        busy_after=Dist.uniform(0.5 * k, 2.0 * k),
+        fail_after=Dist.uniform(0.1 * k, 1.0 * k),
+        talk=Dist.lognormal(40.0 * k, 20.0 * k),
+        wrap_up=Dist.uniform(4.0 * k, 10.0 * k),
+        agent_answer=Dist.const(0.3 * k),
+        patience=Dist.uniform(3.0 * k, 15.0 * k),
+        machine_message=Dist.uniform(10.0 * k, 30.0 * k),
+        amd_delay=Dist.uniform(1.5 * k, 3.0 * k),
+        abandon_message_s=3.0 * k,
         seed=seed if seed is not None else int(_time.time()),
     )
 
@@ -172,10 +179,16 @@ class SimulatedGateway:
     kind = "simulated"
 
     def __init__(
-        self, scheduler: Scheduler, profile: SimProfile | None = None, script: dict[str, Script] | None = None
+        self,
+        scheduler: Scheduler,
+        profile: SimProfile | None = None,
+        script: dict[str, Script] | None = None,
+        *,
+        time_scale: float = 1.0,
     ) -> None:
         self.scheduler = scheduler
         self.profile = profile or SimProfile()
+        self.time_scale = time_scale  # the requests' ring timeouts are divided by it, like the profile
         self.rng = random.Random(self.profile.seed)
         self.script: dict[str, Script] = dict(script or {})
         self.calls: dict[str, _SimCall] = {}
@@ -234,10 +247,9 @@ class SimulatedGateway:
         self._later(
             call, min(0.05, ring_s / 2), lambda: self._send(CallRinging(call.call_id, self.scheduler.now()))
         )
-        if outcome is Outcome.NO_ANSWER or ring_s >= request.ring_timeout_s:
-            self._later(
-                call, request.ring_timeout_s, lambda: self._end(call, EndResult.NO_ANSWER, 19, "ring timeout")
-            )
+        timeout = request.ring_timeout_s / self.time_scale
+        if outcome is Outcome.NO_ANSWER or ring_s >= timeout:
+            self._later(call, timeout, lambda: self._end(call, EndResult.NO_ANSWER, 19, "ring timeout"))
             return
         verdict = self._verdict(outcome, request.amd)
         delay = ring_s + (p.amd_delay.sample(self.rng) if request.amd else 0.0)

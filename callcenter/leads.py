@@ -1,0 +1,566 @@
+"""Number lists: reading CSV / XLSX uploads, normalising numbers to E.164, and the import job.
+
+A header row names the columns; one of them holds the phone number (found by name, or given), and
+every other column is kept with the lead (`Lead.fields`, shown in the screen pop). Rows that cannot
+be imported (empty, invalid, duplicate, on the do-not-call list) are reported one by one in
+`ImportIssue`, never dropped silently. CSVs saved by Excel (UTF-8 with BOM, GBK/GB18030, UTF-16) are
+read as such.
+
+The import runs as an rq job while the task shows `initializing`, writing its progress (rows done,
+rows per second) to the task row; it ends the task's `initializing` state either way.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import multiprocessing
+import os
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import phonenumbers
+from phonenumbers.tzdata import TIMEZONE_DATA
+from sqlalchemy import select, update
+from sqlalchemy.engine import Engine
+
+from callcenter import campaigns as campaign_table
+from callcenter.errors import Invalid
+from callcenter.models import Campaign, DncEntry, ImportIssue, Lead, LeadStatus
+
+log = logging.getLogger(__name__)
+
+PHONE_HEADERS = (
+    "phone",
+    "phone_number",
+    "phonenumber",
+    "phone number",
+    "mobile",
+    "mobile_phone",
+    "cell",
+    "number",
+    "tel",
+    "telephone",
+    "msisdn",
+    "电话",
+    "手机",
+    "手机号",
+    "手机号码",
+    "电话号码",
+    "号码",
+    "联系电话",
+    "联系方式",
+)
+MAX_UPLOAD_BYTES = 200 * 1024 * 1024
+BATCH = 50_000
+_SEPARATORS = re.compile(r"[\s\-().\u00a0\u3000]")
+
+
+class ListError(Invalid):
+    """The file as a whole cannot be imported (unreadable, empty, no phone column)."""
+
+    def __init__(self, message: str, field: str = "file") -> None:
+        super().__init__(message, field=field)
+
+
+# --- reading -----------------------------------------------------------------------------------
+
+
+def decode_csv(data: bytes) -> str:
+    """Text of a CSV from Excel or elsewhere: UTF-8 (with or without BOM), UTF-16, else GBK/GB18030."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        try:
+            return data.decode("utf-16")
+        except UnicodeDecodeError:
+            raise ListError(
+                "the file starts like UTF-16 text but is not; save it as CSV (UTF-8) or XLSX"
+            ) from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        pass
+    try:
+        return data.decode("gb18030")
+    except UnicodeDecodeError:
+        raise ListError("the file is neither UTF-8 nor GBK text; save it as CSV (UTF-8) or XLSX") from None
+
+
+@dataclass
+class Table:
+    header: list[str]
+    rows: Iterator[list[str]]  # data rows, as text
+    total: int  # estimated number of data rows (exact for CSV)
+    first_row_no: int = 2  # spreadsheet row number of the first data row (the header is row 1)
+
+
+def _sniff_dialect(sample: str) -> type[csv.Dialect] | csv.Dialect:
+    try:
+        return csv.Sniffer().sniff(sample, delimiters=",;\t|")
+    except csv.Error:
+        return csv.excel
+
+
+def read_table(path: Path, *, filename: str = "") -> Table:
+    """Open a CSV or XLSX list. Raises ListError when it cannot be read or has no header."""
+    name = (filename or path.name).lower()
+    if path.stat().st_size == 0:
+        raise ListError("the file is empty")
+    if path.stat().st_size > MAX_UPLOAD_BYTES:
+        raise ListError(f"the file is larger than {MAX_UPLOAD_BYTES // (1024 * 1024)} MB")
+    if name.endswith((".xlsx", ".xlsm")):
+        return _read_xlsx(path)
+    if name.endswith(".xls"):
+        raise ListError("old .xls workbooks are not supported; save the list as .xlsx or .csv")
+    data = path.read_bytes()
+    if data[:4] == b"PK\x03\x04":  # an XLSX without its extension
+        return _read_xlsx(path)
+    text = decode_csv(data)
+    if "\x00" in text[:4096]:
+        raise ListError("the file is not a text CSV (binary content)")
+    reader = csv.reader(io.StringIO(text, newline=""), _sniff_dialect(text[:8192]))
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise ListError("the file is empty") from None
+    except csv.Error as exc:
+        raise ListError(f"the CSV cannot be read: {exc}") from None
+    header = [h.strip() for h in header]
+    if not any(header):
+        raise ListError("the first row must name the columns (a header row)")
+    total = max(0, text.count("\n") - 1 + (0 if text.endswith("\n") else 1))
+    return Table(header, _safe_rows(reader), total)
+
+
+def _safe_rows(reader: Iterator[list[str]]) -> Iterator[list[str]]:
+    try:
+        yield from reader
+    except csv.Error as exc:
+        raise ListError(f"the CSV cannot be read past this point: {exc}") from None
+
+
+def _read_xlsx(path: Path) -> Table:
+    from openpyxl import load_workbook
+
+    try:
+        book = load_workbook(path, read_only=True, data_only=True)
+    except Exception as exc:  # openpyxl raises many kinds for a broken file
+        raise ListError(f"the workbook cannot be read: {type(exc).__name__}") from None
+    sheet = book.worksheets[0]
+    values = sheet.iter_rows(values_only=True)
+    try:
+        first = next(values)
+    except StopIteration:
+        raise ListError("the workbook's first sheet is empty") from None
+    header = [_cell(v).strip() for v in first]
+    if not any(header):
+        raise ListError("the first row must name the columns (a header row)")
+    total = max(0, (sheet.max_row or 1) - 1)
+
+    def rows() -> Iterator[list[str]]:
+        try:
+            for row in values:
+                yield [_cell(v) for v in row]
+        finally:
+            book.close()
+
+    return Table(header, rows(), total)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))  # Excel stores long numbers as floats
+    return str(value)
+
+
+def find_phone_column(header: Sequence[str], requested: str | None = None) -> int:
+    """Index of the phone column: `requested` (a header name or a 1-based number), else by name."""
+    if requested:
+        requested = requested.strip()
+        for i, name in enumerate(header):
+            if name.lower() == requested.lower():
+                return i
+        if requested.isdigit() and 1 <= int(requested) <= len(header):
+            return int(requested) - 1
+        raise ListError(
+            f"no column named {requested!r}; the columns are: {', '.join(header)}", field="phone_column"
+        )
+    lowered = [h.lower() for h in header]
+    for candidate in PHONE_HEADERS:
+        if candidate in lowered:
+            return lowered.index(candidate)
+    raise ListError(
+        "no phone column: name it one of phone, mobile, number, 电话, 手机, 号码 "
+        f"(or choose it with phone_column); the columns are: {', '.join(header)}",
+        field="phone_column",
+    )
+
+
+# --- numbers -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Normalised:
+    e164: str
+    tz: str  # '|'-joined IANA zones of the number's area, '' when unknown
+
+
+class Normaliser:
+    """Numbers to E.164 and time zone. A fast path builds the number directly when phonenumbers'
+    parse could not read it any other way (plain national digits with no trunk or carrier prefix, or
+    '+' and digits); everything else goes through `phonenumbers.parse`. Validity is always
+    phonenumbers' `is_valid_number`."""
+
+    def __init__(self, region: str) -> None:
+        self.region = region.upper()
+        self.cc = phonenumbers.country_code_for_region(self.region)
+        meta = phonenumbers.PhoneMetadata.metadata_for_region(self.region)
+        prefix = meta.national_prefix_for_parsing if meta else None
+        self._strip = re.compile(prefix) if prefix else None
+        self._cc_digits = str(self.cc)
+        self._memo: dict[str, Normalised | str] = {}
+
+    def __call__(self, raw: str) -> Normalised | str:
+        """The normalised number, or a reason string ('empty' / 'invalid: ...')."""
+        memo = self._memo.get(raw)
+        if memo is not None:
+            return memo
+        result = self._normalise(raw)
+        if len(self._memo) < 200_000:
+            self._memo[raw] = result
+        return result
+
+    def _normalise(self, raw: str) -> Normalised | str:
+        text = _SEPARATORS.sub("", raw)
+        if not text:
+            return "empty"
+        number: phonenumbers.PhoneNumber | None = None
+        if text.startswith("+") and text[1:].isdigit():
+            number = self._international(text[1:])
+        elif (
+            text.isdigit()
+            and not text.startswith(self._cc_digits)
+            and 4 <= len(text) <= 15
+            and not (self._strip and self._strip.match(text))
+            and text[0] != "0"
+        ):
+            number = phonenumbers.PhoneNumber(country_code=self.cc, national_number=int(text))
+        if number is None:
+            try:
+                number = phonenumbers.parse(text, self.region)
+            except phonenumbers.NumberParseException as exc:
+                return f"invalid: {exc._msg}"
+        if not phonenumbers.is_valid_number(number):
+            return "invalid: not a valid number for its region"
+        e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+        return Normalised(e164, time_zone_key(e164[1:]))
+
+    @staticmethod
+    def _international(digits: str) -> phonenumbers.PhoneNumber | None:
+        for size in (1, 2, 3):
+            cc = int(digits[:size])
+            if phonenumbers.region_code_for_country_code(cc) != "ZZ":
+                rest = digits[size:]
+                if not rest or rest[0] == "0":
+                    return None  # leading zeros (Italy ...) need the full parser
+                return phonenumbers.PhoneNumber(country_code=cc, national_number=int(rest))
+        return None
+
+
+def time_zone_key(digits: str) -> str:
+    """The number's time zones from phonenumbers' prefix table (longest prefix first)."""
+    for size in range(min(9, len(digits)), 0, -1):
+        zones = TIMEZONE_DATA.get(digits[:size])
+        if zones:
+            names = [z for z in zones if z != "Etc/Unknown"]
+            return "|".join(sorted(names))
+    return ""
+
+
+_WORKER_NORMALISER: Normaliser | None = None
+
+
+def normalise_chunk(region: str, raws: list[str]) -> list[tuple[str, str] | str]:
+    """Normalise a chunk in a worker process (the import spreads chunks over the CPU cores). Plain
+    tuples, not `Normalised`: they cross the process boundary several times cheaper."""
+    global _WORKER_NORMALISER
+    if _WORKER_NORMALISER is None or _WORKER_NORMALISER.region != region:
+        _WORKER_NORMALISER = Normaliser(region)
+    out: list[tuple[str, str] | str] = []
+    for raw in raws:
+        r = _WORKER_NORMALISER(raw)
+        out.append(r if isinstance(r, str) else (r.e164, r.tz))
+    return out
+
+
+def normalise_one(raw: str, region: str) -> str:
+    """E.164 of one number, or `Invalid` naming the field."""
+    result = Normaliser(region)(raw)
+    if isinstance(result, str):
+        raise Invalid(f"{raw!r} is not a valid phone number ({result})", field="number")
+    return result.e164
+
+
+# --- the import ---------------------------------------------------------------------------------
+
+LEAD = Lead.__table__  # type: ignore[attr-defined]
+ISSUE = ImportIssue.__table__  # type: ignore[attr-defined]
+CAMPAIGN = Campaign.__table__  # type: ignore[attr-defined]
+DNC = DncEntry.__table__  # type: ignore[attr-defined]
+
+
+@dataclass
+class ImportResult:
+    total: int
+    imported: int
+    rejected: int
+    seconds: float
+
+    @property
+    def rows_per_s(self) -> float:
+        return (self.imported + self.rejected) / self.seconds if self.seconds > 0 else 0.0
+
+
+def _bulk_insert(conn: Any, table: Any, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
+    """Insert many rows at driver speed: COPY on PostgreSQL, executemany on SQLite."""
+    if not rows:
+        return
+    if conn.dialect.name == "postgresql":
+        raw = conn.connection.driver_connection
+        with raw.cursor() as cur, cur.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        return
+    marks = ", ".join("?" for _ in columns)
+    conn.exec_driver_sql(f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({marks})", rows)
+
+
+CHUNK = 20_000
+PARALLEL_FROM_ROWS = 60_000
+
+
+def _normalised(
+    chunks: Iterator[list[tuple[int, list[str], str]]], normalise: Normaliser, region: str, total: int
+) -> Iterator[tuple[list[tuple[int, list[str], str]], list[tuple[str, str] | str]]]:
+    """Chunks with their normalised numbers, in order. Big lists are normalised in worker processes
+    (phonenumbers' validation is the costly part) while this process reads and writes."""
+    workers = min(4, os.cpu_count() or 1)
+    # Fork only from a single-threaded main thread (the rq work-horse); forking a threaded process
+    # (a web server) could copy a lock held by another thread.
+    forkable = "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1
+    if total < PARALLEL_FROM_ROWS or workers < 2 or not forkable:
+        for chunk in chunks:
+            results = [normalise(raw) for _, _, raw in chunk]
+            yield chunk, [r if isinstance(r, str) else (r.e164, r.tz) for r in results]
+        return
+    ctx = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        in_flight: deque[tuple[list[tuple[int, list[str], str]], Future[list[tuple[str, str] | str]]]] = (
+            deque()
+        )
+        for chunk in chunks:
+            in_flight.append((chunk, pool.submit(normalise_chunk, region, [raw for _, _, raw in chunk])))
+            if len(in_flight) > workers * 2:
+                done_chunk, future = in_flight.popleft()
+                yield done_chunk, future.result()
+        while in_flight:
+            done_chunk, future = in_flight.popleft()
+            yield done_chunk, future.result()
+
+
+def import_list(
+    engine: Engine,
+    *,
+    campaign_id: int,
+    path: Path,
+    phone_column: str | None,
+    region: str,
+    filename: str = "",
+    clock: Any = time.time,
+) -> ImportResult:
+    """Import a list into a task in `initializing`, then move the task to `stopped`."""
+    started = time.perf_counter()
+    table = read_table(path, filename=filename)
+    phone_idx = find_phone_column(table.header, phone_column)
+    names = [h or f"column {i + 1}" for i, h in enumerate(table.header)]
+    others = [(i, n) for i, n in enumerate(names) if i != phone_idx]
+    normalise = Normaliser(region)
+    with engine.connect() as conn:
+        dnc = set(conn.execute(select(DNC.c.number)).scalars())
+        seen = set(conn.execute(select(LEAD.c.number).where(LEAD.c.campaign_id == campaign_id)).scalars())
+    with engine.begin() as conn:
+        conn.execute(update(CAMPAIGN).where(CAMPAIGN.c.id == campaign_id).values(import_total=table.total))
+    lead_cols = (
+        "campaign_id",
+        "row_no",
+        "number",
+        "tz",
+        "fields",
+        "status",
+        "attempts",
+        "next_at",
+        "claimed_by",
+        "last_result",
+        "last_call_id",
+    )
+    issue_cols = ("campaign_id", "row_no", "raw_number", "reason", "detail")
+    pending = LeadStatus.PENDING.value
+    leads: list[tuple[Any, ...]] = []
+    issues: list[tuple[Any, ...]] = []
+    done = imported = rejected = 0
+    dumps = json.dumps
+
+    def flush() -> None:
+        nonlocal leads, issues
+        elapsed = time.perf_counter() - started
+        with engine.begin() as conn:
+            _bulk_insert(conn, LEAD, lead_cols, leads)
+            _bulk_insert(conn, ISSUE, issue_cols, issues)
+            conn.execute(
+                update(CAMPAIGN)
+                .where(CAMPAIGN.c.id == campaign_id)
+                .values(
+                    import_done=done,
+                    import_ok=imported,
+                    import_rejected=rejected,
+                    import_rows_per_s=round(done / elapsed, 1) if elapsed > 0 else 0.0,
+                    import_total=max(table.total, done),
+                )
+            )
+        leads, issues = [], []
+
+    def chunks() -> Iterator[list[tuple[int, list[str], str]]]:
+        chunk: list[tuple[int, list[str], str]] = []
+        row_no = table.first_row_no - 1
+        for row in table.rows:
+            row_no += 1
+            if not any(cell.strip() for cell in row):
+                continue  # a blank line between rows is not data
+            chunk.append((row_no, row, row[phone_idx].strip() if phone_idx < len(row) else ""))
+            if len(chunk) >= CHUNK:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
+
+    for chunk, results in _normalised(chunks(), normalise, region, table.total):
+        for (row_no, row, raw), result in zip(chunk, results, strict=True):
+            done += 1
+            if isinstance(result, str):
+                reason, detail = (
+                    ("empty", "no number in the phone column") if result == "empty" else ("invalid", result)
+                )
+                issues.append((campaign_id, row_no, raw[:64], reason, detail))
+                rejected += 1
+                continue
+            e164, tz = result
+            if e164 in seen:
+                issues.append(
+                    (campaign_id, row_no, raw[:64], "duplicate", f"{e164} appears on an earlier row")
+                )
+                rejected += 1
+            elif e164 in dnc:
+                issues.append((campaign_id, row_no, raw[:64], "dnc", f"{e164} is on the do-not-call list"))
+                seen.add(e164)
+                rejected += 1
+            else:
+                seen.add(e164)
+                fields = {name: (row[i].strip() if i < len(row) else "") for i, name in others}
+                leads.append(
+                    (
+                        campaign_id,
+                        row_no,
+                        e164,
+                        tz,
+                        dumps(fields, ensure_ascii=False),
+                        pending,
+                        0,
+                        0.0,
+                        "",
+                        "",
+                        "",
+                    )
+                )
+                imported += 1
+        if len(leads) + len(issues) >= BATCH:
+            flush()
+    flush()
+    return ImportResult(done, imported, rejected, time.perf_counter() - started)
+
+
+def import_job(campaign_id: int, path: str, phone_column: str | None, filename: str = "") -> dict[str, Any]:
+    """rq entry point: import, then end `initializing` (done, or failed with the reason kept)."""
+    from callcenter.config import load_settings
+    from callcenter.db import make_engine
+
+    settings = load_settings()
+    engine = make_engine(settings.effective_database_url)
+    try:
+        try:
+            result = import_list(
+                engine,
+                campaign_id=campaign_id,
+                path=Path(path),
+                phone_column=phone_column,
+                region=settings.default_region,
+                filename=filename,
+            )
+        except Exception as exc:
+            log.exception("import of task %s failed", campaign_id)
+            message = (
+                exc.message if isinstance(exc, Invalid) else f"import failed: {type(exc).__name__}: {exc}"
+            )
+            finish_import(engine, campaign_id, error=message)
+            raise
+        finish_import(engine, campaign_id, error="")
+        return {
+            "total": result.total,
+            "imported": result.imported,
+            "rejected": result.rejected,
+            "rows_per_s": round(result.rows_per_s, 1),
+        }
+    finally:
+        engine.dispose()
+
+
+def finish_import(engine: Engine, campaign_id: int, *, error: str) -> None:
+    event = campaign_table.CampaignEvent.IMPORT_FAILED if error else campaign_table.CampaignEvent.IMPORT_DONE
+    with engine.begin() as conn:
+        conn.execute(update(CAMPAIGN).where(CAMPAIGN.c.id == campaign_id).values(import_error=error))
+        campaign_table.transition(
+            conn,
+            campaign_id=campaign_id,
+            event=event,
+            actor="import",
+            now=time.time(),
+            note=error or "list imported",
+        )
+
+
+def report_rows(conn: Any, campaign_id: int) -> Iterable[tuple[Any, ...]]:
+    return conn.execute(
+        select(ISSUE.c.row_no, ISSUE.c.raw_number, ISSUE.c.reason, ISSUE.c.detail)
+        .where(ISSUE.c.campaign_id == campaign_id)
+        .order_by(ISSUE.c.row_no)
+    ).all()
+
+
+def report_csv(conn: Any, campaign_id: int) -> str:
+    """The import report as CSV (with a BOM so Excel opens it as UTF-8)."""
+    out = io.StringIO()
+    out.write("\ufeff")
+    writer = csv.writer(out)
+    writer.writerow(["row", "number", "reason", "detail"])
+    for row in report_rows(conn, campaign_id):
+        writer.writerow(row)
+    return out.getvalue()
