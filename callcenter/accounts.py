@@ -19,6 +19,7 @@ from callcenter.models import (
     PERMISSION_LABELS,
     Agent,
     AgentSkill,
+    Campaign,
     Permission,
     PermissionRow,
     Role,
@@ -34,7 +35,7 @@ _hasher = PasswordHasher()
 _DUMMY_HASH = _hasher.hash("no-such-user-dummy-password")
 
 
-def row_id(row: Role | User | Agent | SkillGroup) -> int:
+def row_id(row: Role | User | Agent | SkillGroup | Campaign) -> int:
     """The primary key of a flushed row (SQLModel types it optional until the INSERT)."""
     assert row.id is not None, f"{type(row).__name__} is not flushed"
     return row.id

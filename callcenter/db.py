@@ -14,12 +14,17 @@ from sqlmodel import Session, create_engine
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-def make_engine(url: str, *, echo: bool = False) -> Engine:
-    """Create the engine for `url`; SQLite gets WAL, foreign keys and a busy timeout."""
+def _ensure_sqlite_folder(url: str) -> None:
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
+
+
+def make_engine(url: str, *, echo: bool = False) -> Engine:
+    """Create the engine for `url`; SQLite gets WAL, foreign keys and a busy timeout."""
+    _ensure_sqlite_folder(url)
+    if url.startswith("sqlite"):
         engine = create_engine(url, echo=echo, connect_args={"check_same_thread": False, "timeout": 30})
 
         @event.listens_for(engine, "connect")
@@ -64,4 +69,5 @@ def upgrade(url: str, revision: str = "head") -> None:
     """Apply the Alembic migrations to the database at `url`."""
     from alembic import command
 
+    _ensure_sqlite_folder(url)
     command.upgrade(alembic_config(url), revision)
