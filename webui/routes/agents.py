@@ -1,4 +1,4 @@
-"""The agent's own state: `GET /api/agent/me`, `POST /api/agent/state`."""
+"""The agent's own state (`GET /api/agent/me`, `POST /api/agent/state`) and preview-mode clicks."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from callcenter.models import Agent, AgentState, Permission
 from callcenter.notifier import Notifier
 from webui.auth import require
 from webui.context import get_ctx, get_session
+from webui.dialer_requests import ask_dialer
 
 router = APIRouter(prefix="/api/agent")
 
@@ -87,3 +88,23 @@ def set_state(
     if move.new is AgentState.READY:
         ctx.bus.publish(DIALER_TOPIC, "agent_ready", {"agent_id": move.agent_id})
     return _me(agent)
+
+
+@router.post("/preview/{call_id}/dial")
+def preview_dial(
+    call_id: str, request: Request, principal: Principal = require(Permission.CALLCENTER_AGENT)
+) -> dict[str, object]:
+    """Dial the lead the dialer offered this agent in preview mode; it is connected to them on answer."""
+    if principal.agent_id is None:
+        raise HTTPException(409, "this user has no SIP extension")
+    return ask_dialer(request, "preview_dial", {"call_id": call_id, "agent_id": principal.agent_id})
+
+
+@router.post("/preview/{call_id}/skip")
+def preview_skip(
+    call_id: str, request: Request, principal: Principal = require(Permission.CALLCENTER_AGENT)
+) -> dict[str, object]:
+    """Pass on an offered lead (it goes back to the list; the agent gets the next one)."""
+    if principal.agent_id is None:
+        raise HTTPException(409, "this user has no SIP extension")
+    return ask_dialer(request, "preview_skip", {"call_id": call_id, "agent_id": principal.agent_id})

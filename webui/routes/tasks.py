@@ -22,10 +22,10 @@ from callcenter.bus import DIALER_TOPIC, decode
 from callcenter.campaigns import ACTIONS, CampaignEvent, CampaignSpec
 from callcenter.models import Agent, Campaign, CampaignAudit, CampaignState, PacingMode, Permission
 from callcenter.notifier import Notifier, stats_key
-from callcenter.runner import reply_key
 from callcenter.stats import snapshot_from_db
 from webui.auth import require
 from webui.context import get_ctx, get_session
+from webui.dialer_requests import ask_dialer
 
 router = APIRouter()
 MANAGE = require(Permission.TASK_MANAGE)
@@ -490,22 +490,6 @@ def remove_dnc(
 
 
 # --- requests the dialer answers (preview clicks, spy) ---------------------------------------------
-
-
-def ask_dialer(request: Request, message_type: str, payload: dict[str, Any], timeout_s: float = 6.0) -> Any:
-    """Publish a request on the dialer topic and wait for its reply (409 / 503 on failure)."""
-    ctx = get_ctx(request)
-    request_id = uuid.uuid4().hex
-    receivers = ctx.bus.publish(DIALER_TOPIC, message_type, {**payload, "request_id": request_id})
-    if not receivers:
-        raise HTTPException(503, "no dialer is running")
-    reply = ctx.redis.blpop(reply_key(request_id), timeout=timeout_s)
-    if reply is None:
-        raise HTTPException(504, "the dialer did not answer in time")
-    data = json.loads(reply[1])
-    if not data.get("ok"):
-        raise HTTPException(int(data.get("status", 409)), data.get("error", "refused by the dialer"))
-    return data
 
 
 class SpyRequest(BaseModel):
