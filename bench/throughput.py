@@ -68,9 +68,8 @@ def import_rate(rows: int, workdir: str) -> float:
     with path.open("w", encoding="utf-8") as f:
         f.write("姓名,手机,城市,保单\n")
         for i in range(rows):
-            f.write(
-                f"客户{i},1{rng.choice('3589')}{rng.randint(0, 9)}{rng.randint(0, 99_999_999):08d},上海,P{i:08d}\n"
-            )
+            number = f"1{rng.choice('3589')}{rng.randint(0, 9)}{rng.randint(0, 99_999_999):08d}"
+            f.write(f"客户{i},{number},上海,P{i:08d}\n")
     url = f"sqlite:///{workdir}/import-{rows}.db"
     upgrade(url)
     engine = make_engine(url)

@@ -38,7 +38,8 @@ def test_preview_dial_and_spy_go_through_the_dialer(
                 return list(c.execute(text("SELECT id, agent_id FROM call WHERE state = 'preview'")))
 
         wait_for(lambda: len(offered()) == 1, timeout=20)
-        call_id, agent_id = offered()[0]
+        call_id, offered_to = offered()[0]
+        assert offered_to == 1
         assert web.client.get("/api/agent/me", headers=ann).json()["state"] == "reserved"
         stolen = web.client.post(f"/api/agent/preview/{call_id}/dial", headers=bob)
         assert stolen.status_code == 409 and "no longer yours" in stolen.json()["detail"]
