@@ -61,8 +61,11 @@ def profile(s: Scenario) -> SimProfile:
     )
 
 
-def run_row(s: Scenario, mode: str, workdir: str) -> dict[str, Any]:
-    url = f"sqlite:///{workdir}/{mode}-{s.agents}-{s.answer_rate}-{s.talk_s}.db"
+def run_row(s: Scenario, mode: str, workdir: str, *, target_pct: float | None = None) -> dict[str, Any]:
+    """One mode on one scenario. `target_pct` runs predictive at another abandon target, with no
+    small-team fallback (the matched comparison against the baseline)."""
+    tag = f"{mode}-{target_pct}" if target_pct else mode
+    url = f"sqlite:///{workdir}/{tag}-{s.agents}-{s.answer_rate}-{s.talk_s}.db"
     upgrade(url)
     engine = make_engine(url)
     leads = int(s.agents * s.hours * 3600 / (s.talk_s + WRAP_S) / s.answer_rate * 1.6) + 500
@@ -74,6 +77,8 @@ def run_row(s: Scenario, mode: str, workdir: str) -> dict[str, Any]:
         "ring_timeout_s": 25,
         "retry_delays": "{}",
     }
+    if target_pct is not None:
+        campaign.update(abandon_target_pct=target_pct, predictive_min_agents=1)
     cid = seed_world(engine, agents=s.agents, leads=leads, now=T0, campaign=campaign)
 
     def factory(conf: Any) -> Any:
@@ -148,8 +153,18 @@ def main() -> None:
     )
     print(" ".join(f"{name:<{-w}}" if w < 0 else f"{name:>{w}}" for name, w in cols))
     try:
+        matched: list[dict[str, Any]] = []
         for s in scenarios(args.quick):
             group = [run_row(s, m, workdir) for m in modes]
+            base = next((r for r in group if r["mode"] == "adapt_baseline"), None)
+            pred = next((r for r in group if r["mode"] == "predictive"), None)
+            if base and pred and base["abandon_pct"] > pred["abandon_pct"] and base["abandon_pct"] > 3.0:
+                # The baseline bought its talk with an illegal abandon rate: give predictive the same
+                # abandon budget (and no small-team fallback) to compare at equal abandon.
+                m = run_row(s, "predictive", workdir, target_pct=base["abandon_pct"])
+                m["abandon_target_pct"] = base["abandon_pct"]
+                m["adapt_talk_min_per_agent_hour"] = base["talk_min_per_agent_hour"]
+                matched.append(m)
             base = next((r for r in group if r["mode"] == "adapt_baseline"), None)
             for r in group:
                 ratio = (
@@ -164,8 +179,20 @@ def main() -> None:
                     flush=True,
                 )
             rows += group
+        if matched:
+            print("\npredictive at the baseline's own abandon rate (equal-abandon comparison):")
+            for m in matched:
+                ratio = m["talk_min_per_agent_hour"] / m["adapt_talk_min_per_agent_hour"]
+                print(
+                    f"{m['agents']:>6} {m['answer_rate']:>6.2f} {m['talk_s']:>5.0f} "
+                    f"target {m['abandon_target_pct']:>5.2f} % "
+                    f"talk {m['talk_min_per_agent_hour']:>6.2f} abandon {m['abandon_pct']:>6.2f} % "
+                    f"vs adapt {ratio:.3f}",
+                    flush=True,
+                )
         figures: dict[str, Any] = {
-            "rows": [{k: v for k, v in r.items() if k not in ("dialled", "wall_s")} for r in rows]
+            "rows": [{k: v for k, v in r.items() if k not in ("dialled", "wall_s")} for r in rows],
+            "matched": [{k: v for k, v in r.items() if k not in ("dialled", "wall_s")} for r in matched],
         }
         if not args.skip_throughput:
             from throughput import import_rate, originate_rate

@@ -181,6 +181,7 @@ class DialerCore:
         self._out: list[Command] = []
         self._now = 0.0
         self.originated = 0
+        self.links_down: set[str] = set()
 
     # --- entry points (each inside one store transaction) -----------------------------------
 
@@ -266,6 +267,18 @@ class DialerCore:
             self._abandon(call, now, f"agent connect failed: {error}")
         elif isinstance(command, PlayAndHangup | Hangup):
             log.warning("%s of %s failed: %s", type(command).__name__, call.id, error)
+        return self._flush(now)
+
+    def link_changed(self, gateway: str, up: bool, detail: str, now: float) -> list[Command]:
+        """A gateway's link went down or up: no new calls are placed through a gateway that is down
+        (they would only fail); calls already placed are followed by the driver's resync."""
+        if up:
+            self.links_down.discard(gateway)
+            self._dirty.update(self.tasks)
+        else:
+            self.links_down.add(gateway)
+        if self.notifier:
+            self.notifier.gateway_link(gateway=gateway, up=up, detail=detail, at=now)
         return self._flush(now)
 
     def agent_changed(self, now: float) -> list[Command]:
@@ -406,11 +419,10 @@ class DialerCore:
     # --- gateway events -------------------------------------------------------------------------
 
     def _on_event(self, event: GatewayEvent, now: float) -> None:
-        if isinstance(event, GatewayLink | UnknownChannel):
-            if isinstance(event, GatewayLink) and self.notifier:
-                self.notifier.gateway_link(gateway="pbx", up=event.up, detail=event.detail, at=now)
-            if isinstance(event, UnknownChannel):
-                log.warning("unknown channel on the PBX: %s %s", event.channel, event.detail)
+        if isinstance(event, UnknownChannel):
+            log.warning("unknown channel on the PBX: %s %s", event.channel, event.detail)
+            return
+        if isinstance(event, GatewayLink):  # the runner reports links per gateway: see link_changed
             return
         if isinstance(event, ManualCallStarted):
             self._manual_started(event, now)
@@ -729,7 +741,7 @@ class DialerCore:
 
     def _pace(self, task: TaskRuntime, now: float) -> None:
         conf = task.conf
-        if conf.state is not CampaignState.RUNNING:
+        if conf.state is not CampaignState.RUNNING or gateway_key(conf.gateway_id) in self.links_down:
             return
         open_keys = task.window.open_keys(task.tz_keys, now)
         if not open_keys and task.tz_keys:

@@ -29,7 +29,7 @@ from callcenter.clock import LoopScheduler
 from callcenter.config import GatewayKind, Settings
 from callcenter.dialer import Command, ConnectAgent, DialerCore, Hangup, Originate, PlayAndHangup
 from callcenter.errors import DomainError
-from callcenter.gateways.base import Gateway, GatewayError, GatewayEvent, SpyMode
+from callcenter.gateways.base import Gateway, GatewayError, GatewayEvent, GatewayLink, SpyMode
 from callcenter.notifier import Notifier
 from callcenter.store import AgentRow, SqlStore
 
@@ -121,6 +121,7 @@ class DialerRunner:
         self.core = self._new_core()
         self.events: list[GatewayEvent] = []
         self.requests: list[dict[str, Any]] = []
+        self.links: list[tuple[str, GatewayLink]] = []
         self.wake = asyncio.Event()
         self.tasks: set[asyncio.Task[Any]] = set()
         self.ready = asyncio.Event()
@@ -149,6 +150,18 @@ class DialerRunner:
     def _emit(self, event: GatewayEvent) -> None:
         self.events.append(event)
         self.wake.set()
+
+    def _emitter(self, key: str) -> Callable[[GatewayEvent], None]:
+        """The sink for one gateway: link changes are tagged with the gateway they concern."""
+
+        def emit(event: GatewayEvent) -> None:
+            if isinstance(event, GatewayLink):
+                self.links.append((key, event))
+                self.wake.set()
+            else:
+                self._emit(event)
+
+        return emit
 
     def _spawn(self, coro: Any, name: str) -> None:
         task = asyncio.create_task(coro, name=name)
@@ -185,7 +198,7 @@ class DialerRunner:
 
     async def run(self, stop: asyncio.Event) -> None:
         for key, gw in self.gateways.items():
-            await gw.start(self._emit)
+            await gw.start(self._emitter(key))
             log.info("gateway %s started (%s)", key, type(gw).__name__)
         await self.send(await self._resync())
         if self.aredis is not None:
@@ -196,16 +209,20 @@ class DialerRunner:
         while not stop.is_set():
             now = self.clock()
             due = min(next_tick, self.core.next_wake() or next_tick)
-            if not self.events and not self.requests and due > now:
+            if not self.events and not self.requests and not self.links and due > now:
                 self.wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), timeout=min(TICK_S, due - now))
                 now = self.clock()
             events, self.events = self.events, []
             requests, self.requests = self.requests, []
+            links, self.links = self.links, []
             try:
                 with self.store.transaction():
-                    commands = self.core.handle(events, now) if events else []
+                    commands = []
+                    for key, link in links:
+                        commands += self.core.link_changed(key, link.up, link.detail, now)
+                    commands += self.core.handle(events, now) if events else []
                     replies = [self._request(r, now, commands) for r in requests]
                     if now >= next_tick or (self.core.next_wake() or now + 1) <= now:
                         commands += self.core.tick(now)

@@ -212,3 +212,25 @@ def test_manual_call_from_an_agent_phone_is_recorded(sqlite_engine: Engine, worl
     assert w.agent(1)["state"] == "on_call"
     w.sim.run_for(15)
     assert w.agent(1)["state"] == "wrap_up"
+
+
+def test_no_new_call_is_placed_through_a_gateway_that_is_down(sqlite_engine: Engine, world_factory) -> None:  # type: ignore[no-untyped-def]
+    script = {f"+86138000000{i:02d}": busy() for i in range(1, 30)}
+    w = world_factory(
+        sqlite_engine,
+        agents=1,
+        script=script,
+        campaign={"agent_ratio": 1.0, "retry_delays": '{"busy": 1}', "max_attempts": 50},
+    )
+    w.sim.run_for(5)
+    before = len(w.calls())
+    assert before >= 2
+    with w.sim.store.transaction():
+        w.sim._execute(w.sim.core.link_changed("default", False, "test: link down", w.sim.now))
+    w.sim.run_for(60)
+    during = len(w.calls())
+    assert during - before <= 1  # at most the call already being placed
+    with w.sim.store.transaction():
+        w.sim._execute(w.sim.core.link_changed("default", True, "test: link up", w.sim.now))
+    w.sim.run_for(10)
+    assert len(w.calls()) > during + 2
