@@ -625,7 +625,7 @@ class DialerCore:
                 self._move_agent(agent.id, AE.RELEASE, now)
         call.note = why
         self.store.update_call(call.id, detail=why)
-        sound = task.conf.abandon_sound if task else "callcenter/abandon"
+        sound = task.conf.abandon_sound if task else "abandon"
         self._out.append(PlayAndHangup(call.gateway, call.id, sound))
         call.hangup_sent = True
 

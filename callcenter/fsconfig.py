@@ -1,0 +1,373 @@
+"""The FreeSWITCH configuration the project ships, rendered from `freeswitch/templates/` (Jinja2).
+
+`render()` writes a complete FreeSWITCH 1.10 configuration directory (mount it as /etc/freeswitch):
+the event socket bound to the controller's network with the password from settings and an ACL, two
+SIP profiles (agent phones; the customer trunk), the dialplan contexts the FreeSWITCH driver relies on
+(named from the driver's own defaults, so the two cannot drift), and a directory with one user per
+agent in the database. `app` is the typer sub-app behind `callcenter freeswitch-config render`.
+
+SIP passwords are not stored in the database: each agent's password is derived from the controller's
+secret key and the extension (HMAC-SHA256), the directory holds only its digest hash (`a1-hash`), and
+`--credentials FILE` writes the passwords for provisioning the phones.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import ipaddress
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+from callcenter.config import SAMPLE_SECRETS, SettingsError, load_settings
+from callcenter.errors import Invalid
+from callcenter.gateways.freeswitch import (
+    ANSWERED_SUBCLASS,
+    DEFAULT_ABANDON_PREFIX,
+    DEFAULT_AGENT_PREFIX,
+    DEFAULT_AMD_EXTENSION,
+    DEFAULT_CONTEXT,
+    DEFAULT_WAIT_EXTENSION,
+    MANUAL_SUBCLASS,
+)
+from callcenter.validation import validate_extension, validate_number
+
+
+def _find_templates() -> Path:
+    """freeswitch/templates of the source tree this module runs from, else of the working directory
+    (an installed package has no source tree; `--templates` names any other place)."""
+    for root in (Path(__file__).resolve().parent.parent, Path.cwd()):
+        candidate = root / "freeswitch" / "templates"
+        if candidate.is_dir():
+            return candidate
+    return Path(__file__).resolve().parent.parent / "freeswitch" / "templates"
+
+
+TEMPLATES_DIR = _find_templates()
+AMD_ENGINES = ("avmd", "mod_amd", "none")
+# FreeSWITCH's own well-known default; as bad as an empty password.
+_WEAK_PASSWORDS = SAMPLE_SECRETS | {"ClueCon", "cluecon"}
+_HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
+_PROXY = re.compile(r"[A-Za-z0-9.-]{1,253}(?::[0-9]{1,5})?")
+_FS_VAR = re.compile(r"\$\$\{[a-z_0-9]+\}")
+_SAFE_TEXT = re.compile(r"[^\x00-\x1f\x7f<>&\"',{}\[\]]{0,64}")
+_SOUNDS = re.compile(r"(\$\$\{[a-z_]+\})?[A-Za-z0-9_/.-]{0,200}")
+_LOG_LEVELS = ("debug", "info", "notice", "warning", "err", "crit", "alert")
+
+
+@dataclass(frozen=True)
+class AgentUser:
+    """One directory user: an agent's SIP extension and the name shown to whoever they call."""
+
+    extension: str
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        validate_extension(self.extension)
+        if not _SAFE_TEXT.fullmatch(self.name):
+            raise Invalid(f"agent name {self.name!r} has characters a directory cannot hold", field="name")
+
+
+@dataclass(frozen=True)
+class FsConfig:
+    """Everything the templates need; validated on construction (values end up in XML and dialplans)."""
+
+    esl_password: str
+    domain: str = "callcenter.local"
+    esl_listen_ip: str = "127.0.0.1"
+    esl_port: int = 8021
+    esl_acl: tuple[str, ...] = ("127.0.0.1/32",)
+    sip_ip: str = "$${local_ip_v4}"
+    rtp_ip: str = "$${local_ip_v4}"
+    ext_ip: str = ""
+    agents_sip_port: int = 5060
+    trunk_sip_port: int = 5080
+    trunk_proxy: str = "127.0.0.1"
+    trunk_register: bool = False
+    trunk_username: str = ""
+    trunk_password: str = ""
+    dial_template: str = "sofia/gateway/trunk/{number}"
+    agent_template: str = "user/{extension}"
+    context: str = DEFAULT_CONTEXT
+    wait: str = DEFAULT_WAIT_EXTENSION
+    amd_wait: str = DEFAULT_AMD_EXTENSION
+    agent_prefix: str = DEFAULT_AGENT_PREFIX
+    abandon_prefix: str = DEFAULT_ABANDON_PREFIX
+    agents_context: str = "agents"
+    amd_engine: str = "avmd"
+    amd_listen_ms: int = 3000
+    agent_ring_timeout_s: int = 20
+    sounds_dir: str = "$${sounds_dir}/callcenter"
+    caller_id: str = ""
+    codecs: str = "PCMU,PCMA"
+    rtp_start_port: int = 16384
+    rtp_end_port: int = 32768
+    max_sessions: int = 1000
+    sessions_per_second: int = 50
+    log_level: str = "info"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.esl_password in _WEAK_PASSWORDS or not _SAFE_TEXT.fullmatch(self.esl_password):
+            raise Invalid(
+                "the event socket password (CALLCENTER_ESL_PASSWORD) must be set, not a sample value, "
+                "and free of control characters, quotes, < > & , { } [ ]",
+                field="esl_password",
+            )
+        if not _HOST.fullmatch(self.domain):
+            raise Invalid(f"domain {self.domain!r} is not a host name", field="domain")
+        for name in ("esl_listen_ip", "sip_ip", "rtp_ip", "ext_ip"):
+            value = getattr(self, name)
+            if (name == "ext_ip" and not value) or _FS_VAR.fullmatch(value):
+                continue
+            try:
+                ipaddress.ip_address(value)
+            except ValueError:
+                raise Invalid(f"{name} {value!r} is not an IP address", field=name) from None
+        if not self.esl_acl:
+            raise Invalid("the event socket ACL needs at least one network", field="esl_acl")
+        for cidr in self.esl_acl:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise Invalid(f"esl_acl entry {cidr!r} is not a network", field="esl_acl") from None
+        for name in ("esl_port", "agents_sip_port", "trunk_sip_port", "rtp_start_port", "rtp_end_port"):
+            if not 1 <= getattr(self, name) <= 65535:
+                raise Invalid(f"{name} must be a port number", field=name)
+        if self.rtp_start_port >= self.rtp_end_port:
+            raise Invalid("rtp_start_port must be below rtp_end_port", field="rtp_start_port")
+        if not _PROXY.fullmatch(self.trunk_proxy):
+            raise Invalid(f"trunk_proxy {self.trunk_proxy!r} must be host[:port]", field="trunk_proxy")
+        for name in ("trunk_username", "trunk_password"):
+            if not _SAFE_TEXT.fullmatch(getattr(self, name)):
+                raise Invalid(f"{name} has characters a SIP profile cannot hold", field=name)
+        if self.trunk_register and not (self.trunk_username and self.trunk_password):
+            raise Invalid("a registering trunk needs a username and a password", field="trunk_register")
+        for name in ("dial_template", "agent_template"):
+            value = getattr(self, name)
+            placeholder = "{number}" if name == "dial_template" else "{extension}"
+            if value.count(placeholder) != 1 or re.search(
+                r"[\s{}\[\],'\"<>&]", value.replace(placeholder, "")
+            ):
+                raise Invalid(f"{name} must be a plain dial string with one {placeholder}", field=name)
+        for name in ("context", "agents_context"):
+            validate_extension(getattr(self, name).replace("-", "_"), field=name)
+        for name in ("wait", "amd_wait", "agent_prefix", "abandon_prefix"):
+            validate_extension(getattr(self, name), field=name)
+        if self.amd_engine not in AMD_ENGINES:
+            raise Invalid(f"amd_engine must be one of {', '.join(AMD_ENGINES)}", field="amd_engine")
+        if not 500 <= self.amd_listen_ms <= 30000:
+            raise Invalid("amd_listen_ms must be 500-30000", field="amd_listen_ms")
+        if not 5 <= self.agent_ring_timeout_s <= 120:
+            raise Invalid("agent_ring_timeout_s must be 5-120", field="agent_ring_timeout_s")
+        if not _SOUNDS.fullmatch(self.sounds_dir) or ".." in self.sounds_dir:
+            raise Invalid(f"sounds_dir {self.sounds_dir!r} is not a plain path", field="sounds_dir")
+        if self.caller_id:
+            validate_number(self.caller_id, field="caller_id")
+        if not re.fullmatch(r"[A-Z0-9.]+(,[A-Z0-9.]+)*", self.codecs):
+            raise Invalid("codecs must be a comma-separated list such as PCMU,PCMA", field="codecs")
+        if self.log_level not in _LOG_LEVELS:
+            raise Invalid(f"log_level must be one of {', '.join(_LOG_LEVELS)}", field="log_level")
+
+    @property
+    def amd_verdict(self) -> str:
+        """The dialplan extension that turns the detector's variables into the verdict event."""
+        return f"{self.amd_wait}_verdict"
+
+
+@dataclass(frozen=True)
+class Rendered:
+    files: list[Path]
+    credentials: dict[str, str]  # extension -> SIP password (for provisioning phones)
+
+
+def sip_password(secret: str, extension: str) -> str:
+    """The SIP password of an agent's extension: stable for one secret, 20 URL-safe characters."""
+    digest = hmac.new(secret.encode(), b"freeswitch-sip:" + extension.encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest[:15]).decode()
+
+
+def a1_hash(user: str, realm: str, password: str) -> str:
+    """HTTP digest HA1 = md5(user:realm:password), what FreeSWITCH's `a1-hash` param holds."""
+    return hashlib.md5(f"{user}:{realm}:{password}".encode(), usedforsecurity=False).hexdigest()
+
+
+def _environment(templates_dir: Path) -> Environment:
+    return Environment(
+        loader=FileSystemLoader(str(templates_dir)),
+        autoescape=True,  # every value lands in an XML attribute
+        undefined=StrictUndefined,
+        keep_trailing_newline=True,
+    )
+
+
+def render(
+    output_dir: Path,
+    *,
+    config: FsConfig,
+    agents: Sequence[AgentUser],
+    sip_secret: str,
+    templates_dir: Path = TEMPLATES_DIR,
+) -> Rendered:
+    """Render every template under `templates_dir` into `output_dir` (same tree, `.j2` dropped);
+    templates that render to nothing (an unused AMD engine's config) are not written."""
+    if not sip_secret:
+        raise Invalid("a secret is needed to derive the agents' SIP passwords", field="sip_secret")
+    if not (templates_dir / "freeswitch.xml.j2").is_file():
+        raise Invalid(f"no FreeSWITCH templates in {templates_dir} (see --templates)", field="templates")
+    seen: set[str] = set()
+    users = []
+    credentials: dict[str, str] = {}
+    for agent in sorted(agents, key=lambda a: a.extension):
+        if agent.extension in seen:
+            raise Invalid(f"extension {agent.extension} is listed twice", field="agents")
+        seen.add(agent.extension)
+        password = sip_password(sip_secret, agent.extension)
+        credentials[agent.extension] = password
+        users.append(
+            {
+                "extension": agent.extension,
+                "name": agent.name,
+                "a1_hash": a1_hash(agent.extension, config.domain, password),
+            }
+        )
+    values = {
+        **{f: getattr(config, f) for f in config.__dataclass_fields__ if f != "extra"},
+        **config.extra,
+        "amd_verdict": config.amd_verdict,
+        "answered_subclass": ANSWERED_SUBCLASS,
+        "manual_subclass": MANUAL_SUBCLASS,
+        "agent_dial": config.agent_template.format(extension="$1"),
+        "customer_dial": config.dial_template.format(number="$1"),
+        "agents": users,
+    }
+    env = _environment(templates_dir)
+    written: list[Path] = []
+    for template in sorted(templates_dir.rglob("*.j2")):
+        relative = template.relative_to(templates_dir)
+        text = env.get_template(relative.as_posix()).render(**values)
+        if not text.strip():
+            continue
+        target = output_dir / relative.with_suffix("")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text, encoding="utf-8")
+        written.append(target)
+    return Rendered(written, credentials)
+
+
+def agents_from_database(database_url: str) -> list[AgentUser]:
+    """Every agent with a SIP extension (simulated agents have no phone)."""
+    from sqlmodel import Session, col, select
+
+    from callcenter.db import make_engine
+    from callcenter.models import Agent, User
+
+    engine = make_engine(database_url)
+    try:
+        with Session(engine) as session:
+            rows = session.exec(
+                select(Agent.extension, User.display_name, User.username)
+                .join(User, col(User.id) == col(Agent.user_id))
+                .where(col(Agent.simulated).is_(False), col(User.is_active).is_(True))
+            ).all()
+    finally:
+        engine.dispose()
+    users = []
+    for extension, display_name, username in rows:
+        name = display_name or username
+        users.append(AgentUser(extension, name if _SAFE_TEXT.fullmatch(name) else ""))
+    return users
+
+
+app = typer.Typer(help="FreeSWITCH configuration.", no_args_is_help=True)
+
+
+@app.callback()
+def _group() -> None:
+    """FreeSWITCH configuration (`callcenter freeswitch-config render`)."""
+    # A callback keeps `render` a subcommand even while it is the only one.
+
+
+@app.command("render")
+def render_command(
+    output: Annotated[Path, typer.Option("--output", "-o", help="configuration directory to write")] = Path(
+        "freeswitch/conf"
+    ),
+    domain: Annotated[str, typer.Option(help="SIP domain of the agents' phones")] = "callcenter.local",
+    esl_listen_ip: Annotated[
+        str, typer.Option(help="address the event socket binds (the controller's network)")
+    ] = "127.0.0.1",
+    esl_acl: Annotated[
+        list[str], typer.Option(help="network allowed to use the event socket; repeat for several")
+    ] = ["127.0.0.1/32"],  # noqa: B006
+    sip_ip: Annotated[
+        str, typer.Option(help="SIP/RTP address (default: FreeSWITCH's own)")
+    ] = "$${local_ip_v4}",
+    ext_ip: Annotated[str, typer.Option(help="public address behind NAT, if any")] = "",
+    trunk_proxy: Annotated[str, typer.Option(help="the carrier's SIP proxy, host[:port]")] = "127.0.0.1",
+    trunk_username: Annotated[str, typer.Option(help="trunk username (if it registers)")] = "",
+    trunk_password_env: Annotated[
+        str, typer.Option(help="environment variable holding the trunk password (if it registers)")
+    ] = "",
+    rtp_start_port: Annotated[int, typer.Option(help="first RTP port")] = 16384,
+    rtp_end_port: Annotated[int, typer.Option(help="last RTP port")] = 32768,
+    amd_engine: Annotated[str, typer.Option(help="avmd (built in), mod_amd (add-on) or none")] = "avmd",
+    caller_id: Annotated[str, typer.Option(help="caller ID for calls agents dial by hand")] = "",
+    templates: Annotated[Path, typer.Option(help="template directory")] = TEMPLATES_DIR,
+    credentials: Annotated[
+        Path | None, typer.Option(help="also write extension,password lines here (mode 600)")
+    ] = None,
+) -> None:
+    """Render the FreeSWITCH configuration from settings and the agents in the database."""
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    trunk_password = os.environ.get(trunk_password_env, "") if trunk_password_env else ""
+    try:
+        config = FsConfig(
+            esl_password=settings.esl_password.get_secret_value(),
+            domain=domain,
+            esl_listen_ip=esl_listen_ip,
+            esl_port=settings.esl_port,
+            esl_acl=tuple(esl_acl),
+            sip_ip=sip_ip,
+            rtp_ip=sip_ip,
+            ext_ip=ext_ip,
+            rtp_start_port=rtp_start_port,
+            rtp_end_port=rtp_end_port,
+            trunk_proxy=trunk_proxy,
+            trunk_register=bool(trunk_username and trunk_password),
+            trunk_username=trunk_username,
+            trunk_password=trunk_password,
+            dial_template=settings.esl_dial_template,
+            agent_template=settings.esl_agent_template,
+            amd_engine=amd_engine,
+            caller_id=caller_id,
+        )
+        agents = agents_from_database(settings.effective_database_url)
+        result = render(
+            output,
+            config=config,
+            agents=agents,
+            sip_secret=settings.secret_key.get_secret_value(),
+            templates_dir=templates,
+        )
+    except Invalid as exc:
+        typer.echo(f"error: {exc.field or 'value'}: {exc.message}", err=True)
+        raise typer.Exit(2) from None
+    if credentials is not None:
+        credentials.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(credentials, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.writelines(f"{ext},{pw}\n" for ext, pw in result.credentials.items())
+    typer.echo(f"wrote {len(result.files)} files to {output} ({len(agents)} agent phones)")

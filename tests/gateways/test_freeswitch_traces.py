@@ -1,0 +1,284 @@
+"""The FreeSWITCH driver against every recorded FreeSWITCH 1.10 conversation: the domain events it
+reports for each situation, and the ESL wire parsing on the recorded bytes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import re
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+
+from callcenter.gateways.base import (
+    AnswerKind,
+    CallAnswered,
+    CallConnected,
+    CallEnded,
+    CallRinging,
+    EndResult,
+    OriginateRequest,
+    SpyEnded,
+    SpyMode,
+    SpyStarted,
+)
+from callcenter.gateways.esl_client import EslFramer, parse_event
+from callcenter.gateways.freeswitch import FreeswitchGateway
+from tests.gateways.contract import EventLog, assert_well_ordered, kinds, new_call_id
+from tests.gateways.harness_freeswitch import make_gateway
+from tests.peers.esl import TRACE_DIR, EslPeer, trace
+
+
+@asynccontextmanager
+async def driver(peer: EslPeer, log: EventLog, **overrides: Any) -> AsyncIterator[FreeswitchGateway]:
+    gw = make_gateway(peer, **overrides)
+    await asyncio.wait_for(gw.start(log.emit), 5)
+    try:
+        yield gw
+    finally:
+        await asyncio.wait_for(gw.close(), 5)
+
+
+async def place(gw: FreeswitchGateway, number: str, **kw: Any) -> str:
+    call_id = kw.pop("call_id", None) or new_call_id()
+    await gw.originate(OriginateRequest(call_id=call_id, number=number, caller_id="4000", **kw))
+    return call_id
+
+
+def outcome(log: EventLog, call_id: str) -> list[str]:
+    return [type(e).__name__ for e in log.of(call_id)]
+
+
+# --- one recording, one situation --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("number", "result", "cause", "detail"),
+    [
+        ("10000002", EndResult.BUSY, 17, "sip 486"),  # originate-busy: HANGUP_COMPLETE before the job
+        ("10000004", EndResult.FAILED, 41, "sip 503"),  # originate-503-congestion
+        ("10000005", EndResult.FAILED, 41, "sip 503"),  # originate-unreachable: sofia makes the 503
+        ("10000009", EndResult.FAILED, 102, "sip 408"),  # originate-no-response: timer B, 32 s
+    ],
+)
+async def test_failed_originate_ends_with_the_recorded_cause(
+    number: str, result: EndResult, cause: int, detail: str
+) -> None:
+    log = EventLog()
+    async with EslPeer(time_scale=0.02) as peer, driver(peer, log) as gw:
+        call_id = await place(gw, number)
+        ended = await log.ended(call_id, timeout=10)
+    assert (ended.result, ended.cause) == (result, cause)
+    assert detail in ended.detail
+    assert outcome(log, call_id) == ["CallEnded"]  # no progress, no answer in these recordings
+
+
+async def test_no_answer_recording_rings_then_ends_no_answer_from_the_background_job() -> None:
+    log = EventLog()
+    async with EslPeer() as peer, driver(peer, log) as gw:
+        call_id = await place(gw, "10000003", ring_timeout_s=5)
+        ended = await log.ended(call_id, timeout=10)
+        assert re.search(r"originate_timeout=6[,}]", next(c for c in peer.commands if "originate" in c))
+    # In this recording BACKGROUND_JOB -ERR NO_ANSWER comes before CHANNEL_HANGUP_COMPLETE.
+    assert (ended.result, ended.cause, ended.detail) == (
+        EndResult.NO_ANSWER,
+        19,
+        "BACKGROUND_JOB -ERR NO_ANSWER",
+    )
+    assert outcome(log, call_id) == ["CallRinging", "CallEnded"]
+
+
+async def test_uuid_kill_while_ringing_recording_is_cancelled_not_a_normal_end() -> None:
+    log = EventLog()
+    async with EslPeer() as peer, driver(peer, log) as gw:
+        call_id = await place(gw, "10000007", ring_timeout_s=30)
+        await log.wait_type(CallRinging, call_id)
+        await gw.hangup(call_id)
+        ended = await log.ended(call_id)
+        assert f"api uuid_kill {call_id}" in peer.commands
+    # FreeSWITCH says NORMAL_CLEARING (16), like any normal end; the driver knows it hung up.
+    assert (ended.result, ended.cause) == (EndResult.CANCELLED, 16)
+    assert "send_cancel" in ended.detail
+    assert outcome(log, call_id) == ["CallRinging", "CallEnded"]
+
+
+async def test_answered_then_abandoned_recording_is_answered_without_connect() -> None:
+    log = EventLog()
+    async with EslPeer() as peer, driver(peer, log) as gw:
+        call_id = await place(gw, "10000006")
+        ended = await log.ended(call_id)
+    assert (ended.result, ended.cause) == (EndResult.ANSWERED, 16)
+    assert "recv_bye" in ended.detail  # the customer hung up
+    assert outcome(log, call_id) == ["CallRinging", "CallAnswered", "CallEnded"]
+
+
+async def test_agent_bridged_recording_connects_after_uuid_transfer() -> None:
+    log = EventLog()
+    async with EslPeer() as peer, driver(peer, log) as gw:
+        call_id = await place(gw, "10000001")
+        await log.wait_type(CallAnswered, call_id)
+        await gw.connect_agent(call_id, "1001")
+        connected = await log.wait_type(CallConnected, call_id)
+        ended = await log.ended(call_id)
+        assert f"api uuid_transfer {call_id} agent_1001 XML campaign-answered" in peer.commands
+        # The agent leg's PROGRESS, ANSWER and HANGUP_COMPLETE were dropped unparsed: not our call.
+        assert gw._conn is not None and gw._conn.skipped == 3
+    assert connected.extension == "1001"
+    assert (ended.result, ended.cause) == (EndResult.ANSWERED, 16)
+    assert outcome(log, call_id) == ["CallRinging", "CallAnswered", "CallConnected", "CallEnded"]
+
+
+@pytest.mark.parametrize(
+    ("mode", "variables"),
+    [
+        (SpyMode.LISTEN, []),
+        (SpyMode.WHISPER, ["eavesdrop_whisper_aleg=true"]),
+        (SpyMode.BARGE, ["eavesdrop_whisper_aleg=true", "eavesdrop_whisper_bleg=true"]),
+    ],
+)
+async def test_eavesdrop_recording_reports_spy_start_and_end_for_each_mode(
+    mode: SpyMode, variables: list[str]
+) -> None:
+    log = EventLog()
+    async with EslPeer() as peer, driver(peer, log) as gw:
+        call_id = await place(gw, "10000008")
+        await log.wait_type(CallAnswered, call_id)
+        await gw.connect_agent(call_id, "1001")
+        await log.wait_type(CallConnected, call_id)
+        spy_id = await gw.spy(target_extension="1001", supervisor_extension="1002", mode=mode)
+        started = await log.wait_for(lambda e: isinstance(e, SpyStarted) and e.spy_id == spy_id)
+        await log.ended(call_id)
+        await log.wait_for(lambda e: isinstance(e, SpyEnded) and e.spy_id == spy_id)
+        spy_command = next(c for c in peer.commands if "&eavesdrop(" in c)
+    assert (started.target_extension, started.mode) == ("1001", mode)
+    agent_leg = peer.calls[call_id].agent_uuid
+    assert spy_command.endswith(f"user/1002 &eavesdrop({agent_leg})")  # the agent's leg, not ours
+    assert "eavesdrop_enable_dtmf=false" in spy_command
+    for var in ("eavesdrop_whisper_aleg=true", "eavesdrop_whisper_bleg=true"):
+        assert (var in spy_command) == (var in variables)
+
+
+@pytest.mark.parametrize("prefilter", [True, False])
+async def test_burst_recording_replayed_verbatim_resolves_all_twenty_calls(prefilter: bool) -> None:
+    """burst-20-mixed.jsonl byte for byte (only the Job-UUIDs are the driver's own): the events of
+    20 calls interleave, some BACKGROUND_JOBs come before their CHANNEL_HANGUP_COMPLETE, some after.
+    The same with and without the driver's look at each raw event before parsing it."""
+    t = trace("burst-20-mixed")
+    recorded = [t.originate(i) for i in range(20)]
+    log = EventLog()
+    options = {"dial_template": "sofia/cc/{number}", "prefilter": prefilter}
+    async with EslPeer() as peer, driver(peer, log, **options) as gw:
+        peer.replay_file("burst-20-mixed")
+        ids = []
+        for r in recorded:
+            ring = 5.0 if r["number"].endswith(("2", "6")) else 30.0
+            ids.append(await place(gw, r["number"], call_id=r["uuid"], ring_timeout_s=ring))
+        ends = await asyncio.gather(*(log.ended(i, timeout=20) for i in ids))
+        skipped = gw._conn.skipped if gw._conn is not None else -1
+    # The peer sends only the events subscribed to; of those, the 7 CHANNEL_HANGUP_COMPLETEs that
+    # come after a BACKGROUND_JOB -ERR already ended their call are dropped unparsed.
+    assert skipped == (7 if prefilter else 0)
+    # Round robin over the SIPp customers, as recorded: answer, busy (486), ring out, 503.
+    expected = [("answered", 16), ("busy", 17), ("no_answer", 19), ("failed", 41)]
+    assert [(e.result.value, e.cause) for e in ends] == [expected[i % 4] for i in range(20)]
+    results = Counter((e.result.value, e.cause) for e in ends)
+    assert results == {("answered", 16): 5, ("busy", 17): 5, ("no_answer", 19): 5, ("failed", 41): 5}
+    for call_id in ids:
+        assert_well_ordered(log, call_id)
+    answered = [i for i, e in zip(ids, ends, strict=True) if e.result is EndResult.ANSWERED]
+    assert all(isinstance(log.of(i)[1], CallAnswered) for i in answered), [kinds(log.of(i)) for i in answered]
+    assert sum(isinstance(e, CallRinging) for e in log.events) == 10  # the recording's CHANNEL_PROGRESS
+
+
+@pytest.mark.parametrize(
+    ("verdict", "answer"),
+    [("MACHINE", AnswerKind.MACHINE), ("HUMAN", AnswerKind.HUMAN), ("NOTSURE", AnswerKind.UNKNOWN)],
+)
+async def test_amd_verdict_from_the_dialplan_event_is_the_answer_kind(
+    verdict: str, answer: AnswerKind
+) -> None:
+    log = EventLog()
+    async with EslPeer(amd_verdicts={"10000006": verdict}) as peer, driver(peer, log) as gw:
+        call_id = await place(gw, "10000006", amd=True)
+        answered = await log.wait_type(CallAnswered, call_id)
+        await log.ended(call_id)
+        assert "wait_amd XML campaign-answered" in next(c for c in peer.commands if "originate" in c)
+    assert answered.answer == answer
+    assert outcome(log, call_id) == ["CallRinging", "CallAnswered", "CallEnded"]
+
+
+async def test_without_amd_the_dialplan_verdict_is_ignored() -> None:
+    log = EventLog()
+    async with EslPeer(amd_verdicts={"10000006": "MACHINE"}) as peer, driver(peer, log) as gw:
+        call_id = await place(gw, "10000006")
+        answered = await log.wait_type(CallAnswered, call_id)
+        await log.ended(call_id)
+    assert answered.answer == AnswerKind.UNKNOWN
+
+
+async def test_show_channels_recording_is_read_into_active_calls() -> None:
+    log = EventLog()
+    async with EslPeer() as peer, driver(peer, log) as gw:
+        call_id = await place(gw, "10000001")
+        await log.wait_type(CallAnswered, call_id)
+        await gw.connect_agent(call_id, "1001")
+        await log.wait_type(CallConnected, call_id)
+        calls = await gw.active_calls()
+        await log.ended(call_id)
+    # Two channels (customer and agent leg), one call: the agent leg belongs to the customer's.
+    assert [(c.call_id, c.extension, c.state) for c in calls] == [(call_id, "1001", "active")]
+
+
+async def test_keepalive_and_exit_follow_the_recorded_session() -> None:
+    log = EventLog()
+    async with EslPeer() as peer:
+        async with driver(peer, log, keepalive_s=0.2):
+            await asyncio.sleep(0.35)
+        assert "api status" in peer.commands  # answered with the recorded `api status` body
+        assert peer.commands[-1] == "exit"
+    assert not any(isinstance(e, CallEnded) for e in log.events)
+    assert [type(e).__name__ for e in log.events] == ["GatewayLink"]  # no drop while idle
+
+
+# --- the wire, on the recorded bytes -----------------------------------------------------------
+
+
+def _inbound(name: str) -> bytes:
+    lines = (json.loads(line) for line in (TRACE_DIR / f"{name}.jsonl").read_text().splitlines())
+    return b"".join(r["data"].encode() for r in lines if r["dir"] == "in")
+
+
+def test_background_job_result_is_the_body_not_glued_to_content_length() -> None:
+    """greenswitch 0.0.19 returned Content-Length '15\\n\\n-ERR USER_BUSY' for this very event."""
+    stream = _inbound("originate-busy")
+    jobs = [parse_event(body) for headers, body in EslFramer().feed(stream) if b"BACKGROUND_JOB" in body]
+    assert len(jobs) == 1
+    assert jobs[0].raw["Content-Length"] == "15"
+    assert jobs[0].body == "-ERR USER_BUSY\n"
+    assert jobs[0].get("Job-Command-Arg", "").startswith("{origination_uuid=")  # URL-decoded on demand
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in TRACE_DIR.glob("*.jsonl")))
+def test_every_recorded_stream_frames_the_same_in_any_chunking(name: str) -> None:
+    stream = _inbound(name)
+    whole = EslFramer().feed(stream)
+    rng = random.Random(name)
+    framer = EslFramer()
+    chunked: list[tuple[dict[str, str], bytes]] = []
+    pos = 0
+    while pos < len(stream):
+        step = rng.choice((1, 2, 7, 64, 1500, 9000))
+        chunked += framer.feed(stream[pos : pos + step])
+        pos += step
+    assert chunked == whole
+    assert framer.pending_bytes == 0
+    recorded = sum(1 for line in (TRACE_DIR / f"{name}.jsonl").read_text().splitlines() if '"in"' in line)
+    assert len(whole) == recorded
+    for headers, body in whole:
+        assert len(body) == int(headers.get("Content-Length", 0))
+        if headers.get("Content-Type") == "text/event-plain":
+            assert parse_event(body).name
