@@ -110,6 +110,7 @@ class LiveCall:
     state: CallState = CallState.DIALING
     direction: str = "outbound"
     answered_at: float | None = None
+    agent_at: float | None = None
     connected_at: float | None = None
     agent_id: int | None = None
     machine: bool = False
@@ -204,6 +205,7 @@ class DialerCore:
                 state=CallState(row["state"]),
                 direction=row["direction"],
                 answered_at=row["answered_at"],
+                agent_at=row["agent_at"],
                 connected_at=row["connected_at"],
                 agent_id=row["agent_id"],
                 machine=row["answer_kind"] == "machine",
@@ -482,6 +484,8 @@ class DialerCore:
         if task:
             task.counters.connected += 1
             task.pacer.observe_answer(abandoned=False, now=now)
+            if call.agent_at is not None:
+                task.pacer.observe_connect(now - call.agent_at)
         if call.agent_id is not None:
             self._move_agent(call.agent_id, AE.CONNECT, now, call_id=call.id, campaign_id=call.campaign_id)
             self._pop(call)
@@ -588,6 +592,7 @@ class DialerCore:
 
     def _connect(self, call: LiveCall, agent: AgentRow, now: float) -> None:
         call.agent_id = agent.id
+        call.agent_at = now
         call.state = CallState.AGENT_RINGING
         self.store.update_call(call.id, state=CallState.AGENT_RINGING.value, agent_id=agent.id, agent_at=now)
         self._out.append(ConnectAgent(call.gateway, call.id, agent.extension))

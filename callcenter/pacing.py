@@ -103,6 +103,9 @@ class Pacer:
     def observe_wrap(self, wrap_s: float) -> None:
         """An agent finished after-call work."""
 
+    def observe_connect(self, connect_s: float) -> None:
+        """An agent's phone was connected `connect_s` after the dialer asked for it."""
+
     def _lpa(self, view: PacingView, placed: int) -> None:
         self.lines_per_agent = (view.in_flight + placed) / max(view.ready, 1e-9) if view.ready else 0.0
 
@@ -170,7 +173,7 @@ def survival(sorted_samples: np.ndarray, grid: np.ndarray) -> np.ndarray:
 class PredictiveSettings:
     target_abandon: float = 0.03  # fraction of live answers
     min_agents: int = 10  # fewer agents than this: progressive
-    tolerance_s: float = 1.6  # an answer can wait this long for an agent (2 s minus connect time)
+    tolerance_s: float = 1.8  # at most this long may an answer wait for an agent (see `tolerance`)
     horizon_s: int = 40  # how far ahead answers and free agents are compared
     window_s: float = 1800.0  # rolling window of the abandon rate
     max_lines_per_agent: float = 6.0
@@ -180,7 +183,7 @@ class PredictiveSettings:
     z_max: float = 4.0
     gain: float = 0.15  # feedback gain (log-space) on the abandon rate
     adjust_every_s: float = 30.0
-    aim: float = 0.85  # aim at this part of the target, keeping the rest as a margin
+    aim: float = 0.95  # aim at this part of the target, keeping the rest as a margin
     method: str = "expected"  # "expected": bound the expected abandon ratio; "z": a fixed safety margin
     ring_prior: list[float] = field(default_factory=lambda: [float(x) for x in range(3, 15)])
     talk_prior: list[float] = field(default_factory=lambda: [60.0, 90.0, 120.0, 150.0, 180.0])
@@ -204,6 +207,7 @@ class PredictivePacer(Pacer):
         self.non = Samples(400, [1.0, 25.0])  # dial -> end, for dials no person answered
         self.talk = Samples(300, self.s.talk_prior)
         self.wrap = Samples(200, [float(wrap_up_s)] if wrap_up_s else self.s.wrap_prior)
+        self.connect = Samples(100, [0.5])  # agent phone pick-up after the dialer asked, seconds
         self.outcomes: deque[int] = deque(maxlen=600)
         self.live = 0
         self.abandoned = 0
@@ -233,6 +237,17 @@ class PredictivePacer(Pacer):
 
     def observe_wrap(self, wrap_s: float) -> None:
         self.wrap.add(max(0.0, wrap_s))
+
+    def observe_connect(self, connect_s: float) -> None:
+        self.connect.add(max(0.0, connect_s))
+
+    @property
+    def tolerance(self) -> float:
+        """How long an answer can wait for an agent to free up: the 2 s of the abandon rule minus
+        the time agents' phones take to connect (90th percentile, measured), with a margin."""
+        connect = self.connect.array()
+        p90 = float(connect[min(len(connect) - 1, int(0.9 * len(connect)))])
+        return max(0.2, min(self.s.tolerance_s, ABANDON_AFTER_S - 1.1 * p90 - 0.05))
 
     @property
     def answer_rate(self) -> float:
@@ -345,7 +360,7 @@ class PredictivePacer(Pacer):
         self._adjust(view.now)
         q, s_talk, s_wrap, g, wrap_mean = self._model()
         h = self.s.horizon_s
-        tol = self.s.tolerance_s
+        tol = self.tolerance
         t = np.arange(0, h + 1, dtype=float)
 
         # Answers expected by now + t from calls already ringing (plus those already waiting).
