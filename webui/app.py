@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -51,6 +52,11 @@ def create_app(settings: Settings, *, ctx: AppContext | None = None) -> FastAPI:
             app.state.ctx = ctx
         for hook in app.state.startup_hooks:
             await hook(app)
+        if ctx is None:
+            # A server process: move the start-up heap (modules, metadata, compiled statements) out of
+            # the cyclic GC, so a full collection no longer walks it and pauses the push path.
+            gc.collect()
+            gc.freeze()
         try:
             yield
         finally:
@@ -94,11 +100,17 @@ def create_app(settings: Settings, *, ctx: AppContext | None = None) -> FastAPI:
             return render(request, "error.html", {"message": exc.detail}, status_code=403)
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
-    from webui.routes import admin, agents, pages, session, tasks
+    from crm import routes as crm_routes
+    from webui import ws
+    from webui.routes import admin, admin_pages, agents, pages, session, tasks, workstation
 
     app.include_router(session.router)
     app.include_router(pages.router)
     app.include_router(admin.router)
+    app.include_router(admin_pages.router)
     app.include_router(agents.router)
     app.include_router(tasks.router)
+    app.include_router(workstation.router)
+    app.include_router(crm_routes.router)
+    ws.install(app)
     return app

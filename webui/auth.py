@@ -15,6 +15,7 @@ from typing import Any
 from fastapi import Depends, HTTPException, Request
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from sqlmodel import Session
+from starlette.requests import HTTPConnection
 
 from callcenter.accounts import Principal, load_principal
 from callcenter.models import Permission
@@ -30,7 +31,7 @@ class LoginRequired(Exception):
         self.next_url = next_url
 
 
-def _serializer(request: Request) -> URLSafeTimedSerializer:
+def _serializer(request: HTTPConnection) -> URLSafeTimedSerializer:
     secret = get_ctx(request).settings.secret_key.get_secret_value()
     return URLSafeTimedSerializer(secret, salt=TOKEN_SALT)
 
@@ -39,7 +40,7 @@ def issue_token(request: Request, principal: Principal) -> str:
     return _serializer(request).dumps({"uid": principal.user_id, "tv": principal.token_version})
 
 
-def _principal_from_claims(request: Request, uid: Any, tv: Any) -> Principal | None:
+def _principal_from_claims(request: HTTPConnection, uid: Any, tv: Any) -> Principal | None:
     if not isinstance(uid, int):
         return None
     with Session(get_ctx(request).engine) as session:
@@ -49,20 +50,27 @@ def _principal_from_claims(request: Request, uid: Any, tv: Any) -> Principal | N
     return principal
 
 
-def current_principal(request: Request) -> Principal | None:
-    """The signed-in principal from a bearer token or the session cookie, cached on the request."""
+def principal_from_token(request: HTTPConnection, token: str) -> Principal | None:
+    """The principal an API token stands for, or None when it is forged, expired or revoked."""
+    max_age = get_ctx(request).settings.session_max_age_s
+    try:
+        claims = _serializer(request).loads(token.strip(), max_age=max_age)
+    except (BadSignature, SignatureExpired):
+        return None
+    if not isinstance(claims, dict):
+        return None
+    return _principal_from_claims(request, claims.get("uid"), claims.get("tv"))
+
+
+def current_principal(request: HTTPConnection) -> Principal | None:
+    """The signed-in principal from a bearer token or the session cookie, cached on the request
+    (or WebSocket)."""
     if hasattr(request.state, "principal"):
         return request.state.principal  # type: ignore[no-any-return]
     principal: Principal | None = None
     header = request.headers.get("authorization", "")
     if header.lower().startswith("bearer "):
-        max_age = get_ctx(request).settings.session_max_age_s
-        try:
-            claims = _serializer(request).loads(header[7:].strip(), max_age=max_age)
-        except (BadSignature, SignatureExpired):
-            claims = None
-        if isinstance(claims, dict):
-            principal = _principal_from_claims(request, claims.get("uid"), claims.get("tv"))
+        principal = principal_from_token(request, header[7:])
     elif "session" in request.scope:
         sess = request.session
         principal = _principal_from_claims(request, sess.get("uid"), sess.get("tv"))

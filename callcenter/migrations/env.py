@@ -5,6 +5,7 @@ from sqlalchemy import engine_from_config, pool
 from sqlmodel import SQLModel
 
 import callcenter.models  # noqa: F401  (registers the tables)
+import crm.models  # noqa: F401  (the CRM tables)
 
 config = context.config
 target_metadata = SQLModel.metadata

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlmodel import Session
 
 from callcenter import accounts
@@ -64,6 +64,12 @@ class RolePublic(BaseModel):
 class SkillGroupCreate(BaseModel):
     name: str = Field(min_length=1, max_length=64)
     description: str = Field("", max_length=500)
+
+
+class SkillGroupUpdate(BaseModel):
+    name: str | None = Field(None, min_length=1, max_length=64)
+    description: str | None = Field(None, max_length=500)
+    agent_ids: list[int] | None = None  # replaces the group's members
 
 
 class SkillGroupPublic(BaseModel):
@@ -221,6 +227,32 @@ def list_skill_groups(session: Session = Depends(get_session)) -> list[SkillGrou
 @router.post("/skill-groups", status_code=201)
 def create_skill_group(body: SkillGroupCreate, session: Session = Depends(get_session)) -> SkillGroupPublic:
     group = accounts.create_skill_group(session, name=body.name, description=body.description)
+    return _group_public(session, group)
+
+
+@router.patch("/skill-groups/{group_id}")
+def update_skill_group(
+    group_id: int, body: SkillGroupUpdate, session: Session = Depends(get_session)
+) -> SkillGroupPublic:
+    group = session.get(SkillGroup, group_id)
+    if group is None:
+        raise NotFound("no such skill group")
+    if body.name is not None and body.name.strip() != group.name:
+        name = body.name.strip()
+        if session.execute(select(SkillGroup).where(SkillGroup.name == name)).first():
+            raise Conflict(f"skill group {name!r} exists", field="name")
+        group.name = name
+    if body.description is not None:
+        group.description = body.description
+    session.add(group)
+    if body.agent_ids is not None:
+        wanted = list(dict.fromkeys(body.agent_ids))
+        for agent_id in wanted:
+            if session.get(Agent, agent_id) is None:
+                raise NotFound(f"no agent {agent_id}", field="agent_ids")
+        session.execute(delete(AgentSkill).where(AgentSkill.skill_group_id == group_id))
+        session.add_all(AgentSkill(agent_id=a, skill_group_id=group_id) for a in wanted)
+    session.flush()
     return _group_public(session, group)
 
 

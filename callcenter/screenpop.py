@@ -1,0 +1,77 @@
+"""The `screen_pop` payload of the notifier contract, built from the database rows of one call.
+
+The dialer calls `pop_payload` when a call connects to an agent and publishes the result with
+`Notifier.screen_pop`; the web process calls it again to rebuild the pop for an agent who reconnects
+mid-call. One query (call, its agent, and - when the call belongs to a task - its campaign and lead).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import bindparam, select
+from sqlalchemy.engine import Connection
+from sqlmodel import Session, col
+
+from callcenter.models import Agent, Call, Campaign, Lead
+
+# Outcomes offered for a manual call (no task): the list a new task starts with.
+DEFAULT_DISPOSITIONS: str = Campaign.model_fields["dispositions"].default
+
+
+def _json(raw: str | None, kind: type) -> Any:
+    try:
+        value = json.loads(raw or "")
+    except ValueError:
+        return kind()
+    return value if isinstance(value, kind) else kind()
+
+
+# Built once: the dialer runs it for every connected call.
+_POP = (
+    select(
+        col(Call.id),
+        col(Call.agent_id),
+        col(Agent.extension),
+        col(Call.direction),
+        col(Call.number),
+        col(Call.campaign_id),
+        col(Campaign.name),
+        col(Campaign.dispositions),
+        col(Call.lead_id),
+        col(Lead.fields),
+        col(Call.connected_at),
+    )
+    .join(Agent, col(Agent.id) == col(Call.agent_id))
+    .outerjoin(Campaign, col(Campaign.id) == col(Call.campaign_id))
+    .outerjoin(Lead, col(Lead.id) == col(Call.lead_id))
+    .where(col(Call.id) == bindparam("call_id"))
+)
+
+
+def pop_payload(session: Session | Connection, call_id: str) -> dict[str, Any] | None:
+    """The screen pop for `call_id`, or None when the call does not exist or has no agent.
+
+    Fields: call_id, agent_id, extension, direction ("outbound" | "manual"), number, campaign_id,
+    campaign_name, lead_id, lead_fields (the list's own columns, in their order), dispositions,
+    connected_at. A manual call has no campaign: its name is "" and it gets the default outcomes.
+    """
+    conn = session.connection() if isinstance(session, Session) else session
+    row = conn.execute(_POP, {"call_id": call_id}).first()
+    if row is None:
+        return None
+    (cid, agent_id, extension, direction, number, campaign_id, name, dispositions, lead_id, fields, at) = row
+    return {
+        "call_id": cid,
+        "agent_id": agent_id,
+        "extension": extension,
+        "direction": direction,
+        "number": number,
+        "campaign_id": campaign_id,
+        "campaign_name": name or "",
+        "lead_id": lead_id,
+        "lead_fields": _json(fields, dict) if lead_id is not None else {},
+        "dispositions": [str(d) for d in _json(dispositions or DEFAULT_DISPOSITIONS, list)],
+        "connected_at": at,
+    }

@@ -1,0 +1,194 @@
+"""What the push path reads from the database: the state a socket gets when it (re)connects, the CRM
+part added to a screen pop, the agents grid rows and an agent's counters for today.
+
+Plain synchronous functions over an engine; `webui.ws` runs them on its own small thread pool so the
+event loop never waits on the database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import case, func
+from sqlalchemy.engine import Connection, Engine
+from sqlmodel import Session, col, select
+
+from callcenter.accounts import Principal
+from callcenter.models import Agent, AgentState, Call, Campaign, User
+from callcenter.screenpop import pop_payload
+from crm import services as crm
+
+# Agent states in which the agent has a call on screen (the pop is rebuilt on reconnect).
+CALL_STATES = frozenset({AgentState.ON_CALL.value, AgentState.WRAP_UP.value})
+
+
+def agent_state(session: Session, agent_id: int) -> dict[str, Any] | None:
+    """The `agent_state` fields of the notifier contract for one agent, read from its row."""
+    agent = session.get(Agent, agent_id)
+    if agent is None:
+        return None
+    return {
+        "agent_id": agent.id,
+        "extension": agent.extension,
+        "state": agent.state,
+        "since": agent.state_since,
+        "call_id": agent.call_id,
+        "campaign_id": agent.campaign_id,
+    }
+
+
+def today_counters(session: Session, *, agent_id: int, since: float) -> dict[str, Any]:
+    """The agent's calls since `since` (the start of their day): connected calls, manual ones among
+    them, total and average talk time of the ended ones, and outcomes saved."""
+    talk = func.coalesce(func.sum(col(Call.ended_at) - col(Call.connected_at)), 0.0)
+    ended = func.count(col(Call.ended_at))
+    row = session.exec(
+        select(
+            func.count(),
+            func.sum(case((col(Call.direction) == "manual", 1), else_=0)),
+            talk,
+            ended,
+            func.sum(case((col(Call.disposition) != "", 1), else_=0)),
+        ).where(
+            col(Call.agent_id) == agent_id,
+            col(Call.connected_at).is_not(None),
+            col(Call.connected_at) >= since,
+        )
+    ).one()
+    calls, manual, talk_s, ended_n, saved = row
+    talk_s = float(talk_s or 0.0)
+    return {
+        "since": since,
+        "calls": int(calls or 0),
+        "manual": int(manual or 0),
+        "talk_s": round(talk_s, 1),
+        "avg_talk_s": round(talk_s / ended_n, 1) if ended_n else 0.0,
+        "saved": int(saved or 0),
+    }
+
+
+def _grid_select() -> Any:
+    return (
+        select(
+            Agent.id,
+            Agent.extension,
+            User.display_name,
+            Agent.state,
+            Agent.state_since,
+            Agent.call_id,
+            Agent.campaign_id,
+            Campaign.name,
+            Call.number,
+            Call.connected_at,
+        )
+        .join(User, col(User.id) == col(Agent.user_id))
+        .outerjoin(Call, col(Call.id) == col(Agent.call_id))
+        .outerjoin(Campaign, col(Campaign.id) == col(Agent.campaign_id))
+    )
+
+
+def _grid_row(row: Any) -> dict[str, Any]:
+    agent_id, ext, name, state, since, call_id, campaign_id, campaign, number, connected = row
+    return {
+        "agent_id": agent_id,
+        "extension": ext,
+        "name": name,
+        "state": state,
+        "since": since,
+        "call_id": call_id,
+        "campaign_id": campaign_id,
+        "campaign_name": campaign or "",
+        "number": number or "",
+        "connected_at": connected,
+    }
+
+
+def grid(session: Session) -> list[dict[str, Any]]:
+    """Every agent for the supervisor's grid: state, since when, current call and task."""
+    return [_grid_row(r) for r in session.exec(_grid_select().order_by(col(Agent.extension))).all()]
+
+
+def grid_row(session: Session, agent_id: int) -> dict[str, Any] | None:
+    row = session.exec(_grid_select().where(col(Agent.id) == agent_id)).first()
+    return _grid_row(row) if row else None
+
+
+def pop_crm(session: Session | Connection, pop: Mapping[str, Any], *, region: str) -> dict[str, Any]:
+    """The CRM part the web process adds to a `screen_pop` before pushing it to the browser."""
+    return crm.pop_context(
+        session,
+        number=str(pop.get("number") or ""),
+        region=region,
+        lead_fields=pop.get("lead_fields") or {},
+        exclude_call_id=pop.get("call_id"),
+    )
+
+
+def warm_up(conn: Connection, *, region: str) -> None:
+    """Run the pop's CRM lookup once at start-up: the first real pop must not pay for compiling the
+    statements, opening the first connection or phonenumbers loading its metadata for the region."""
+    import phonenumbers
+
+    example = phonenumbers.example_number_for_type(region, phonenumbers.PhoneNumberType.MOBILE)
+    number = phonenumbers.format_number(example, phonenumbers.PhoneNumberFormat.E164) if example else "+10"
+    pop_crm(conn, {"number": number, "call_id": "warm-up", "lead_fields": {}}, region=region)
+
+
+def rebuild_pop(session: Session, *, call_id: str, region: str) -> dict[str, Any] | None:
+    """The pop of a call in progress or in wrap-up, as the browser got it at connect time, plus where
+    the call is now (ended_at, result) and what the agent already saved (disposition)."""
+    pop = pop_payload(session, call_id)
+    if pop is None:
+        return None
+    call = session.get(Call, call_id)
+    assert call is not None
+    pop["crm"] = pop_crm(session, pop, region=region)
+    pop["ended_at"] = call.ended_at
+    pop["result"] = call.result
+    pop["disposition"] = call.disposition
+    return pop
+
+
+def hello(
+    session: Session,
+    *,
+    principal: Principal,
+    streams: frozenset[str],
+    day_start: float,
+    region: str,
+    now: float,
+) -> dict[str, Any]:
+    """The first message on every socket: the user's current state, so a reload shows everything."""
+    out: dict[str, Any] = {
+        "type": "hello",
+        "server_time": now,
+        "streams": sorted(streams),
+        "user": {
+            "id": principal.user_id,
+            "username": principal.username,
+            "display_name": principal.display_name,
+        },
+    }
+    if "agent" in streams and principal.agent_id is not None:
+        state = agent_state(session, principal.agent_id)
+        out["agent"] = state
+        out["counters"] = today_counters(session, agent_id=principal.agent_id, since=day_start)
+        out["pop"] = None
+        if state and state["call_id"] and state["state"] in CALL_STATES:
+            out["pop"] = rebuild_pop(session, call_id=state["call_id"], region=region)
+    if "monitor" in streams:
+        out["grid"] = grid(session)
+    return out
+
+
+def in_session(engine: Engine, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+    """Run `fn(session, ...)` in a short read session (for the socket's thread pool)."""
+    with Session(engine) as session:
+        return fn(session, *args, **kwargs)
+
+
+def in_connection(engine: Engine, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+    """Run `fn(connection, ...)` on a bare connection: the hot path (the pop's CRM part) needs no ORM."""
+    with engine.connect() as conn:
+        return fn(conn, *args, **kwargs)
