@@ -86,6 +86,10 @@ class Settings(BaseSettings):
     sim_time_scale: float = Field(
         1.0, gt=0, le=1000, description="simulated PBX: its durations are divided by this (fast demos, tests)"
     )
+    sim_script: str = Field(
+        "",
+        description="simulated PBX: JSON file of scripted customers {number: {outcome, ring_s, talk_s}}",
+    )
     gateway_timeout_s: float = Field(5.0, gt=0, description="timeout of every gateway command, seconds")
     gateway_keepalive_s: float = Field(10.0, gt=0, description="keepalive interval of gateway links, seconds")
 

@@ -100,6 +100,21 @@ class Script:
     patience_s: float = 3600.0  # waiting for an agent after answer; hangs up then
 
 
+def load_script(path: str) -> dict[str, Script]:
+    """Scripted customers from a JSON file: {"+8613800000001": {"outcome": "human", "ring_s": 1,
+    "talk_s": 30, "patience_s": 60}, ...}; numbers not listed follow the profile."""
+    import json
+
+    with open(path, encoding="utf-8") as f:
+        raw = json.load(f)
+    return {
+        validate_number(number): Script(
+            Outcome(spec["outcome"]), **{k: float(v) for k, v in spec.items() if k != "outcome"}
+        )
+        for number, spec in raw.items()
+    }
+
+
 @dataclass(frozen=True)
 class SimProfile:
     """How simulated customers and agents behave. Probabilities of the outcomes; the rest fail."""
