@@ -23,12 +23,13 @@ app.add_typer(user_app, name="user")
 
 
 def _add_config_renderers() -> None:
+    from callcenter.fsconfig import app as fsconfig_app
     from callcenter.sipconfig import app as sipconfig_app
 
-    from callcenter.fsconfig import app as fsconfig_app
-
     app.add_typer(sipconfig_app, name="sip-config", help="Render the Asterisk configuration (sip-config/).")
-    app.add_typer(fsconfig_app, name="freeswitch-config", help="Render the FreeSWITCH configuration (freeswitch/).")
+    app.add_typer(
+        fsconfig_app, name="freeswitch-config", help="Render the FreeSWITCH configuration (freeswitch/)."
+    )
 
 
 _add_config_renderers()

@@ -214,7 +214,8 @@ class Campaign(SQLModel, table=True):
     max_attempts: int = 3
     # JSON object {result: delay seconds}; a result not listed is never retried.
     retry_delays: str = Field(default='{"busy": 600, "no_answer": 1800, "failed": 3600, "lost": 300}')
-    abandon_sound: str = Field("abandon", max_length=128)  # abandon.wav in sip-config/sounds or freeswitch/sounds
+    # The message abandoned calls hear: abandon.wav in sip-config/sounds or freeswitch/sounds.
+    abandon_sound: str = Field("abandon", max_length=128)
     dispositions: str = Field(default='["interested", "not interested", "call back", "wrong number"]')
     list_filename: str = Field("", max_length=255)
     created_by: str = Field("", max_length=64)
