@@ -102,7 +102,7 @@ def create_app(settings: Settings, *, ctx: AppContext | None = None) -> FastAPI:
 
     from crm import routes as crm_routes
     from webui import ws
-    from webui.routes import admin, admin_pages, agents, pages, session, tasks, workstation
+    from webui.routes import admin, admin_pages, agents, pages, session, task_pages, tasks, workstation
 
     app.include_router(session.router)
     app.include_router(pages.router)
@@ -110,6 +110,7 @@ def create_app(settings: Settings, *, ctx: AppContext | None = None) -> FastAPI:
     app.include_router(admin_pages.router)
     app.include_router(agents.router)
     app.include_router(tasks.router)
+    app.include_router(task_pages.router)
     app.include_router(workstation.router)
     app.include_router(crm_routes.router)
     ws.install(app)

@@ -15,8 +15,21 @@ from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session, col, select
 
 from callcenter.accounts import Principal
-from callcenter.models import Agent, AgentState, Call, Campaign, User
+from callcenter.bus import decode
+from callcenter.campaigns import ACTIONS
+from callcenter.models import (
+    Agent,
+    AgentState,
+    Call,
+    CallState,
+    Campaign,
+    CampaignState,
+    GatewayRow,
+    User,
+)
+from callcenter.notifier import stats_key
 from callcenter.screenpop import pop_payload
+from callcenter.stats import snapshot_from_db
 from crm import services as crm
 
 # Agent states in which the agent has a call on screen (the pop is rebuilt on reconnect).
@@ -150,6 +163,70 @@ def rebuild_pop(session: Session, *, call_id: str, region: str) -> dict[str, Any
     return pop
 
 
+def rebuild_preview(session: Session, *, call_id: str, region: str) -> dict[str, Any] | None:
+    """The `preview` message of a lead offered to an agent and not dialled yet, or None."""
+    call = session.get(Call, call_id)
+    if call is None or call.state != CallState.PREVIEW.value:
+        return None
+    pop = pop_payload(session, call_id)
+    if pop is None:
+        return None
+    pop["direction"] = "preview"
+    pop["crm"] = pop_crm(session, pop, region=region)
+    return pop
+
+
+# Tasks the monitor shows: the ones that dial or may dial again at once.
+LIVE_TASK_STATES = (CampaignState.RUNNING.value, CampaignState.PAUSED.value)
+
+
+def gateway_of(
+    default_kind: str, gateways: Mapping[int, GatewayRow], gateway_id: int | None
+) -> tuple[str, str]:
+    """(kind, name) of the PBX a task dials through: its gateway row, or the dialer's default one."""
+    row = gateways.get(gateway_id) if gateway_id is not None else None
+    return (row.kind, row.name) if row is not None else (default_kind, "default")
+
+
+def monitor_tasks(session: Session, *, redis: Any, default_gateway: str) -> list[dict[str, Any]]:
+    """Every running or paused task with its latest counters, for the monitor's `hello`: what the
+    dialer last published (kept under `stats_key` for a few seconds), else counted from the rows."""
+    rows = list(
+        session.exec(
+            select(Campaign).where(col(Campaign.state).in_(LIVE_TASK_STATES)).order_by(col(Campaign.id))
+        )
+    )
+    if not rows:
+        return []
+    gateways = {g.id: g for g in session.exec(select(GatewayRow)) if g.id is not None}
+    published = redis.mget([stats_key(c.id or 0) for c in rows]) if redis is not None else [None] * len(rows)
+    out = []
+    for c, raw in zip(rows, published, strict=True):
+        assert c.id is not None
+        if raw:
+            stats = decode(raw)
+            stats.pop("type", None)
+            stats["source"] = "dialer"
+        else:
+            stats = snapshot_from_db(session.connection(), c.id).as_dict()
+            stats["source"] = "database"
+        kind, name = gateway_of(default_gateway, gateways, c.gateway_id)
+        stats.update(
+            campaign_id=c.id,
+            name=c.name,
+            state=c.state,
+            pacing_mode=c.pacing_mode,
+            max_concurrency=c.max_concurrency,
+            agent_ratio=c.agent_ratio,
+            abandon_target_pct=c.abandon_target_pct,
+            gateway_kind=kind,
+            gateway_name=name,
+            actions=sorted(ACTIONS[CampaignState(c.state)]),
+        )
+        out.append(stats)
+    return out
+
+
 def hello(
     session: Session,
     *,
@@ -158,6 +235,8 @@ def hello(
     day_start: float,
     region: str,
     now: float,
+    redis: Any = None,
+    default_gateway: str = "simulated",
 ) -> dict[str, Any]:
     """The first message on every socket: the user's current state, so a reload shows everything."""
     out: dict[str, Any] = {
@@ -177,8 +256,12 @@ def hello(
         out["pop"] = None
         if state and state["call_id"] and state["state"] in CALL_STATES:
             out["pop"] = rebuild_pop(session, call_id=state["call_id"], region=region)
+        out["preview"] = None
+        if state and state["call_id"] and state["state"] == AgentState.RESERVED.value:
+            out["preview"] = rebuild_preview(session, call_id=state["call_id"], region=region)
     if "monitor" in streams:
         out["grid"] = grid(session)
+        out["tasks"] = monitor_tasks(session, redis=redis, default_gateway=default_gateway)
     return out
 
 

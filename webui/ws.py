@@ -28,10 +28,13 @@ A socket that does not authenticate is closed with code 4401; one asking only fo
 have, with 4403.
 
 Query parameters: `streams=agent,monitor` (default: all the user may have), `day=<epoch seconds of
-the browser's local midnight>` (for today's counters; default UTC midnight).
+the browser's local midnight>` (for today's counters; default UTC midnight). The `tasks` stream (only
+`task_state`, for the task list; users with task_manage, task_control or monitor) is sent only when
+asked for by name.
 
 The first message on every socket is `hello` (see `webui.live.hello`): the current agent state, today's
-counters and - when the agent is on a call or in wrap-up - the rebuilt pop; the agents grid for a
+counters and - when the agent is on a call or in wrap-up - the rebuilt pop, or the lead offered in
+preview mode; the agents grid and every running or paused task with its latest counters for a
 monitor. After a lost Redis link the subscriber reconnects and every socket gets a fresh `hello`.
 """
 
@@ -69,6 +72,8 @@ CLOSE_RESTART = 1012
 
 AGENT = "agent"
 MONITOR = "monitor"
+TASKS = "tasks"  # task_state only, for the task list; opt-in (asked for by name)
+TASK_VIEWERS = (Permission.TASK_MANAGE, Permission.TASK_CONTROL, Permission.MONITOR)
 AGENT_PREFIX = f"{PREFIX}agent:"
 # Messages that carry a caller and get the CRM part: the pop of a connected call, and a lead offered
 # in preview mode (same fields), so the agent sees the customer before dialling.
@@ -89,12 +94,15 @@ def _log_failure(what: str) -> Callable[[asyncio.Future[Any]], None]:
     return done
 
 
-def permitted_streams(principal: Principal) -> frozenset[str]:
+def permitted_streams(principal: Principal, *, opt_in: bool = False) -> frozenset[str]:
+    """The streams a user may have; `opt_in` adds those a socket gets only by asking for them."""
     out = set()
     if principal.agent_id is not None and principal.can(Permission.WORKSTATION):
         out.add(AGENT)
     if principal.can(Permission.MONITOR):
         out.add(MONITOR)
+    if opt_in and any(principal.can(p) for p in TASK_VIEWERS):
+        out.add(TASKS)
     return frozenset(out)
 
 
@@ -134,6 +142,7 @@ class Hub:
         self.region = ctx.settings.default_region
         self.by_agent: dict[int, set[Conn]] = {}
         self.monitors: set[Conn] = set()
+        self.task_watchers: set[Conn] = set()  # the `tasks` stream
         self.conns: set[Conn] = set()
         self.tasks: set[asyncio.Future[Any]] = set()
         self.auth_timeout_s = AUTH_TIMEOUT_S
@@ -256,7 +265,7 @@ class Hub:
             conns = self.by_agent.get(agent_id)
             if conns:
                 self._to_agent(conns, data)
-        elif channel == MONITOR_TOPIC and self.monitors:
+        elif channel == MONITOR_TOPIC and (self.monitors or self.task_watchers):
             self._to_monitors(data)
 
     def _to_agent(self, conns: set[Conn], data: str) -> None:
@@ -289,6 +298,10 @@ class Hub:
             item = self.spawn(self._with_grid_row(msg, data), "grid row")
         for conn in list(self.monitors):
             self._push(conn, item)
+        if msg["type"] == "task_state":
+            for conn in list(self.task_watchers):
+                if conn not in self.monitors:
+                    self._push(conn, data)
 
     def _push(self, conn: Conn, item: Item) -> None:
         if conn.dropped:
@@ -334,10 +347,13 @@ class Hub:
             self.by_agent.setdefault(conn.agent_id, set()).add(conn)
         if MONITOR in conn.streams:
             self.monitors.add(conn)
+        if TASKS in conn.streams:
+            self.task_watchers.add(conn)
 
     def unregister(self, conn: Conn) -> None:
         self.conns.discard(conn)
         self.monitors.discard(conn)
+        self.task_watchers.discard(conn)
         if conn.agent_id is not None:
             group = self.by_agent.get(conn.agent_id)
             if group is not None:
@@ -353,6 +369,8 @@ class Hub:
             day_start=conn.day_start,
             region=self.region,
             now=time.time(),
+            redis=self.ctx.redis,
+            default_gateway=self.ctx.settings.gateway.value,
         )
         return _dumps(data)
 
@@ -469,8 +487,8 @@ async def socket(websocket: WebSocket, principal: Principal | None = Depends(Soc
         if principal is None:
             await websocket.close(CLOSE_UNAUTHENTICATED, "sign in first")
             return
-    allowed = permitted_streams(principal)
     asked = websocket.query_params.get("streams")
+    allowed = permitted_streams(principal, opt_in=bool(asked))
     streams = allowed & frozenset(asked.split(",")) if asked else allowed
     if not streams:
         await websocket.close(CLOSE_FORBIDDEN, "nothing on this socket for this user")

@@ -4,7 +4,13 @@ Playwright, for the browser tests."""
 from __future__ import annotations
 
 import gc
+import json
+import os
+import signal
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +22,8 @@ from sqlalchemy.engine import Engine
 
 from callcenter.db import make_engine
 from callcenter.redis_server import free_port
-from tests.conftest import make_settings
+from tests.conftest import TEST_SECRET, make_settings
+from webui.dialer_requests import dialers_listening
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -46,12 +53,23 @@ class _Server(uvicorn.Server):
 
 
 class LiveServer:
-    def __init__(self, url: str, engine: Engine, redis_client: redis.Redis) -> None:
+    def __init__(
+        self, url: str, engine: Engine, redis_client: redis.Redis, *, db_url: str, redis_url: str
+    ) -> None:
         self.url = url
         self.engine = engine
         self.redis = redis_client
+        self.db_url = db_url
+        self.redis_url = redis_url
 
-    def user(self, username: str, roles: list[str], *, extension: str | None = None) -> int:
+    def user(
+        self,
+        username: str,
+        roles: list[str],
+        *,
+        extension: str | None = None,
+        skill_group_ids: list[int] | None = None,
+    ) -> int:
         from callcenter import accounts
         from callcenter.db import session_scope
 
@@ -59,17 +77,46 @@ class LiveServer:
             user = accounts.create_user(session, username=username, password=PASSWORD, roles=roles)
             assert user.id is not None
             if extension:
-                accounts.create_agent(session, user_id=user.id, extension=extension)
+                accounts.create_agent(
+                    session, user_id=user.id, extension=extension, skill_group_ids=skill_group_ids or []
+                )
             return user.id
+
+    def skill_group(self, name: str) -> int:
+        from callcenter import accounts
+        from callcenter.db import session_scope
+
+        with session_scope(self.engine) as session:
+            group_id = accounts.create_skill_group(session, name=name).id
+            assert group_id is not None
+            return group_id
+
+    def run_imports(self) -> None:
+        """Run the queued list imports with a real rq worker, here and now (burst)."""
+        from rq import Queue, SimpleWorker
+
+        conn = redis.Redis.from_url(self.redis_url)
+        try:
+            SimpleWorker([Queue("callcenter", connection=conn)], connection=conn).work(burst=True)
+        finally:
+            conn.close()
 
 
 @pytest.fixture
 def live_server(
-    sqlite_url: str, redis_url: str, redis_client: redis.Redis, tmp_path: Path
+    sqlite_url: str,
+    redis_url: str,
+    redis_client: redis.Redis,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[LiveServer]:
     from webui.app import create_app
 
     settings = make_settings(tmp_path, database_url=sqlite_url, redis_url=redis_url)
+    # The list import job (run by `LiveServer.run_imports`) reads its settings from the environment.
+    monkeypatch.setenv("CALLCENTER_DATABASE_URL", sqlite_url)
+    monkeypatch.setenv("CALLCENTER_MODE", "dev")
+    monkeypatch.setenv("CALLCENTER_DEFAULT_REGION", "CN")
     port = free_port()
     server = _Server(
         uvicorn.Config(
@@ -86,7 +133,7 @@ def live_server(
     if not server.ready.wait(15):
         raise RuntimeError("the live server did not start")
     engine = make_engine(sqlite_url)
-    yield LiveServer(f"http://127.0.0.1:{port}", engine, redis_client)
+    yield LiveServer(f"http://127.0.0.1:{port}", engine, redis_client, db_url=sqlite_url, redis_url=redis_url)
     server.should_exit = True
     thread.join(15)
     engine.dispose()
@@ -160,3 +207,64 @@ def pages(browser: Any, live_server: LiveServer) -> Iterator[Pages]:
     yield opened
     opened.close()
     assert not opened.errors, opened.errors
+
+
+class DialerProcess:
+    """A real `callcenter dialer` process on the live server's database and Redis, with scripted
+    customers on the simulated PBX (`CALLCENTER_SIM_SCRIPT`)."""
+
+    def __init__(self, live: LiveServer, tmp_path: Path) -> None:
+        self.live = live
+        self.tmp_path = tmp_path
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = tmp_path / "dialer.log"
+
+    def start(self, script: dict[str, dict[str, Any]], *, time_scale: float = 5.0) -> None:
+        script_path = self.tmp_path / "customers.json"
+        script_path.write_text(json.dumps(script))
+        env = dict(os.environ)
+        env.update(
+            {
+                "CALLCENTER_MODE": "dev",
+                "CALLCENTER_SECRET_KEY": TEST_SECRET,
+                "CALLCENTER_DATABASE_URL": self.live.db_url,
+                "CALLCENTER_REDIS_URL": self.live.redis_url,
+                "CALLCENTER_DIALER_ID": "e2e",
+                "CALLCENTER_GATEWAY": "simulated",
+                "CALLCENTER_SIM_TIME_SCALE": str(time_scale),
+                "CALLCENTER_SIM_SCRIPT": str(script_path),
+                "CALLCENTER_DATA_DIR": str(self.tmp_path),
+                "CALLCENTER_LOG_LEVEL": "WARNING",
+            }
+        )
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "callcenter.cli", "dialer"], env=env, stdout=log, stderr=log
+        )
+        log.close()
+        # Ready once it listens on the dialer topic (a channel subscription, not the web's pattern).
+        deadline = time.monotonic() + 30
+        while not dialers_listening(self.live.redis):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the dialer did not start:\n" + self.log())
+            time.sleep(0.05)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+@pytest.fixture
+def dialer(live_server: LiveServer, tmp_path: Path) -> Iterator[DialerProcess]:
+    process = DialerProcess(live_server, tmp_path)
+    yield process
+    process.stop()
+    assert "Traceback" not in process.log(), process.log()[-4000:]

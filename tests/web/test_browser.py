@@ -218,7 +218,7 @@ def test_supervisor_grid_updates_by_push(pages, live_server) -> None:  # type: i
     expect(row.locator(".task")).to_have_text("Renewals")
     expect(row.locator(".in-state")).to_have_text(re.compile(r"^00:0\d$"))
     assert page.evaluate("window.__same_page") is True
-    assert page.locator("#tasks").count() == 1  # phase 2's place, empty for now
+    expect(page.locator(f"#task-{task} .task-state")).to_have_text("Running")  # the task part too
 
 
 def test_admin_creates_a_skill_group_and_an_agent(pages, live_server) -> None:  # type: ignore[no-untyped-def]

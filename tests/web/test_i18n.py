@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from webui import i18n
-from webui.routes import admin_pages, pages, workstation
+from webui.routes import admin_pages, pages, task_pages, workstation
 
 WEBUI = Path(i18n.__file__).parent
 
@@ -35,6 +35,9 @@ def test_every_key_used_by_a_script_is_sent_to_its_page() -> None:
         "workstation.js": set(workstation.JS_KEYS),
         "monitor.js": set(pages.MONITOR_JS_KEYS),
         "admin.js": set(admin_pages.JS_KEYS),
+        "tasks.js": set(task_pages.JS_KEYS),
+        "task_form.js": set(task_pages.JS_KEYS),
+        "dnc.js": set(task_pages.JS_KEYS),
     }
     for name, keys in sent.items():
         text = (WEBUI / "static" / "js" / name).read_text()
@@ -49,9 +52,21 @@ def test_every_key_used_by_a_script_is_sent_to_its_page() -> None:
 
 
 def test_states_results_and_permissions_are_all_translated() -> None:
-    from callcenter.models import AgentState, CallResult, Permission
+    from callcenter.campaigns import ACTIONS
+    from callcenter.config import GatewayKind
+    from callcenter.models import AgentState, CallResult, CampaignState, PacingMode, Permission
 
-    for prefix, enum in (("state.", AgentState), ("result.", CallResult), ("perm.", Permission)):
+    actions = {a for allowed in ACTIONS.values() for a in allowed}
+    for key in actions:
+        assert "act." + key in i18n.TABLE, key
+    for prefix, enum in (
+        ("state.", AgentState),
+        ("result.", CallResult),
+        ("perm.", Permission),
+        ("tstate.", CampaignState),
+        ("pace.", PacingMode),
+        ("gw.", GatewayKind),
+    ):
         for member in enum:
             assert prefix + member.value in i18n.TABLE, prefix + member.value
 

@@ -10,7 +10,7 @@ import uuid
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, File, Form, HTTPException, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.responses import Response
 from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import func
@@ -20,12 +20,24 @@ from callcenter import campaigns, dnc, leads
 from callcenter.accounts import Principal
 from callcenter.bus import DIALER_TOPIC, decode
 from callcenter.campaigns import ACTIONS, CampaignEvent, CampaignSpec
-from callcenter.models import Agent, Campaign, CampaignAudit, CampaignState, PacingMode, Permission
+from callcenter.models import (
+    Agent,
+    Call,
+    CallState,
+    Campaign,
+    CampaignAudit,
+    CampaignState,
+    GatewayRow,
+    PacingMode,
+    Permission,
+    SkillGroup,
+)
 from callcenter.notifier import Notifier, stats_key
 from callcenter.stats import snapshot_from_db
 from webui.auth import require
 from webui.context import get_ctx, get_session
 from webui.dialer_requests import ask_dialer
+from webui.live import gateway_of
 
 router = APIRouter()
 MANAGE = require(Permission.TASK_MANAGE)
@@ -137,6 +149,10 @@ class TaskPublic(BaseModel):
     started_at: float | None
     finished_at: float | None
     import_progress: ImportProgress
+    # Filled by the routes from the gateway and skill group rows (`_public`): what the pages show.
+    gateway_kind: str = ""  # simulated | asterisk | freeswitch (the UI labels a simulated PBX)
+    gateway_name: str = ""
+    skill_group_name: str = ""
 
 
 def _progress(c: Campaign) -> ImportProgress:
@@ -197,6 +213,24 @@ def task_public(c: Campaign) -> TaskPublic:
         dispositions=json.loads(c.dispositions or "[]"),
         import_progress=_progress(c),
     )
+
+
+def _publics(request: Request, session: Session, rows: list[Campaign]) -> list[TaskPublic]:
+    """`task_public` plus the names the pages show: gateway kind and name, skill group name."""
+    gateways = {g.id: g for g in session.exec(select(GatewayRow)) if g.id is not None}
+    groups = {g.id: g.name for g in session.exec(select(SkillGroup))}
+    default_kind = get_ctx(request).settings.gateway.value
+    out = []
+    for c in rows:
+        task = task_public(c)
+        task.gateway_kind, task.gateway_name = gateway_of(default_kind, gateways, c.gateway_id)
+        task.skill_group_name = groups.get(c.skill_group_id, "")
+        out.append(task)
+    return out
+
+
+def _public(request: Request, session: Session, c: Campaign) -> TaskPublic:
+    return _publics(request, session, [c])[0]
 
 
 def _upload_dir(request: Request) -> Path:
@@ -279,12 +313,15 @@ def create_task(
     )
     session.add(campaign)
     session.commit()
-    return task_public(campaign)
+    return _public(request, session, campaign)
 
 
 @router.get("/api/tasks")
 def list_tasks(
-    deleted: bool = False, principal: Principal = VIEW, session: Session = Depends(get_session)
+    request: Request,
+    deleted: bool = False,
+    principal: Principal = VIEW,
+    session: Session = Depends(get_session),
 ) -> list[TaskPublic]:
     """Tasks, newest first; `deleted=true` lists the deleted ones (kept for reports)."""
     q = select(Campaign).order_by(col(Campaign.id).desc())
@@ -293,14 +330,14 @@ def list_tasks(
         if deleted
         else q.where(col(Campaign.state) != CampaignState.DELETED.value)
     )
-    return [task_public(c) for c in session.exec(q)]
+    return _publics(request, session, list(session.exec(q)))
 
 
 @router.get("/api/tasks/{task_id}")
 def get_task(
-    task_id: int, principal: Principal = VIEW, session: Session = Depends(get_session)
+    task_id: int, request: Request, principal: Principal = VIEW, session: Session = Depends(get_session)
 ) -> TaskPublic:
-    return task_public(campaigns.get(session, task_id))
+    return _public(request, session, campaigns.get(session, task_id))
 
 
 @router.patch("/api/tasks/{task_id}")
@@ -315,7 +352,7 @@ def edit_task(
     campaign = campaigns.edit(session, campaign_id=task_id, changes=changes, actor=principal.username)
     session.commit()
     get_ctx(request).bus.publish(DIALER_TOPIC, "task_state", {"campaign_id": task_id})
-    return task_public(campaign)
+    return _public(request, session, campaign)
 
 
 def _move(request: Request, session: Session, task_id: int, event: CampaignEvent, actor: str) -> TaskPublic:
@@ -326,7 +363,7 @@ def _move(request: Request, session: Session, task_id: int, event: CampaignEvent
     session.commit()
     _publish_moves(request, moves)
     session.refresh(campaign)
-    return task_public(campaign)
+    return _public(request, session, campaign)
 
 
 @router.post("/api/tasks/{task_id}/start")
@@ -422,6 +459,65 @@ def task_snapshot(
     ).all()
     data["agents"] = {state: n for state, n in agents}
     return data
+
+
+class HistoryBucket(BaseModel):
+    t: float  # start of the minute (epoch seconds)
+    dialled: int
+    answered: int
+    connected: int
+    abandoned: int
+    abandon_pct: float | None  # abandoned / (connected + abandoned) in that minute; None when neither
+
+
+class TaskHistory(BaseModel):
+    campaign_id: int
+    bucket_s: int
+    buckets: list[HistoryBucket]
+
+
+@router.get("/api/tasks/{task_id}/history")
+def task_history(
+    task_id: int,
+    minutes: int = Query(60, ge=1, le=24 * 60),
+    principal: Principal = VIEW,
+    session: Session = Depends(get_session),
+) -> TaskHistory:
+    """Calls per minute over the last `minutes` (the monitor's chart starts from this and goes on
+    from the pushed counters): dialled by start time, answered, connected and abandoned by when it
+    happened. Every minute is listed, the current one last."""
+    campaigns.get(session, task_id)
+    bucket = 60
+    end = (time.time() // bucket + 1) * bucket
+    start = end - minutes * bucket
+    counts = [{"dialled": 0, "answered": 0, "connected": 0, "abandoned": 0} for _ in range(minutes)]
+
+    def add(at: float | None, key: str) -> None:
+        if at is not None and start <= at < end:
+            counts[int((at - start) // bucket)][key] += 1
+
+    rows = session.exec(
+        select(
+            Call.created_at, Call.answered_at, Call.answer_kind, Call.connected_at, Call.ended_at, Call.result
+        ).where(
+            col(Call.campaign_id) == task_id,
+            col(Call.state) != CallState.PREVIEW.value,
+            (col(Call.created_at) >= start) | (col(Call.ended_at) >= start),
+        )
+    )
+    for created, answered, kind, connected, ended, result in rows:
+        add(created, "dialled")
+        if kind != "machine":
+            add(answered, "answered")
+        add(connected, "connected")
+        if result == "abandoned":
+            add(ended, "abandoned")
+    buckets = []
+    for i, c in enumerate(counts):
+        live = c["connected"] + c["abandoned"]
+        pct = round(100.0 * c["abandoned"] / live, 2) if live else None
+        buckets.append(HistoryBucket(t=start + i * bucket, abandon_pct=pct, **c))
+    return TaskHistory(campaign_id=task_id, bucket_s=bucket, buckets=buckets)
 
 
 def _group_agents(group_id: int) -> Any:

@@ -1,5 +1,8 @@
 /* The agent workstation: state switch with time in state, today's counters, and the call panel that
-   pops on `screen_pop`, turns to wrap-up on `call_ended` and saves everything with one click. */
+   pops on `screen_pop`, turns to wrap-up on `call_ended` and saves everything with one click.
+   In preview mode the same panel shows the lead offered (`preview`) with Dial and Skip; when the
+   dialled call connects, its `screen_pop` turns the panel into the call without losing what the
+   agent typed meanwhile. */
 (function () {
   "use strict";
   const CC = window.CC;
@@ -38,10 +41,15 @@
     callsNone: $("calls-none"),
     notes: $("history-notes"),
     notesNone: $("notes-none"),
+    previewBar: $("preview-bar"),
+    previewDial: $("preview-dial"),
+    previewSkip: $("preview-skip"),
+    previewStatus: $("preview-status"),
   };
 
   const me = { state: "offline", since: CC.serverNow(), callId: null };
-  let call = null; // the pop on screen: {pop, tags, ended, endedAt, saved}
+  // The pop on screen: {pop, tags, ended, endedAt, saved, preview ("offered" | "dialling" | null)}
+  let call = null;
 
   // --- agent state ----------------------------------------------------------------------------
 
@@ -241,7 +249,8 @@
 
   function showPop(pop, { rebuilt }) {
     const crm = pop.crm || { contact: { id: null, name: "", company: "", email: "", phones: [pop.number], tags: [] }, calls: [], notes: [] };
-    call = { pop, tags: [...(crm.contact.tags || [])], ended: !!pop.ended_at, endedAt: pop.ended_at || null, saved: false };
+    const preview = pop.direction === "preview" ? "offered" : null;
+    call = { pop, tags: [...(crm.contact.tags || [])], ended: !!pop.ended_at, endedAt: pop.ended_at || null, saved: false, preview };
     ui.panel.dataset.callId = pop.call_id;
     ui.direction.textContent = t("dir." + pop.direction);
     ui.direction.className = "pill dir-" + pop.direction;
@@ -258,24 +267,55 @@
     showCallStatus();
     ui.idle.hidden = true;
     ui.panel.hidden = false;
-    if (!rebuilt) {
-      chime();
-      notify(pop);
-      ui.panel.classList.remove("flash");
-      void ui.panel.offsetWidth; // restart the animation
-      ui.panel.classList.add("flash");
-    }
+    if (!rebuilt) announce(pop);
+  }
+
+  function announce(pop) {
+    chime();
+    notify(pop);
+    ui.panel.classList.remove("flash");
+    void ui.panel.offsetWidth; // restart the animation
+    ui.panel.classList.add("flash");
+  }
+
+  // The preview's call connected: the same panel becomes the call; what the agent typed stays.
+  function previewConnected(pop) {
+    call.preview = null;
+    call.pop = Object.assign({}, call.pop, pop, { crm: call.pop.crm });
+    ui.direction.textContent = t("dir." + pop.direction);
+    ui.direction.className = "pill dir-" + pop.direction;
+    showCallStatus();
+    announce(pop);
+  }
+
+  function onPop(msg) {
+    if (call && call.preview && call.pop.call_id === msg.call_id) previewConnected(msg);
+    else showPop(msg, { rebuilt: false });
   }
 
   function showCallStatus() {
-    ui.status.textContent = call.ended ? t("ws.wrap_up") : t("ws.on_call");
-    ui.status.className = "pill " + (call.ended ? "state-wrap_up" : "state-on_call");
-    ui.panel.dataset.phase = call.ended ? "wrap_up" : "on_call";
+    const phase = call.preview ? (call.ended ? "preview_ended" : "preview") : call.ended ? "wrap_up" : "on_call";
+    const label = {
+      preview: call.preview === "dialling" ? t("ws.preview_dialling") : t("ws.preview"),
+      preview_ended: t("ws.preview_ended"),
+      wrap_up: t("ws.wrap_up"),
+      on_call: t("ws.on_call"),
+    }[phase];
+    ui.status.textContent = label;
+    ui.status.className = "pill " + (call.preview ? "state-reserved" : call.ended ? "state-wrap_up" : "state-on_call");
+    ui.panel.dataset.phase = phase;
     ui.close.hidden = !call.ended;
+    ui.save.hidden = !!call.preview;
+    ui.previewBar.hidden = !call.preview || call.ended;
+    ui.previewDial.disabled = ui.previewSkip.disabled = call.preview !== "offered";
     tickCall();
   }
   function tickCall() {
     if (!call) return;
+    if (call.preview) {
+      ui.timer.textContent = call.ended ? "" : CC.fmtDuration(CC.serverNow() - (call.offeredAt || (call.offeredAt = CC.serverNow())));
+      return;
+    }
     const start = call.pop.connected_at || CC.serverNow();
     const end = call.ended ? call.endedAt || CC.serverNow() : CC.serverNow();
     ui.timer.textContent = CC.fmtDuration(end - start);
@@ -284,10 +324,38 @@
   function onCallEnded(msg) {
     showCounters(msg.counters);
     if (!call || call.pop.call_id !== msg.call_id) return;
+    if (call.preview === "offered" && msg.result === "cancelled") {
+      closePanel(); // skipped here, or taken back by the dialer (task paused or stopped)
+      return;
+    }
     call.ended = true;
     call.endedAt = msg.at;
+    if (call.preview) ui.previewStatus.textContent = msg.result ? t("result." + msg.result) : "";
     showCallStatus();
   }
+
+  async function previewClick(action) {
+    if (!call || call.preview !== "offered") return;
+    const callId = call.pop.call_id;
+    ui.previewDial.disabled = ui.previewSkip.disabled = true;
+    ui.previewStatus.textContent = "";
+    try {
+      await CC.api("POST", "/api/agent/preview/" + encodeURIComponent(callId) + "/" + action);
+      if (!call || call.pop.call_id !== callId) return;
+      if (action === "skip") closePanel();
+      else {
+        call.preview = "dialling";
+        showCallStatus();
+      }
+    } catch (e) {
+      if (!call || call.pop.call_id !== callId) return;
+      ui.previewStatus.textContent = t("ws.preview_failed") + ": " + e.message;
+      ui.previewStatus.dataset.state = "error";
+      showCallStatus();
+    }
+  }
+  ui.previewDial.addEventListener("click", () => previewClick("dial"));
+  ui.previewSkip.addEventListener("click", () => previewClick("skip"));
 
   function markDirty() {
     if (call && call.saved) {
@@ -341,11 +409,14 @@
     }
   });
 
-  ui.close.addEventListener("click", () => {
+  function closePanel() {
     call = null;
     ui.panel.hidden = true;
     ui.idle.hidden = false;
-  });
+    ui.previewStatus.textContent = "";
+    ui.previewStatus.dataset.state = "";
+  }
+  ui.close.addEventListener("click", closePanel);
 
   async function refreshTagList() {
     try {
@@ -368,12 +439,15 @@
         showCounters(msg.counters);
         if (msg.pop && call && call.pop.call_id === msg.pop.call_id) {
           // A reconnect during the call on screen: keep what the agent has typed, catch up the phase.
+          if (call.preview) previewConnected(msg.pop);
           if (msg.pop.ended_at && !call.ended) {
             call.ended = true;
             call.endedAt = msg.pop.ended_at;
             showCallStatus();
           }
         } else if (msg.pop) showPop(msg.pop, { rebuilt: true });
+        else if (msg.preview && !(call && call.pop.call_id === msg.preview.call_id)) showPop(msg.preview, { rebuilt: true });
+        else if (call && call.preview === "offered" && !msg.preview) closePanel(); // taken back while away
         else if (call && !call.ended && msg.agent && msg.agent.call_id !== call.pop.call_id) {
           // The call ended while we were disconnected: keep it on screen for the wrap-up.
           call.ended = true;
@@ -384,6 +458,9 @@
         onAgentState(msg);
         break;
       case "screen_pop":
+        onPop(msg);
+        break;
+      case "preview":
         showPop(msg, { rebuilt: false });
         break;
       case "call_ended":
