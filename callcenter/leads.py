@@ -520,9 +520,9 @@ def import_job(campaign_id: int, path: str, phone_column: str | None, filename: 
             message = (
                 exc.message if isinstance(exc, Invalid) else f"import failed: {type(exc).__name__}: {exc}"
             )
-            finish_import(engine, campaign_id, error=message)
+            finish_import(engine, campaign_id, error=message, redis_url=settings.redis_url)
             raise
-        finish_import(engine, campaign_id, error="")
+        finish_import(engine, campaign_id, error="", redis_url=settings.redis_url)
         return {
             "total": result.total,
             "imported": result.imported,
@@ -533,11 +533,13 @@ def import_job(campaign_id: int, path: str, phone_column: str | None, filename: 
         engine.dispose()
 
 
-def finish_import(engine: Engine, campaign_id: int, *, error: str) -> None:
+def finish_import(engine: Engine, campaign_id: int, *, error: str, redis_url: str = "") -> None:
+    """End `initializing` (done, or failed with the reason kept) and tell the web, so task lists
+    change state without polling."""
     event = campaign_table.CampaignEvent.IMPORT_FAILED if error else campaign_table.CampaignEvent.IMPORT_DONE
     with engine.begin() as conn:
         conn.execute(update(CAMPAIGN).where(CAMPAIGN.c.id == campaign_id).values(import_error=error))
-        campaign_table.transition(
+        moves = campaign_table.transition(
             conn,
             campaign_id=campaign_id,
             event=event,
@@ -545,6 +547,26 @@ def finish_import(engine: Engine, campaign_id: int, *, error: str) -> None:
             now=time.time(),
             note=error or "list imported",
         )
+    if redis_url:
+        from redis import Redis
+
+        from callcenter.bus import Bus
+        from callcenter.notifier import Notifier
+
+        client = Redis.from_url(redis_url)
+        try:
+            notifier = Notifier(Bus(client))
+            for m in moves:
+                notifier.task_state(
+                    campaign_id=m.campaign_id,
+                    name=m.name,
+                    old=m.old.value,
+                    new=m.new.value,
+                    by=m.actor,
+                    at=m.at,
+                )
+        finally:
+            client.close()
 
 
 def report_rows(conn: Any, campaign_id: int) -> Iterable[tuple[Any, ...]]:
