@@ -1,18 +1,41 @@
-"""AMI ingest: recorded Asterisk events through (a) panoramisk alone and (b) our whole pipeline.
+"""AMI ingest: recorded Asterisk events through (a) panoramisk alone and (b) the real dialer.
 
-The inbound events of `burst-20-mixed.jsonl` (20 calls: answered, busy, no answer, congestion; 286
-events of which a third are VarSet/Newexten noise) are replayed `--rounds` times, each round with its
-own call ids and channel names, over a loopback TCP socket, as fast as the reader takes them, into:
+The inbound events of `burst-20-mixed.jsonl` (20 calls: 5 answered, 5 busy, 5 no answer, 5
+congestion; 285 events of which a third are VarSet/Newexten noise) are replayed `--rounds` times,
+each round with its own call ids and channel names, over a loopback TCP socket, as fast as the reader
+takes them, into:
 
 (a) panoramisk 1.4's `Manager` with one catch-all callback (`register_event("*", ...)`), the baseline;
-(b) the pipeline: `AsteriskGateway` (AMI framing, filtering, call tracking) -> domain events ->
-    `dialer_call_state_stage` (call id -> last state) -> the event bus (`callcenter.bus.Bus`,
-    publishing every domain event to a real Redis started here with `EmbeddedRedis`).
+(b) the dialer process as production runs it, without the web: `DialerRunner` (the async shell) with
+    `AsteriskGateway` as its gateway, `DialerCore` with its `SqlStore` on a fresh SQLite database
+    (`callcenter.db.upgrade` + `make_engine`: WAL, synchronous=NORMAL) and its `Notifier` publishing
+    to a real Redis started here with `EmbeddedRedis`. That is: AMI framing, the driver's name filter
+    (events it has no use for are dropped unparsed), parsing and call tracking -> domain events ->
+    per runner batch, one store transaction in which `DialerCore.handle` updates the call's row for
+    every ringing, answer and end (agent ringing too), settles the lead of every ended call, reserves
+    a ready agent for every answered call and releases it when the customer hangs up (compare-and-set
+    on the agent row, each move published as `agent_state` on the agent's and the monitor topic,
+    plus `call_ended` to the agent), and re-paces the task (claims nothing: every lead is out) -> the
+    commit, then that batch's bus messages in one Redis pipeline -> the commands the core returned ->
+    the next batch; plus the runner's once-a-second tick, refresh and `task_stats` publish. The
+    commands are one `ConnectAgent` per answered call; the recording's 8 s between answer and hang-up
+    pass in microseconds here, so the driver has nearly always read the hang-up already and refuses
+    it without writing anything (no call), and the few the core still follows are abandoned and
+    counted in the warnings line. The busy, no-answer and congestion calls reach the bus only through
+    `task_stats`: the Notifier has no per-call message for calls without an agent.
+
+The calls of (b) are ones the core itself placed: a running ratio task is seeded (`seed_world`) with
+one lead per call of every round, whose number is the recorded number followed by the round; the
+runner claims them all and originates them through the driver (untimed), and the replay server
+uses the `Channel` of each Originate to give the round's recorded call the core's call id and the
+driver's ActionID.
 
 Both read the very same bytes (the replay ignores the `Events:` subscription, so the driver's own
-class filter does not shrink (b)'s input), in the same process and run, best of `--trials`. For (b)
-the calls are originated through the driver first (untimed), so that it follows them; (b) is done
-when every call has ended in the call-state stage and every domain event is published.
+class filter does not shrink (b)'s input), in the same process and run, best of `--trials`; (b)
+gets them in slices cut at message boundaries so that the replies to the dialer's actions can go in
+between, as a real Asterisk interleaves them. (b) is timed from the first byte to the end of the
+runner batch (transaction committed, bus messages published) after which the core follows no call
+any more: every call has ended in the database.
 
     python bench/ami_ingest.py [--quick] [--rounds N] [--trials N]
 
@@ -23,8 +46,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import dataclasses
 import json
+import logging
 import platform
 import re
 import socket
@@ -38,24 +63,23 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import redis  # noqa: E402
 import redis.asyncio as aioredis  # noqa: E402
 from panoramisk import Manager  # noqa: E402
+from sqlalchemy import text as sql  # noqa: E402
 
-from callcenter.bus import MONITOR_TOPIC, Bus  # noqa: E402
+from callcenter.db import make_engine, upgrade  # noqa: E402
 from callcenter.gateways.asterisk import AsteriskGateway  # noqa: E402
-from callcenter.gateways.base import (  # noqa: E402
-    CallAnswered,
-    CallConnected,
-    CallEnded,
-    CallRinging,
-    GatewayEvent,
-    OriginateRequest,
-)
 from callcenter.redis_server import EmbeddedRedis  # noqa: E402
+from callcenter.runner import DialerRunner  # noqa: E402
+from callcenter.simulation import seed_world  # noqa: E402
 
 TRACE = Path("/work/shared/traces/asterisk-20/burst-20-mixed.jsonl")
 USER, SECRET = "bench", "bench-secret"
 _LOGIN_NOISE = ("Event: FullyBooted", "Event: SuccessfulAuth")
+DIAL_TEMPLATE = "SIP/trunk/{number}"
+AGENTS = 10  # ready agents of the task's skill group (a round has at most 5 answered calls at once)
+SLICE = 16 << 10  # (b) gets the stream in slices of whole messages of about this size
 
 
 # --- the recorded burst ---------------------------------------------------------------------------
@@ -67,10 +91,11 @@ class Burst:
     call_ids: list[str]  # call-b000 ...
     action_ids: dict[str, str]  # call id -> the Originate's ActionID in the recording
     channels: list[str]  # channel names Asterisk made
+    numbers: dict[str, str]  # call id -> the number the recording dialled
 
     @classmethod
     def load(cls, path: Path = TRACE) -> Burst:
-        events, call_ids, action_ids = [], [], {}
+        events, call_ids, action_ids, numbers = [], [], {}, {}
         for line in path.read_text().splitlines():
             item = json.loads(line)
             data = item["data"]
@@ -79,12 +104,13 @@ class Burst:
                     cid = re.search(r"ChannelId: (\S+)", data).group(1)  # type: ignore[union-attr]
                     call_ids.append(cid)
                     action_ids[cid] = re.search(r"ActionID: (\S+)", data).group(1)  # type: ignore[union-attr]
+                    numbers[cid] = re.search(r"Channel: \S+/(\d+)\r\n", data).group(1)  # type: ignore[union-attr]
             elif data.startswith("Event: ") and not data.startswith(_LOGIN_NOISE):
                 events.append(data)
         channels = sorted(set(re.findall(r"Channel: (SIP/[\w-]+-[0-9a-f]{8})\r\n", "".join(events))))
-        return cls(events, call_ids, action_ids, channels)
+        return cls(events, call_ids, action_ids, channels, numbers)
 
-    def stream(self, rounds: int, call_id: Any, action_id: Any) -> bytes:
+    def rounds(self, rounds: int, call_id: Any, action_id: Any) -> list[str]:
         """`rounds` copies of the burst; call ids, ActionIDs and channel names made unique per round by
         `call_id(round, recorded_id)` and `action_id(round, recorded_id)`."""
         text = "".join(self.events)
@@ -97,11 +123,33 @@ class Burst:
             mapping |= {a: action_id(r, by_action[a]) for a in self.action_ids.values()}
             mapping |= {ch: f"{ch[:-8]}{r:04x}{ch[-4:]}" for ch in self.channels}
             out.append(pattern.sub(lambda m, mp=mapping: mp[m.group(0)], text))
-        return "".join(out).encode()
+        return out
+
+    def stream(self, rounds: int, call_id: Any, action_id: Any) -> bytes:
+        return "".join(self.rounds(rounds, call_id, action_id)).encode()
+
+    def slices(self, rounds: int, call_id: Any, action_id: Any, size: int = SLICE) -> list[bytes]:
+        """The same bytes as `stream`, cut into slices of whole messages."""
+        out, part, length = [], [], 0
+        for round_text in self.rounds(rounds, call_id, action_id):
+            for message in round_text.split("\r\n\r\n")[:-1]:
+                part.append(message + "\r\n\r\n")
+                length += len(message) + 4
+                if length >= size:
+                    out.append("".join(part).encode())
+                    part, length = [], 0
+        if part:
+            out.append("".join(part).encode())
+        return out
 
 
 def round_call_id(r: int, recorded: str) -> str:
     return f"r{r:05d}-{recorded}"
+
+
+def lead_number(r: int, recorded_number: str) -> str:
+    """The number of round `r`'s copy of a recorded call: the recorded number, then the round."""
+    return f"{recorded_number}{r:05d}"
 
 
 # --- a minimal AMI server in its own thread -----------------------------------------------------------
@@ -112,24 +160,33 @@ _REPLIES = {
     "ping": ("Success", "Ping: Pong\r\nTimestamp: 0"),
     "originate": ("Success", "Message: Originate successfully queued"),
     "logoff": ("Goodbye", "Message: Thanks for all the fish."),
+    # Asterisk's own replies to the actions the dialer sends on a call (the channel is up).
+    "redirect": ("Success", "Message: Redirect successful"),
+    "setvar": ("Success", "Message: Variable Set"),
+    "hangup": ("Success", "Message: Channel Hungup"),
+    "coreshowchannels": ("Success", "EventList: start\r\nMessage: Channels will follow"),
 }
 
 
 class ReplayServer:
-    """Loopback AMI: banner, Login, Ping, Logoff and async Originate replies; then, on `play`, writes a
-    prepared byte stream as fast as the client reads it. Runs in threads, off the measured loop."""
+    """Loopback AMI: banner, Login, Ping, Logoff, async Originate, and the call actions (Redirect,
+    Setvar, Hangup; CoreShowChannels lists no channel); then, on `play`, writes a prepared byte stream
+    as fast as the client reads it: one piece, or slices between which replies can go. Runs in
+    threads, off the measured loop."""
 
     def __init__(self) -> None:
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.originates: dict[str, str] = {}  # ChannelId -> ActionID
+        self.dialled: dict[str, str] = {}  # number -> ChannelId
+        self.actions: collections.Counter[str] = collections.Counter()
         self._conn: socket.socket | None = None
         self._lock = threading.Lock()
-        self._stream = b""
+        self._stream: bytes | list[bytes] = b""
         self._go = threading.Event()
         threading.Thread(target=self._accept, daemon=True).start()
 
-    def play(self, stream: bytes) -> None:
+    def play(self, stream: bytes | list[bytes]) -> None:
         self._stream = stream
         self._go.set()
 
@@ -151,7 +208,11 @@ class ReplayServer:
     def _stream_when_asked(self, conn: socket.socket) -> None:
         self._go.wait()
         if self._conn is conn:
-            self._send(self._stream)
+            if isinstance(self._stream, bytes):
+                self._send(self._stream)
+            else:
+                for piece in self._stream:
+                    self._send(piece)
 
     def _serve(self, conn: socket.socket) -> None:
         buf = b""
@@ -168,12 +229,20 @@ class ReplayServer:
             for raw in actions:
                 headers = dict(line.split(": ", 1) for line in raw.decode().split("\r\n") if ": " in line)
                 action, aid = headers.get("Action", "").lower(), headers.get("ActionID", "")
+                self.actions[action] += 1
                 if action in _REPLIES:
                     replies.append(
                         f"Response: {_REPLIES[action][0]}\r\nActionID: {aid}\r\n{_REPLIES[action][1]}\r\n\r\n"
                     )
+                if action == "coreshowchannels":
+                    replies.append(
+                        f"Event: CoreShowChannelsComplete\r\nActionID: {aid}\r\nEventList: Complete\r\n"
+                        "ListItems: 0\r\n\r\n"
+                    )
                 if action == "originate":
-                    self.originates[headers.get("ChannelId", "")] = aid
+                    channel_id = headers.get("ChannelId", "")
+                    self.originates[channel_id] = aid
+                    self.dialled[headers.get("Channel", "").rpartition("/")[2]] = channel_id
             if replies:
                 self._send("".join(replies).encode())
 
@@ -215,103 +284,132 @@ async def run_baseline(burst: Burst, rounds: int) -> float:
     return total / (finished - started)
 
 
-# --- (b) the pipeline ---------------------------------------------------------------------------------
-
-_STATE = {CallRinging: "ringing", CallAnswered: "answered", CallConnected: "connected", CallEnded: "ended"}
-_FIELDS: dict[type, tuple[str, ...]] = {}
+# --- (b) the dialer -----------------------------------------------------------------------------------
 
 
-def dialer_call_state_stage(event: GatewayEvent, states: dict[str, str]) -> None:
-    """Stand-in for the dialer's call tracker: keep call id -> last state."""
-    state = _STATE.get(type(event))
-    if state is not None:
-        states[event.call_id] = state  # type: ignore[union-attr]
+class LogTally(logging.Handler):
+    """Counts what the dialer logs at WARNING and above (instead of printing each line): calls racing
+    the replay, e.g. an agent connect for a call whose hang-up the driver has already read."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.counts: collections.Counter[str] = collections.Counter()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.counts[record.msg if isinstance(record.msg, str) else repr(record.msg)] += 1
 
 
-def payload(event: GatewayEvent) -> dict[str, Any]:
-    names = _FIELDS.get(type(event))
-    if names is None:
-        names = _FIELDS[type(event)] = tuple(f.name for f in dataclasses.fields(event))  # type: ignore[arg-type]
-    return {name: getattr(event, name) for name in names}
+class TimedRunner(DialerRunner):
+    """The real runner. `send` runs at the end of each batch, after its transaction has committed and
+    its bus messages have gone out; it also notes when the core follows no call any more."""
+
+    all_ended: asyncio.Future[float] | None = None
+
+    async def send(self, commands: Any) -> None:
+        await super().send(commands)
+        done = self.all_ended
+        if done is not None and not done.done() and not self.core.calls and not self.events:
+            done.set_result(time.perf_counter())
 
 
-class BusStage:
-    """Publishes domain events on the bus without blocking `emit`: they are queued and a task sends
-    them to Redis in pipelined batches."""
-
-    def __init__(self, client: aioredis.Redis) -> None:
-        self.client = client
-        self.queue: list[GatewayEvent] = []
-        self.wake = asyncio.Event()
-        self.published = 0
-        self.flushed = asyncio.Event()
-
-    def __call__(self, event: GatewayEvent) -> None:
-        self.queue.append(event)
-        self.wake.set()
-
-    async def run(self) -> None:
-        while True:
-            await self.wake.wait()
-            self.wake.clear()
-            while self.queue:
-                batch, self.queue = self.queue, []
-                pipe = self.client.pipeline(transaction=False)
-                bus = Bus(pipe)
-                for event in batch:
-                    bus.publish(MONITOR_TOPIC, type(event).__name__, payload(event))
-                await pipe.execute()
-                self.published += len(batch)
-            self.flushed.set()
+def seed(path: Path, burst: Burst, rounds: int) -> Any:
+    """A fresh database with a running ratio task: one lead per call of every round, and enough
+    agent ratio and concurrency for the runner to place them all at once."""
+    url = f"sqlite:///{path}"
+    upgrade(url)
+    engine = make_engine(url)
+    numbers = [lead_number(r, burst.numbers[c]) for r in range(rounds) for c in burst.call_ids]
+    campaign = {
+        "pacing_mode": "ratio",
+        "agent_ratio": len(numbers) / AGENTS + 1,
+        "max_concurrency": len(numbers),
+        "ring_timeout_s": 8,  # as recorded
+        "caller_id": "4000",
+        "caller_name": "Campaign 7",
+        "max_attempts": 1,  # no call is placed again during the run
+    }
+    seed_world(engine, agents=AGENTS, leads=len(numbers), now=time.time(), numbers=numbers, campaign=campaign)
+    return engine
 
 
-async def run_pipeline(burst: Burst, rounds: int, redis_url: str) -> float:
+async def run_pipeline(burst: Burst, rounds: int, redis_url: str, db_path: Path) -> float:
+    total_calls = rounds * len(burst.call_ids)
+    engine = seed(db_path, burst, rounds)
+    tally = LogTally()
+    logging.getLogger("callcenter").addHandler(tally)
     server = ReplayServer()
-    client = aioredis.Redis.from_url(redis_url)
-    states: dict[str, str] = {}
-    bus_stage = BusStage(client)
-    publisher = asyncio.create_task(bus_stage.run())
-    expected = rounds * len(burst.call_ids)
-    ended = 0
-    emitted = 0
-
-    def emit(event: GatewayEvent) -> None:
-        nonlocal ended, emitted
-        emitted += 1
-        dialer_call_state_stage(event, states)
-        bus_stage(event)
-        if type(event) is CallEnded:
-            ended += 1
-
+    sync_redis = redis.Redis.from_url(redis_url)
+    async_redis = aioredis.Redis.from_url(redis_url)
     gw = AsteriskGateway(
-        host="127.0.0.1", port=server.port, username=USER, secret=SECRET, keepalive_s=3600, timeout_s=30
+        host="127.0.0.1",
+        port=server.port,
+        username=USER,
+        secret=SECRET,
+        dial_template=DIAL_TEMPLATE,
+        keepalive_s=3600,
+        timeout_s=30,
     )
-    await gw.start(emit)
-    for r in range(rounds):  # untimed: the driver must know the calls it follows
-        for recorded in burst.call_ids:
-            await gw.originate(OriginateRequest(call_id=round_call_id(r, recorded), number="+8610000000"))
+    runner = TimedRunner(
+        engine,
+        {"default": gw},
+        redis=sync_redis,
+        aredis=async_redis,
+        dialer_id="bench-ami",
+        command_timeout_s=30,
+    )
+    stop = asyncio.Event()
+    running = asyncio.create_task(runner.run(stop))
+    # Untimed: the runner claims every lead and originates it through the driver.
+    deadline = time.monotonic() + 120
+    while len(server.originates) < total_calls or len(runner.core.calls) < total_calls:
+        if running.done() or time.monotonic() > deadline:
+            raise RuntimeError(f"only {len(server.originates)} of {total_calls} calls originated")
+        await asyncio.sleep(0.05)
     await gw.ping()  # every Originate reply has been read
-    stream = burst.stream(
-        rounds, round_call_id, lambda r, recorded: server.originates[round_call_id(r, recorded)]
+    call_of = {
+        (r, c): server.dialled[lead_number(r, burst.numbers[c])]
+        for r in range(rounds)
+        for c in burst.call_ids
+    }
+    slices = burst.slices(
+        rounds, lambda r, c: call_of[(r, c)], lambda r, c: server.originates[call_of[(r, c)]]
     )
-    emitted_before = emitted
+    published_before = _publish_calls(sync_redis)
+    actions_before = server.actions.copy()
+    cpu_before = time.process_time()
+    runner.all_ended = asyncio.get_running_loop().create_future()
     started = time.perf_counter()
-    server.play(stream)
-    while ended < expected or bus_stage.published < emitted or bus_stage.queue:
-        bus_stage.flushed.clear()
-        await asyncio.wait_for(bus_stage.flushed.wait(), 600)
-    finished = time.perf_counter()
+    server.play(slices)
+    finished = await asyncio.wait_for(runner.all_ended, 600)
+    cpu = time.process_time() - cpu_before
+    published = _publish_calls(sync_redis) - published_before
+    actions = server.actions - actions_before
     dropped = gw._proto.dropped if gw._proto is not None else 0
-    await gw.close()
-    publisher.cancel()
-    await client.aclose()
-    assert ended == expected, (ended, expected)
+    stop.set()
+    runner.wake.set()
+    await asyncio.wait_for(running, 30)
+    await runner.close()
+    logging.getLogger("callcenter").removeHandler(tally)
+    sync_redis.close()
+    await async_redis.aclose()
+    with engine.connect() as c:
+        results = dict(c.execute(sql("SELECT result, count(*) FROM call GROUP BY result")).all())
+        with_agent = c.execute(sql("SELECT count(*) FROM call WHERE agent_id IS NOT NULL")).scalar_one()
+    engine.dispose()
+    assert sum(results.values()) == total_calls and "" not in results, results
     print(
-        f"    pipeline: {emitted - emitted_before} domain events published, {len(states)} calls tracked, "
-        f"{dropped} events dropped by name before parsing",
+        f"    pipeline: {total_calls} calls placed by the core and ended in the database {results}; "
+        f"{with_agent} got an agent; {published} messages published on the bus; actions during the "
+        f"replay {dict(actions)}; {dropped} events dropped by name before parsing; {cpu:.2f} s CPU in "
+        "this process; "
+        f"warnings the dialer logged: {dict(tally.counts) or 'none'}",
         flush=True,
     )
     return rounds * len(burst.events) / (finished - started)
+
+
+def _publish_calls(client: redis.Redis) -> int:
+    return int(client.info("commandstats").get("cmdstat_publish", {}).get("calls", 0))
 
 
 # --- main ---------------------------------------------------------------------------------------------
@@ -325,12 +423,12 @@ async def main(rounds: int, trials: int) -> dict[str, float]:
         flush=True,
     )
     baseline, pipeline = 0.0, 0.0
-    with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(Path(tmp)) as redis_server:
+    with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(Path(tmp) / "redis") as redis_server:
         for trial in range(1, trials + 1):
             a = await run_baseline(burst, rounds)
             print(f"  trial {trial}: (a) panoramisk alone     {a:10.0f} events/s", flush=True)
-            b = await run_pipeline(burst, rounds, redis_server.url)
-            print(f"  trial {trial}: (b) driver->state->bus   {b:10.0f} events/s", flush=True)
+            b = await run_pipeline(burst, rounds, redis_server.url, Path(tmp) / f"b{trial}.db")
+            print(f"  trial {trial}: (b) driver->dialer->bus  {b:10.0f} events/s", flush=True)
             baseline, pipeline = max(baseline, a), max(pipeline, b)
     return {
         "baseline_events_per_s": round(baseline),

@@ -1,21 +1,44 @@
-"""ESL ingest: recorded FreeSWITCH events through (a) a bare ESL reader and (b) our whole pipeline.
+"""ESL ingest: recorded FreeSWITCH events through (a) a bare ESL reader and (b) the real dialer.
 
 The inbound events of `burst-20-mixed.jsonl` (20 calls: 5 answered, 5 busy, 5 no answer, 5 failed with
-503; 110 events, 4.3 KB each on average, with all channel variables) are replayed `--rounds` times,
+503; 105 events, 4.5 KB each on average, with all channel variables) are replayed `--rounds` times,
 each round with its own call ids and Job-UUIDs, over a loopback TCP socket, as fast as the reader takes
 them, into:
 
 (a) a bare ESL reader: `EslFramer` cuts the stream into messages and `parse_event` parses every event's
     header block (the same framing and parsing code the driver uses, nothing else): the baseline;
-(b) the pipeline: `FreeswitchGateway` (framing, parsing, call tracking, cause mapping) -> domain events
-    -> `dialer_call_state_stage` (call id -> last state) -> the event bus (`callcenter.bus.Bus`,
-    publishing every domain event to a real Redis started here with `EmbeddedRedis`).
+(b) the dialer process as production runs it, without the web: `DialerRunner` (the async shell) with
+    `FreeswitchGateway` as its gateway, `DialerCore` with its `SqlStore` on a fresh SQLite database
+    (`callcenter.db.upgrade` + `make_engine`: WAL, synchronous=NORMAL) and its `Notifier` publishing
+    to a real Redis started here with `EmbeddedRedis`. That is: ESL framing, the driver's pre-parse
+    filter (events it has no use for are dropped unparsed), parsing, call tracking and cause mapping
+    -> domain events -> per runner batch, one store transaction in which `DialerCore.handle` updates
+    the call's row for every ringing, answer and end (agent ringing too), settles the lead of every
+    ended call, reserves a ready agent for every answered call and releases it when the customer
+    hangs up (compare-and-set on the agent row, each move published as `agent_state` on the agent's
+    and the monitor topic, plus `call_ended` to the agent), and re-paces the task (claims nothing:
+    every lead is out) -> the commit, then that batch's bus messages in one Redis pipeline -> the
+    commands the core returned -> the next batch; plus the runner's once-a-second tick, refresh and
+    `task_stats` publish. The commands are one `ConnectAgent` per answered call; the recording's 8 s
+    between answer and hang-up pass in microseconds here, so the driver has nearly always read the
+    hang-up already and refuses it without writing anything (no call), and the few the core still
+    follows are abandoned and counted in the warnings line. The busy, no-answer and failed calls
+    reach the bus only through `task_stats`: the Notifier has no per-call message for calls without
+    an agent.
 
-Both read the very same bytes in the same process, best of `--trials`. For (b) the calls are originated
-through the driver first (untimed), so that it follows them, and each round's BACKGROUND_JOBs carry the
-Job-UUIDs the driver chose; (b) is done when every call has ended in the call-state stage and every
-domain event is published. `--greenswitch` adds, for comparison, greenswitch 0.0.19 reading the same
-stream (in its own thread with its gevent hub, one catch-all handler).
+The calls of (b) are ones the core itself placed: a running ratio task is seeded (`seed_world`) with
+one lead per call of every round, whose number is the recorded number followed by the round; the
+runner claims them all and originates them through the driver (untimed), and the replay server uses
+the number in each `bgapi originate` to give the round's recorded call the core's call id (its
+`origination_uuid`) and the driver's Job-UUID (same lengths, so every Content-Length stays right).
+
+Both read the very same bytes in the same process, best of `--trials`; (b) gets them in slices cut at
+event boundaries so that the replies to the dialer's commands can go in between, as FreeSWITCH
+interleaves them. (b) is timed from the first byte to the end of the runner batch (transaction
+committed, bus messages published) after which the core follows no call any more: every call has
+ended in the database. Each trial also runs (b) with the driver's pre-parse filter off, every event
+parsed as in (a), for information. `--greenswitch` adds, for comparison, greenswitch 0.0.19 reading
+the same stream (in its own thread with its gevent hub, one catch-all handler).
 
     python bench/esl_ingest.py [--quick] [--rounds N] [--trials N] [--greenswitch]
 
@@ -26,7 +49,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import json
+import logging
 import platform
 import re
 import socket
@@ -40,24 +65,23 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import redis  # noqa: E402
 import redis.asyncio as aioredis  # noqa: E402
+from sqlalchemy import text as sql  # noqa: E402
 
-from callcenter.bus import MONITOR_TOPIC, Bus  # noqa: E402
-from callcenter.gateways.base import (  # noqa: E402
-    CallAnswered,
-    CallConnected,
-    CallEnded,
-    CallRinging,
-    GatewayEvent,
-    OriginateRequest,
-)
+from callcenter.db import make_engine, upgrade  # noqa: E402
 from callcenter.gateways.esl_client import EslFramer, parse_event  # noqa: E402
 from callcenter.gateways.freeswitch import FreeswitchGateway  # noqa: E402
 from callcenter.redis_server import EmbeddedRedis  # noqa: E402
+from callcenter.runner import DialerRunner  # noqa: E402
+from callcenter.simulation import seed_world  # noqa: E402
 
 TRACE = Path("/work/shared/traces/freeswitch/burst-20-mixed.jsonl")
 PASSWORD = "bench-password"
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+DIAL_TEMPLATE = "sofia/cc/{number}"
+AGENTS = 10  # ready agents of the task's skill group (a round has at most 5 answered calls at once)
+SLICE = 16 << 10  # (b) gets the stream in slices of whole events of about this size
 
 
 # --- the recorded burst ---------------------------------------------------------------------------
@@ -95,10 +119,14 @@ class Burst:
     def round_call_id(self, r: int, recorded: str) -> str:
         return f"{r:08x}{recorded[8:]}"
 
-    def stream(self, rounds: int, jobs: dict[str, str] | None = None) -> bytes:
-        """`rounds` copies; with `jobs` (round call id -> the driver's Job-UUID), ids made per round."""
+    def stream(self, rounds: int, jobs: dict[str, str] | None = None, call_id: Any = None) -> bytes:
+        """`rounds` copies; with `jobs` (round call id -> the driver's Job-UUID), ids made per round by
+        `call_id(round, recorded uuid)` (default `round_call_id`), which must keep their length."""
         if jobs is None:
             return self.text.encode() * rounds
+        return b"".join(self._rounds(rounds, jobs, call_id or self.round_call_id))
+
+    def _rounds(self, rounds: int, jobs: dict[str, str], call_id: Any) -> list[bytes]:
         recorded_job = {j: u for u, j, _ in self.calls}
         out = []
         for r in range(rounds):
@@ -106,10 +134,30 @@ class Burst:
             for i in range(1, len(parts), 2):
                 token = parts[i]
                 uid = recorded_job.get(token, token)
-                call_id = self.round_call_id(r, uid)
-                parts[i] = jobs[call_id] if token in recorded_job else call_id
-            out.append("".join(parts))
-        return "".join(out).encode()
+                live = call_id(r, uid)
+                parts[i] = jobs[live] if token in recorded_job else live
+            out.append("".join(parts).encode())
+        return out
+
+    def slices(self, rounds: int, jobs: dict[str, str], call_id: Any, size: int = SLICE) -> list[bytes]:
+        """The bytes of `stream(rounds, jobs, call_id)`, cut into slices of whole events (ids keep
+        their length, so every round's events sit where the recorded ones do)."""
+        cuts, at, last = [], 0, 0
+        for event in self.events:
+            at += len(event.encode())
+            if at - last >= size:
+                cuts.append(at)
+                last = at
+        if not cuts or cuts[-1] != at:
+            cuts.append(at)
+        out = []
+        for data in self._rounds(rounds, jobs, call_id):
+            assert len(data) == at, "an id changed length"
+            start = 0
+            for end in cuts:
+                out.append(data[start:end])
+                start = end
+        return out
 
 
 # --- a minimal ESL server in its own thread --------------------------------------------------------
@@ -117,20 +165,23 @@ class Burst:
 
 class ReplayServer:
     """Loopback ESL: auth, `event plain`, `bgapi originate` (+OK Job-UUID), `api ...` and `exit`; then,
-    on `play`, writes a prepared byte stream as fast as the client reads it. Threads, off the loop."""
+    on `play`, writes a prepared byte stream as fast as the client reads it: one piece, or slices
+    between which replies can go. Threads, off the loop."""
 
     def __init__(self, *, auth: bool = True) -> None:
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.auth = auth
         self.jobs: dict[str, str] = {}  # origination_uuid -> Job-UUID
+        self.dialled: dict[str, str] = {}  # number -> origination_uuid
+        self.commands: collections.Counter[str] = collections.Counter()
         self._conn: socket.socket | None = None
         self._lock = threading.Lock()
-        self._stream = b""
+        self._stream: bytes | list[bytes] = b""
         self._go = threading.Event()
         threading.Thread(target=self._accept, daemon=True).start()
 
-    def play(self, stream: bytes) -> None:
+    def play(self, stream: bytes | list[bytes]) -> None:
         self._stream = stream
         self._go.set()
 
@@ -152,7 +203,11 @@ class ReplayServer:
     def _stream_when_asked(self, conn: socket.socket) -> None:
         self._go.wait()
         if self._conn is conn:
-            self._send(self._stream)
+            if isinstance(self._stream, bytes):
+                self._send(self._stream)
+            else:
+                for piece in self._stream:
+                    self._send(piece)
             if not self.auth:
                 conn.shutdown(socket.SHUT_WR)  # the bare reader stops at EOF
 
@@ -170,6 +225,8 @@ class ReplayServer:
             replies = []
             for raw in commands:
                 line, _, rest = raw.decode().partition("\n")
+                words = line.split(" ", 2)
+                self.commands[words[1] if words[0] in ("api", "bgapi") and len(words) > 1 else words[0]] += 1
                 if line.startswith("auth "):
                     text = "+OK accepted" if line == f"auth {PASSWORD}" else "-ERR invalid"
                     replies.append(f"Content-Type: command/reply\nReply-Text: {text}\n\n")
@@ -182,6 +239,9 @@ class ReplayServer:
                     m = re.search(r"origination_uuid=([^,}]+)", line)
                     if m:
                         self.jobs[m.group(1)] = job
+                        number = re.search(r"}sofia/cc/(\d+)", line)
+                        if number:
+                            self.dialled[number.group(1)] = m.group(1)
                     replies.append(
                         f"Content-Type: command/reply\nReply-Text: +OK Job-UUID: {job}\nJob-UUID: {job}\n\n"
                     )
@@ -232,124 +292,136 @@ async def run_baseline(burst: Burst, rounds: int) -> float:
     return total / (finished - started)
 
 
-# --- (b) the pipeline ------------------------------------------------------------------------------
-
-_STATE = {CallRinging: "ringing", CallAnswered: "answered", CallConnected: "connected"}
+# --- (b) the dialer ------------------------------------------------------------------------------
 
 
-def dialer_call_state_stage(states: dict[str, str], event: GatewayEvent) -> tuple[str, dict[str, Any]] | None:
-    """Stand-in for the dialer's call tracker: keep call id -> last state; return the bus message
-    (type, payload) to publish, or None for events that are not about a call."""
-    if isinstance(event, CallEnded):
-        states[event.call_id] = f"ended:{event.result.value}"
-        return "call_state", {
-            "call_id": event.call_id,
-            "state": "ended",
-            "result": event.result.value,
-            "cause": event.cause,
-            "at": event.at,
-        }
-    state = _STATE.get(type(event))
-    if state is None:
-        return None
-    call_id: str = event.call_id  # type: ignore[union-attr]
-    states[call_id] = state
-    payload: dict[str, Any] = {"call_id": call_id, "state": state, "at": event.at}
-    if isinstance(event, CallAnswered):
-        payload["answer"] = event.answer.value
-    elif isinstance(event, CallConnected):
-        payload["extension"] = event.extension
-    return "call_state", payload
+class LogTally(logging.Handler):
+    """Counts what the dialer logs at WARNING and above (instead of printing each line): calls racing
+    the replay, e.g. an agent connect for a call whose hang-up the driver has already read."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.counts: collections.Counter[str] = collections.Counter()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.counts[record.msg if isinstance(record.msg, str) else repr(record.msg)] += 1
 
 
-class BusStage:
-    """Publishes on the bus without blocking `emit`: messages are queued and a task sends them to Redis
-    in pipelined batches."""
+class TimedRunner(DialerRunner):
+    """The real runner. `send` runs at the end of each batch, after its transaction has committed and
+    its bus messages have gone out; it also notes when the core follows no call any more."""
 
-    def __init__(self, client: aioredis.Redis) -> None:
-        self.client = client
-        self.queue: list[tuple[str, dict[str, Any]]] = []
-        self.wake = asyncio.Event()
-        self.published = 0
-        self.flushed = asyncio.Event()
+    all_ended: asyncio.Future[float] | None = None
 
-    def push(self, message: tuple[str, dict[str, Any]]) -> None:
-        self.queue.append(message)
-        self.wake.set()
-
-    async def run(self) -> None:
-        while True:
-            await self.wake.wait()
-            self.wake.clear()
-            while self.queue:
-                batch, self.queue = self.queue, []
-                pipe = self.client.pipeline(transaction=False)
-                bus = Bus(pipe)
-                for message_type, payload in batch:
-                    bus.publish(MONITOR_TOPIC, message_type, payload)
-                await pipe.execute()
-                self.published += len(batch)
-            self.flushed.set()
+    async def send(self, commands: Any) -> None:
+        await super().send(commands)
+        done = self.all_ended
+        if done is not None and not done.done() and not self.core.calls and not self.events:
+            done.set_result(time.perf_counter())
 
 
-async def run_pipeline(burst: Burst, rounds: int, redis_url: str, *, prefilter: bool = True) -> float:
+def lead_number(r: int, recorded_number: str) -> str:
+    """The number of round `r`'s copy of a recorded call: the recorded number, then the round."""
+    return f"{recorded_number}{r:05d}"
+
+
+def seed(path: Path, burst: Burst, rounds: int) -> Any:
+    """A fresh database with a running ratio task: one lead per call of every round, and enough
+    agent ratio and concurrency for the runner to place them all at once."""
+    url = f"sqlite:///{path}"
+    upgrade(url)
+    engine = make_engine(url)
+    numbers = [lead_number(r, number) for r in range(rounds) for _, _, number in burst.calls]
+    campaign = {
+        "pacing_mode": "ratio",
+        "agent_ratio": len(numbers) / AGENTS + 1,
+        "max_concurrency": len(numbers),
+        "ring_timeout_s": 30,
+        "caller_id": "4000",
+        "caller_name": "CallCenter",
+        "max_attempts": 1,  # no call is placed again during the run
+    }
+    seed_world(engine, agents=AGENTS, leads=len(numbers), now=time.time(), numbers=numbers, campaign=campaign)
+    return engine
+
+
+async def run_pipeline(
+    burst: Burst, rounds: int, redis_url: str, db_path: Path, *, prefilter: bool = True
+) -> float:
+    total_calls = rounds * len(burst.calls)
+    engine = seed(db_path, burst, rounds)
+    tally = LogTally()
+    logging.getLogger("callcenter").addHandler(tally)
     server = ReplayServer()
-    client = aioredis.Redis.from_url(redis_url)
-    states: dict[str, str] = {}
-    bus_stage = BusStage(client)
-    publisher = asyncio.create_task(bus_stage.run())
-    expected = rounds * len(burst.calls)
-    ended = 0
-    staged = 0
-
-    def emit(event: GatewayEvent) -> None:
-        nonlocal ended, staged
-        message = dialer_call_state_stage(states, event)
-        if message is not None:
-            staged += 1
-            bus_stage.push(message)
-        if type(event) is CallEnded:
-            ended += 1
-
+    sync_redis = redis.Redis.from_url(redis_url)
+    async_redis = aioredis.Redis.from_url(redis_url)
     gw = FreeswitchGateway(
         host="127.0.0.1",
         port=server.port,
         password=PASSWORD,
         keepalive_s=3600,
         timeout_s=30,
-        dial_template="sofia/cc/{number}",
+        dial_template=DIAL_TEMPLATE,
         prefilter=prefilter,
     )
-    await gw.start(emit)
-    for r in range(rounds):  # untimed: the driver must know the calls it follows
-        for uid, _, number in burst.calls:
-            ring = 5.0 if number.endswith(("2", "6")) else 30.0
-            await gw.originate(
-                OriginateRequest(call_id=burst.round_call_id(r, uid), number=number, ring_timeout_s=ring)
-            )
+    runner = TimedRunner(
+        engine,
+        {"default": gw},
+        redis=sync_redis,
+        aredis=async_redis,
+        dialer_id="bench-esl",
+        command_timeout_s=30,
+    )
+    stop = asyncio.Event()
+    running = asyncio.create_task(runner.run(stop))
+    # Untimed: the runner claims every lead and originates it through the driver.
+    deadline = time.monotonic() + 120
+    while len(server.jobs) < total_calls or len(runner.core.calls) < total_calls:
+        if running.done() or time.monotonic() > deadline:
+            raise RuntimeError(f"only {len(server.jobs)} of {total_calls} calls originated")
+        await asyncio.sleep(0.05)
     await gw.active_calls()  # every originate reply has been read
-    stream = burst.stream(rounds, server.jobs)
-    staged_before = staged
+    call_of = {
+        (r, uid): server.dialled[lead_number(r, number)]
+        for r in range(rounds)
+        for uid, _, number in burst.calls
+    }
+    slices = burst.slices(rounds, server.jobs, lambda r, uid: call_of[(r, uid)])
+    published_before = _publish_calls(sync_redis)
+    commands_before = server.commands.copy()
+    cpu_before = time.process_time()
+    runner.all_ended = asyncio.get_running_loop().create_future()
     started = time.perf_counter()
-    server.play(stream)
-    while ended < expected or bus_stage.published < staged or bus_stage.queue:
-        bus_stage.flushed.clear()
-        await asyncio.wait_for(bus_stage.flushed.wait(), 600)
-    finished = time.perf_counter()
+    server.play(slices)
+    finished = await asyncio.wait_for(runner.all_ended, 600)
+    cpu = time.process_time() - cpu_before
+    published = _publish_calls(sync_redis) - published_before
+    commands = server.commands - commands_before
     skipped = gw._conn.skipped if gw._conn is not None else 0
-    await gw.close()
-    publisher.cancel()
-    stats = await client.info("commandstats")
-    await client.aclose()
-    assert ended == expected, (ended, expected)
-    ends = sorted({v for v in states.values() if v.startswith("ended:")})
+    stop.set()
+    runner.wake.set()
+    await asyncio.wait_for(running, 30)
+    await runner.close()
+    logging.getLogger("callcenter").removeHandler(tally)
+    sync_redis.close()
+    await async_redis.aclose()
+    with engine.connect() as c:
+        results = dict(c.execute(sql("SELECT result, count(*) FROM call GROUP BY result")).all())
+        with_agent = c.execute(sql("SELECT count(*) FROM call WHERE agent_id IS NOT NULL")).scalar_one()
+    engine.dispose()
+    assert sum(results.values()) == total_calls and "" not in results, results
     print(
-        f"    pipeline: {staged - staged_before} call-state messages published "
-        f"(redis PUBLISH calls so far: {stats.get('cmdstat_publish', {}).get('calls', 0)}), "
-        f"{len(states)} calls tracked, end states {ends}, {skipped} events dropped unparsed",
+        f"    pipeline: {total_calls} calls placed by the core and ended in the database {results}; "
+        f"{with_agent} got an agent; {published} messages published on the bus; commands during the "
+        f"replay {dict(commands)}; {skipped} events dropped unparsed; {cpu:.2f} s CPU in this process; "
+        f"warnings the dialer logged: {dict(tally.counts) or 'none'}",
         flush=True,
     )
     return rounds * len(burst.events) / (finished - started)
+
+
+def _publish_calls(client: redis.Redis) -> int:
+    return int(client.info("commandstats").get("cmdstat_publish", {}).get("calls", 0))
 
 
 # --- for comparison: greenswitch 0.0.19 reading the same stream --------------------------------------
@@ -400,13 +472,15 @@ async def main(rounds: int, trials: int, greenswitch: bool) -> dict[str, float]:
         flush=True,
     )
     baseline, pipeline, parsed_all = 0.0, 0.0, 0.0
-    with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(Path(tmp)) as redis_server:
+    with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(Path(tmp) / "redis") as redis_server:
         for trial in range(1, trials + 1):
             a = await run_baseline(burst, rounds)
             print(f"  trial {trial}: (a) bare ESL reader      {a:10.0f} events/s", flush=True)
-            b = await run_pipeline(burst, rounds, redis_server.url)
-            print(f"  trial {trial}: (b) driver->state->bus   {b:10.0f} events/s", flush=True)
-            c = await run_pipeline(burst, rounds, redis_server.url, prefilter=False)
+            b = await run_pipeline(burst, rounds, redis_server.url, Path(tmp) / f"b{trial}.db")
+            print(f"  trial {trial}: (b) driver->dialer->bus  {b:10.0f} events/s", flush=True)
+            c = await run_pipeline(
+                burst, rounds, redis_server.url, Path(tmp) / f"c{trial}.db", prefilter=False
+            )
             print(f"  trial {trial}: (b) with every event parsed {c:7.0f} events/s", flush=True)
             baseline, pipeline, parsed_all = max(baseline, a), max(pipeline, b), max(parsed_all, c)
     print(

@@ -98,7 +98,8 @@ Command = Originate | ConnectAgent | PlayAndHangup | Hangup
 
 @dataclass
 class LiveCall:
-    """A call this dialer follows (its row in the database is the durable copy)."""
+    """A call this dialer follows (its row in the database is the durable copy). After a change of
+    `state`, `abandoning` or `created_at`, `DialerCore._index` puts it in its task's pacing index."""
 
     id: str
     campaign_id: int | None
@@ -132,6 +133,19 @@ class TaskRuntime:
     others_active: int = 0
     next_left_check: float = 0.0
     calls: set[str] = field(default_factory=set)
+    # `calls` by pacing stage, kept by DialerCore._follow / _index / _unfollow so that pacing does not
+    # walk every call: placed and not answered (id -> when placed), answered and waiting for an agent,
+    # an agent being connected, connected.
+    ringing: dict[str, float] = field(default_factory=dict)
+    waiting: set[str] = field(default_factory=set)
+    agent_ringing: set[str] = field(default_factory=set)
+    connected: set[str] = field(default_factory=set)
+
+    def unindex(self, call_id: str) -> None:
+        self.ringing.pop(call_id, None)
+        self.waiting.discard(call_id)
+        self.agent_ringing.discard(call_id)
+        self.connected.discard(call_id)
 
 
 def gateway_key(gateway_id: int | None) -> str:
@@ -213,7 +227,7 @@ class DialerCore:
             )
             self.calls[call.id] = call
             if call.campaign_id in self.tasks:
-                self.tasks[call.campaign_id].calls.add(call.id)
+                self._follow(self.tasks[call.campaign_id], call)
             if call.preview:
                 self._end(call, CallResult.CANCELLED, 0, "preview dropped at dialer restart", now)
             elif call.id in live.get(call.gateway, set()) and adopt(call.gateway, call.id):
@@ -257,18 +271,23 @@ class DialerCore:
 
     def command_failed(self, command: Command, error: Exception, now: float) -> list[Command]:
         """The runner could not send a command: settle what it was for."""
-        call = self.calls.get(
-            command.call_id if not isinstance(command, Originate) else command.request.call_id
-        )
-        if call is None:
-            return []
-        if isinstance(command, Originate):
-            self._end(call, CallResult.NOT_DIALLED, 0, f"not sent: {error}", now)
-        elif isinstance(command, ConnectAgent):
-            log.warning("connect of %s to agent failed: %s", call.id, error)
-            self._abandon(call, now, f"agent connect failed: {error}")
-        elif isinstance(command, PlayAndHangup | Hangup):
-            log.warning("%s of %s failed: %s", type(command).__name__, call.id, error)
+        return self.commands_failed([(command, error)], now)
+
+    def commands_failed(self, failed: Iterable[tuple[Command, Exception]], now: float) -> list[Command]:
+        """The runner could not send these commands: settle what each was for, then pace once."""
+        for command, error in failed:
+            call = self.calls.get(
+                command.call_id if not isinstance(command, Originate) else command.request.call_id
+            )
+            if call is None:
+                continue
+            if isinstance(command, Originate):
+                self._end(call, CallResult.NOT_DIALLED, 0, f"not sent: {error}", now)
+            elif isinstance(command, ConnectAgent):
+                log.warning("connect of %s to agent failed: %s", call.id, error)
+                self._abandon(call, now, f"agent connect failed: {error}")
+            elif isinstance(command, PlayAndHangup | Hangup):
+                log.warning("%s of %s failed: %s", type(command).__name__, call.id, error)
         return self._flush(now)
 
     def link_changed(self, gateway: str, up: bool, detail: str, now: float) -> list[Command]:
@@ -303,6 +322,7 @@ class DialerCore:
             raise Conflict("the task is not running", field="state")
         call.state = CallState.DIALING
         call.created_at = now
+        self._index(call)
         self.store.start_call(call.id, created_at=now)
         self._originate(task, call)
         return self._flush(now)
@@ -325,9 +345,7 @@ class DialerCore:
         if task is None:
             return None
         c = task.counters
-        c.ringing = sum(
-            1 for cid in task.calls if self.calls[cid].state in (CallState.DIALING, CallState.RINGING)
-        )
+        c.ringing = len(task.ringing)
         c.lines_per_agent = task.pacer.lines_per_agent
         if isinstance(task.pacer, PredictivePacer):
             c.abandon_rolling_pct = 100.0 * task.pacer.abandon_rates(now)[0]
@@ -435,6 +453,7 @@ class DialerCore:
         if isinstance(event, CallRinging):
             if call.state is CallState.DIALING:
                 call.state = CallState.RINGING
+                self._index(call)
                 self.store.update_call(call.id, state=CallState.RINGING.value, ringing_at=now)
         elif isinstance(event, CallAnswered):
             self._answered(call, event.answer, now)
@@ -458,6 +477,7 @@ class DialerCore:
             return
         self._observe_dial(call, human=True, now=now)
         call.state = CallState.ANSWERED
+        self._index(call)
         self.store.update_call(
             call.id, state=CallState.ANSWERED.value, answered_at=now, answer_kind=answer.value
         )
@@ -477,6 +497,7 @@ class DialerCore:
             return
         call.connected_at = now
         call.state = CallState.CONNECTED
+        self._index(call)
         self.store.update_call(call.id, state=CallState.CONNECTED.value, connected_at=now)
         if call.direction == "manual":
             return
@@ -518,7 +539,7 @@ class DialerCore:
         self.calls.pop(call.id, None)
         task = self.tasks.get(call.campaign_id or -1)
         if task:
-            task.calls.discard(call.id)
+            self._unfollow(task, call)
             self._dirty.add(task.conf.id)
             task.counters.count_end(result.value, cause)
         if call.answered_at is None and result not in (CallResult.CANCELLED, CallResult.NOT_DIALLED):
@@ -594,6 +615,7 @@ class DialerCore:
         call.agent_id = agent.id
         call.agent_at = now
         call.state = CallState.AGENT_RINGING
+        self._index(call)
         self.store.update_call(call.id, state=CallState.AGENT_RINGING.value, agent_id=agent.id, agent_at=now)
         self._out.append(ConnectAgent(call.gateway, call.id, agent.extension))
 
@@ -617,6 +639,7 @@ class DialerCore:
 
     def _abandon(self, call: LiveCall, now: float, why: str) -> None:
         call.abandoning = True
+        self._index(call)
         for queue in self.waiting.values():
             if call.id in queue:
                 queue.remove(call.id)
@@ -762,26 +785,15 @@ class DialerCore:
             for t in self.tasks.values()
             if t.conf.state is CampaignState.RUNNING and t.conf.skill_group_id == group
         )
-        ringing, waiting, agent_ringing, connected = [], 0, 0, 0
-        for cid in task.calls:
-            call = self.calls[cid]
-            if call.state in (CallState.DIALING, CallState.RINGING):
-                ringing.append(call.created_at)
-            elif call.state is CallState.ANSWERED and not call.abandoning:
-                waiting += 1
-            elif call.state is CallState.AGENT_RINGING:
-                agent_ringing += 1
-            elif call.state is CallState.CONNECTED:
-                connected += 1
         view = PacingView(
             now=now,
             max_concurrency=conf.max_concurrency - task.others_active,
             agents=tuple(AgentSlot(AgentState(a.state), a.since) for a in group_agents),
             share=1.0 / max(1, sharing),
-            ringing_since=tuple(ringing),
-            waiting=waiting,
-            agent_ringing=agent_ringing,
-            connected=connected,
+            ringing_since=tuple(task.ringing.values()),
+            waiting=len(task.waiting),
+            agent_ringing=len(task.agent_ringing),
+            connected=len(task.connected),
         )
         n = task.pacer.place(view)
         if n <= 0:
@@ -795,7 +807,7 @@ class DialerCore:
                 cl.call_id, conf.id, cl.lead_id, cl.number, gateway_key(conf.gateway_id), now, cl.attempt
             )
             self.calls[call.id] = call
-            task.calls.add(call.id)
+            self._follow(task, call)
             self._originate(task, call)
 
     def _originate(self, task: TaskRuntime, call: LiveCall) -> None:
@@ -850,7 +862,7 @@ class DialerCore:
                 agent_id=agent.id,
             )
             self.calls[call.id] = call
-            task.calls.add(call.id)
+            self._follow(task, call)
             try:
                 self._move_agent(
                     agent.id, AE.RESERVE, now, expect=AgentState.READY, call_id=call.id, campaign_id=conf.id
@@ -924,6 +936,31 @@ class DialerCore:
                     self._move_agent(agent.id, event, now)
                 except Conflict:
                     continue
+
+    def _follow(self, task: TaskRuntime, call: LiveCall) -> None:
+        task.calls.add(call.id)
+        self._index(call, task)
+
+    def _unfollow(self, task: TaskRuntime, call: LiveCall) -> None:
+        task.calls.discard(call.id)
+        task.unindex(call.id)
+
+    def _index(self, call: LiveCall, task: TaskRuntime | None = None) -> None:
+        """Put `call` in its task's pacing index by its current state (see TaskRuntime)."""
+        task = task or self.tasks.get(call.campaign_id or -1)
+        if task is None or call.id not in task.calls:
+            return
+        task.unindex(call.id)
+        state = call.state
+        if state is CallState.DIALING or state is CallState.RINGING:
+            task.ringing[call.id] = call.created_at
+        elif state is CallState.ANSWERED:
+            if not call.abandoning:
+                task.waiting.add(call.id)
+        elif state is CallState.AGENT_RINGING:
+            task.agent_ringing.add(call.id)
+        elif state is CallState.CONNECTED:
+            task.connected.add(call.id)
 
     def _timer(self, at: float, kind: str, key: str) -> None:
         heapq.heappush(self._timers, (at, next(self._seq), kind, key))

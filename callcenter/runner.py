@@ -2,8 +2,11 @@
 
 It starts the gateways, feeds their events and a tick (at most one second apart, sooner when a
 timer is due) to the core inside one database transaction per batch, then sends the commands the
-core returned. Requests from the web (agent state changes, task changes, preview clicks, spy) arrive
-on the `dialer` bus topic; replies go back on a per-request Redis list.
+core returned. The bus messages the core's `Notifier` makes during a batch are queued in a Redis
+pipeline and go out in one round trip once the batch's transaction has committed (none if it rolled
+back), so the web never hears of a state the database does not have. Requests from the web (agent
+state changes, task changes, preview clicks, spy) arrive on the `dialer` bus topic; replies go back
+on a per-request Redis list.
 
 If the core raises, the batch's transaction rolls back and the core is rebuilt from the database and
 the PBX's channel list, exactly as after a restart: nothing lives only in memory.
@@ -19,7 +22,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -77,10 +80,11 @@ def build_gateways(settings: Settings, engine: Engine, scheduler: LoopScheduler)
 
     def make(kind: str, conf: Settings) -> Gateway:
         if kind == GatewayKind.SIMULATED:
-            from callcenter.gateways.simulated import SimulatedGateway, demo_profile
+            from callcenter.gateways.simulated import SimulatedGateway, demo_profile, load_script
 
             scale = settings.sim_time_scale
-            return SimulatedGateway(scheduler, demo_profile(time_scale=scale), time_scale=scale)
+            script = load_script(settings.sim_script) if settings.sim_script else None
+            return SimulatedGateway(scheduler, demo_profile(time_scale=scale), script, time_scale=scale)
         if kind == GatewayKind.ASTERISK:
             from callcenter.gateways.asterisk import AsteriskGateway
 
@@ -117,7 +121,9 @@ class DialerRunner:
         self.clock = clock
         self.command_timeout_s = command_timeout_s
         self.store = SqlStore(engine, dialer_id or default_dialer_id())
-        self.notifier = Notifier(Bus(redis)) if redis is not None else None
+        # The core publishes into this pipeline; `_batch` sends it after the commit.
+        self._outbox = redis.pipeline(transaction=False) if redis is not None else None
+        self.notifier = Notifier(Bus(self._outbox)) if self._outbox is not None else None
         self.core = self._new_core()
         self.events: list[GatewayEvent] = []
         self.requests: list[dict[str, Any]] = []
@@ -146,6 +152,30 @@ class DialerRunner:
         return DialerCore(
             self.store, notifier=self.notifier, wrap_sampler=wrap_sampler, pop_builder=pop_builder
         )
+
+    @contextlib.contextmanager
+    def _batch(self) -> Iterator[None]:
+        """One store transaction for a batch of core work; the bus messages queued meanwhile are sent
+        after it has committed, and dropped if it rolled back."""
+        try:
+            with self.store.transaction():
+                yield
+        except BaseException:
+            if self._outbox is not None:
+                self._outbox.reset()
+            raise
+        self._publish()
+
+    def _publish(self) -> None:
+        """Send the queued bus messages, in one round trip."""
+        outbox = self._outbox
+        if outbox is None or not len(outbox):
+            return
+        try:
+            outbox.execute()
+        except Exception:  # the database has the truth; the web catches up from the next task_stats
+            log.exception("could not publish %d bus messages", len(outbox))
+            outbox.reset()
 
     def _emit(self, event: GatewayEvent) -> None:
         self.events.append(event)
@@ -193,8 +223,9 @@ class DialerRunner:
                         )
                     except (GatewayError, TimeoutError):
                         adopted[(key, call.call_id)] = False
-        with self.store.transaction():
-            return self.core.start(active, lambda key, cid: adopted.get((key, cid), False), self.clock())
+        with self._batch():
+            commands = self.core.start(active, lambda key, cid: adopted.get((key, cid), False), self.clock())
+        return commands
 
     async def run(self, stop: asyncio.Event) -> None:
         for key, gw in self.gateways.items():
@@ -218,7 +249,7 @@ class DialerRunner:
             requests, self.requests = self.requests, []
             links, self.links = self.links, []
             try:
-                with self.store.transaction():
+                with self._batch():
                     commands = []
                     for key, link in links:
                         commands += self.core.link_changed(key, link.up, link.detail, now)
@@ -240,6 +271,7 @@ class DialerRunner:
                     snap = self.core.snapshot(cid, now)
                     if snap is not None:
                         self.notifier.task_stats(snap)
+                self._publish()
 
     def _request(
         self, req: dict[str, Any], now: float, commands: list[Command]
@@ -310,10 +342,8 @@ class DialerRunner:
         failed = [(c, r) for c, r in zip(commands, results, strict=True) if isinstance(r, Exception)]
         if failed:
             now = self.clock()
-            more: list[Command] = []
-            with self.store.transaction():
-                for command, error in failed:
-                    more += self.core.command_failed(command, error, now)
+            with self._batch():
+                more = self.core.commands_failed(failed, now)
             await self.send(more)
 
     async def _send_one(self, command: Command) -> None:

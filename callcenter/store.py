@@ -90,21 +90,59 @@ class ClaimedLead:
     fields: str
 
 
+class _Prepared:
+    """A row update of the per-event hot path, compiled once for the engine's dialect and run on the
+    DBAPI cursor of the current transaction. SQLAlchemy's work per execution (cache lookup, compiled
+    parameters, result set-up) costs several times the UPDATE itself there (about 60 us against 8 us
+    on SQLite); the SQL, the parameter order and the types' bind processors are the ones SQLAlchemy
+    would have used. Only for statements without expanding parameters whose result is not read."""
+
+    def __init__(self, stmt: Any, dialect: Any) -> None:
+        compiled = stmt.compile(dialect=dialect)
+        if getattr(compiled, "escaped_bind_names", None):
+            raise ValueError("bind names that need escaping are not supported here")
+        self.sql: str = compiled.string
+        self.defaults: dict[str, Any] = dict(compiled.params)  # values bound in the statement itself
+        self.order = tuple(compiled.positiontup or ()) if compiled.positional else None
+        self.processors = {
+            name: proc
+            for name, bind in compiled.binds.items()
+            if (proc := bind.type.bind_processor(dialect)) is not None
+        }
+
+    def run(self, cursor: Any, values: dict[str, Any]) -> None:
+        params = {**self.defaults, **values}
+        for name, proc in self.processors.items():
+            params[name] = proc(params[name])
+        cursor.execute(self.sql, params if self.order is None else tuple(params[k] for k in self.order))
+
+
 class SqlStore:
     def __init__(self, engine: Engine, dialer_id: str) -> None:
         self.engine = engine
         self.dialer_id = dialer_id
         self.pg = engine.dialect.name == "postgresql"
         self._conn: Connection | None = None
+        self._cursor: Any = None  # the DBAPI cursor of the current transaction, for `_Prepared`
         # Statements are built once and reused: building a SQLAlchemy statement (and its cache key)
         # costs more than running it on the hot path.
         self._stmts: dict[Any, Any] = {}
+        self._prepared: dict[Any, _Prepared] = {}
 
     def _stmt(self, key: Any, build: Callable[[], Any]) -> Any:
         stmt = self._stmts.get(key)
         if stmt is None:
             stmt = self._stmts[key] = build()
         return stmt
+
+    def _run_prepared(self, key: Any, build: Callable[[], Any], values: dict[str, Any]) -> None:
+        prepared = self._prepared.get(key)
+        if prepared is None:
+            prepared = self._prepared[key] = _Prepared(build(), self.engine.dialect)
+        cursor = self._cursor
+        if cursor is None:
+            cursor = self._cursor = self.c.connection.cursor()
+        prepared.run(cursor, values)
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
@@ -118,6 +156,9 @@ class SqlStore:
                 yield conn
             finally:
                 self._conn = None
+                cursor, self._cursor = self._cursor, None
+                if cursor is not None:
+                    cursor.close()
 
     @property
     def c(self) -> Connection:
@@ -330,11 +371,11 @@ class SqlStore:
 
     def update_call(self, call_id: str, **values: Any) -> None:
         keys = tuple(sorted(values))
-        stmt = self._stmt(
+        self._run_prepared(
             ("update_call", keys),
             lambda: update(CALL).where(CALL.c.id == bindparam("_id")).values({k: bindparam(k) for k in keys}),
+            {"_id": call_id, **values},
         )
-        self.c.execute(stmt, {"_id": call_id, **values})
 
     def start_call(self, call_id: str, *, created_at: float) -> None:
         """A previewed call is being dialled now."""
@@ -379,7 +420,7 @@ class SqlStore:
         )
 
     def settle_lead(self, lead_id: int, *, status: str, next_at: float, attempts: int, result: str) -> None:
-        stmt = self._stmt(
+        self._run_prepared(
             "settle",
             lambda: (
                 update(LEAD)
@@ -392,9 +433,6 @@ class SqlStore:
                     claimed_by="",
                 )
             ),
-        )
-        self.c.execute(
-            stmt,
             {"_id": lead_id, "status": status, "next_at": next_at, "attempts": attempts, "result": result},
         )
 
