@@ -65,13 +65,13 @@ sys.path.insert(0, str(ROOT))
 
 import redis  # noqa: E402
 import redis.asyncio as aioredis  # noqa: E402
+from common import LogTally, TimedRunner  # noqa: E402
 from panoramisk import Manager  # noqa: E402
 from sqlalchemy import text as sql  # noqa: E402
 
 from callcenter.db import make_engine, upgrade  # noqa: E402
 from callcenter.gateways.asterisk import AsteriskGateway  # noqa: E402
 from callcenter.redis_server import EmbeddedRedis  # noqa: E402
-from callcenter.runner import DialerRunner  # noqa: E402
 from callcenter.simulation import seed_world  # noqa: E402
 
 TRACE = Path("/work/shared/traces/asterisk-20/burst-20-mixed.jsonl")
@@ -285,31 +285,6 @@ async def run_baseline(burst: Burst, rounds: int) -> float:
 
 
 # --- (b) the dialer -----------------------------------------------------------------------------------
-
-
-class LogTally(logging.Handler):
-    """Counts what the dialer logs at WARNING and above (instead of printing each line): calls racing
-    the replay, e.g. an agent connect for a call whose hang-up the driver has already read."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.counts: collections.Counter[str] = collections.Counter()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.counts[record.msg if isinstance(record.msg, str) else repr(record.msg)] += 1
-
-
-class TimedRunner(DialerRunner):
-    """The real runner. `send` runs at the end of each batch, after its transaction has committed and
-    its bus messages have gone out; it also notes when the core follows no call any more."""
-
-    all_ended: asyncio.Future[float] | None = None
-
-    async def send(self, commands: Any) -> None:
-        await super().send(commands)
-        done = self.all_ended
-        if done is not None and not done.done() and not self.core.calls and not self.events:
-            done.set_result(time.perf_counter())
 
 
 def seed(path: Path, burst: Burst, rounds: int) -> Any:

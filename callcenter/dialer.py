@@ -308,7 +308,8 @@ class DialerCore:
         self._dirty.update(self.tasks)
         return self._flush(now)
 
-    def preview_dial(self, call_id: str, agent_id: int, now: float) -> list[Command]:
+    def _offered(self, call_id: str, agent_id: int) -> LiveCall:
+        """The call offered to this agent in preview mode and not dialled yet, or Conflict."""
         call = self.calls.get(call_id)
         if (
             call is None
@@ -316,7 +317,11 @@ class DialerCore:
             or call.agent_id != agent_id
             or call.state is not CallState.PREVIEW
         ):
-            raise Conflict("this preview is no longer yours to dial", field="call_id")
+            raise Conflict("this preview is no longer yours", field="call_id")
+        return call
+
+    def preview_dial(self, call_id: str, agent_id: int, now: float) -> list[Command]:
+        call = self._offered(call_id, agent_id)
         task = self.tasks.get(call.campaign_id or -1)
         if task is None or task.conf.state is not CampaignState.RUNNING:
             raise Conflict("the task is not running", field="state")
@@ -328,14 +333,7 @@ class DialerCore:
         return self._flush(now)
 
     def preview_skip(self, call_id: str, agent_id: int, now: float) -> list[Command]:
-        call = self.calls.get(call_id)
-        if (
-            call is None
-            or not call.preview
-            or call.agent_id != agent_id
-            or call.state is not CallState.PREVIEW
-        ):
-            raise Conflict("this preview is no longer yours", field="call_id")
+        call = self._offered(call_id, agent_id)
         self._end(call, CallResult.CANCELLED, 0, "skipped by the agent in preview", now)
         return self._flush(now)
 
