@@ -95,10 +95,11 @@ def test_greenswitch_send_blocks_forever_after_the_connection_drops() -> None:
 def test_greenswitch_wedges_its_hub_on_eof_inside_an_event_body() -> None:
     """`_read_socket` loops on read() == b'' without yielding: no other greenlet of that thread runs
     again (so no gevent.Timeout can fire either), and it burns CPU (about a core when the machine
-    is idle; `cpu_share` in the state, not asserted because a saturated machine gives it less)."""
+    is idle; `cpu_share` in the state, not asserted because a saturated machine gives it less).
+    Whether `send()` itself returned first is a race (its +OK reply arrives just before the cut
+    event), so only the wedged hub is asserted."""
     state = _run_child("eof-in-body")
     assert int(state["beats"]) == 0, state
-    assert state["returned"] is False, state
 
 
 def test_greenswitch_glues_the_background_job_result_onto_content_length() -> None:
