@@ -30,6 +30,7 @@ class AgentEvent(StrEnum):
     LOGOUT = "logout"
     RESERVE = "reserve"  # the dialer picked this agent for an answered call
     RELEASE = "release"  # the reserved call went away before it reached the agent
+    MISS = "miss"  # the agent's phone did not take the reserved call in time (or could not be reached)
     CONNECT = "connect"  # the call is bridged to the agent
     MANUAL_CALL = "manual_call"  # the agent dialled out by hand from their phone
     HANGUP = "hangup"  # the agent's call ended: after-call work begins
@@ -49,6 +50,10 @@ TABLE: dict[tuple[AgentState, AgentEvent], AgentState] = {
     **{(s, AgentEvent.LOGOUT): S.OFFLINE for s in (S.READY, S.NOT_READY, S.AWAY, S.WRAP_UP, S.OFFLINE)},
     (S.READY, AgentEvent.RESERVE): S.RESERVED,
     (S.RESERVED, AgentEvent.RELEASE): S.READY,
+    # A missed call takes the agent out of routing (like a queue's auto-pause): a phone that is off the
+    # hook, unregistered or unattended would otherwise be handed every next answered customer, each
+    # one abandoned. The agent is back with one click on Ready.
+    (S.RESERVED, AgentEvent.MISS): S.NOT_READY,
     (S.RESERVED, AgentEvent.CONNECT): S.ON_CALL,
     **{(s, AgentEvent.MANUAL_CALL): S.ON_CALL for s in (S.READY, *_IDLE)},
     (S.ON_CALL, AgentEvent.HANGUP): S.WRAP_UP,

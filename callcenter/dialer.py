@@ -10,7 +10,8 @@ For each running task: on every event that frees capacity, and on a tick of at m
 asks the task's pacer how many calls to place, claims that many due leads in their calling window,
 and originates them. An answered call goes to the longest-idle ready agent of the task's skill
 group; if no agent is connected within `abandon_after_s` (2 s) it is abandoned: the message plays
-and the call is hung up. Ends settle the lead (retry policy), free the agent into wrap-up, and
+and the call is hung up; a reserved agent whose phone rang unanswered goes not ready (missed call).
+Ends settle the lead (retry policy), free the agent into wrap-up, and
 teach the pacer.
 """
 
@@ -62,6 +63,9 @@ log = logging.getLogger(__name__)
 AE = agent_table.AgentEvent
 MANUAL_WRAP_UP_S = 30.0
 REFRESH_S = 1.0
+# An abandon while the reserved agent's phone has rung this long counts as the agent missing the call
+# (they go not ready). Shorter, and the agent was reserved too late to be blamed: back to ready.
+MISSED_AFTER_S = 1.0
 
 
 # --- commands the core asks the runner to send ---------------------------------------------------
@@ -632,10 +636,20 @@ class DialerCore:
         call = self.calls.get(call_id)
         if call is None or call.connected_at is not None or call.abandoning or call.machine:
             return
-        if call.state in (CallState.ANSWERED, CallState.AGENT_RINGING):
+        if call.state is CallState.ANSWERED:
             self._abandon(call, now, f"no agent connected within {self.abandon_after_s:g} s")
+        elif call.state is CallState.AGENT_RINGING:
+            rang = now - (call.agent_at if call.agent_at is not None else now)
+            missed = rang >= MISSED_AFTER_S
+            why = f"no agent connected within {self.abandon_after_s:g} s"
+            if missed:
+                why += f" (agent's phone rang {rang:.1f} s unanswered)"
+            self._abandon(call, now, why, missed=missed)
 
-    def _abandon(self, call: LiveCall, now: float, why: str) -> None:
+    def _abandon(self, call: LiveCall, now: float, why: str, *, missed: bool = False) -> None:
+        """Play the abandon message to an answered customer no agent took, and hang up. `missed`: the
+        reserved agent's phone rang long enough and was not answered: the agent goes not ready (see
+        `AgentEvent.MISS`); otherwise a reserved agent is released to ready."""
         call.abandoning = True
         self._index(call)
         for queue in self.waiting.values():
@@ -648,7 +662,11 @@ class DialerCore:
         if call.agent_id is not None:
             agent = self.agents.get(call.agent_id)
             if agent is not None and agent.state == AgentState.RESERVED.value and agent.call_id == call.id:
-                self._move_agent(agent.id, AE.RELEASE, now)
+                if missed:
+                    log.warning("agent %s missed call %s: set not ready", agent.extension, call.id)
+                    self._move_agent(agent.id, AE.MISS, now, reason="missed_call")
+                else:
+                    self._move_agent(agent.id, AE.RELEASE, now)
         call.note = why
         self.store.update_call(call.id, detail=why)
         sound = task.conf.abandon_sound if task else "abandon"
@@ -669,6 +687,7 @@ class DialerCore:
         expect: AgentState | None = None,
         call_id: str | None = None,
         campaign_id: int | None = None,
+        reason: str | None = None,
     ) -> None:
         agent = self.agents.get(agent_id)
         if expect is None and agent is not None:
@@ -705,6 +724,7 @@ class DialerCore:
                     since=now,
                     call_id=agent.call_id,
                     campaign_id=agent.campaign_id,
+                    reason=reason,
                 )
         if move.new is AgentState.READY:
             for task in self.tasks.values():

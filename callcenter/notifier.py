@@ -49,6 +49,7 @@ class Notifier:
         since: float,
         call_id: str | None,
         campaign_id: int | None,
+        reason: str | None = None,
     ) -> list[Any]:
         payload = {
             "agent_id": agent_id,
@@ -57,6 +58,7 @@ class Notifier:
             "since": since,
             "call_id": call_id,
             "campaign_id": campaign_id,
+            "reason": reason,  # why the dialer moved the agent, when it did: "missed_call"
         }
         return [
             self.bus.publish(agent_topic(agent_id), "agent_state", payload),

@@ -64,6 +64,11 @@ TABLE: dict[str, dict[str, str]] = {
         "zh": "此用户没有分机号，请联系管理员分配。",
     },
     "ws.time_in_state": {"en": "Time in this state", "zh": "当前状态时长"},
+    "ws.missed_call": {
+        "en": "You missed a call: your phone rang and was not answered, so you were set to Not ready. "
+        "Click Ready when you are back.",
+        "zh": "您漏接了一个来电：分机振铃未接听，已将您置为示忙。回到座位后请点击“就绪”。",
+    },
     "ws.set_state": {"en": "Set my state", "zh": "设置状态"},
     "ws.extension": {"en": "Extension", "zh": "分机"},
     "ws.today": {"en": "Today", "zh": "今日"},

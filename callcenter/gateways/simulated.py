@@ -208,6 +208,8 @@ class SimulatedGateway:
         self.script: dict[str, Script] = dict(script or {})
         self.calls: dict[str, _SimCall] = {}
         self.spies: dict[str, str] = {}  # spy id -> call id
+        # Extensions whose phone rings and is never picked up (an agent who left their desk).
+        self.unattended: set[str] = set()
         self._emit: EventSink | None = None
         self._ids = itertools.count(1)
         self.originates = 0
@@ -294,6 +296,8 @@ class SimulatedGateway:
         self._cancel_timers(call)  # the customer's patience timer: an agent is coming
         call.phase = _Phase.CONNECTING
         call.extension = extension
+        if extension in self.unattended:
+            return  # rings until the controller gives up on it
         self._later(call, self.profile.agent_answer.sample(self.rng), lambda: self._connected(call))
 
     async def play_and_hangup(self, call_id: str, sound: str) -> None:

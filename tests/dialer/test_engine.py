@@ -60,6 +60,53 @@ def test_answer_with_no_agent_in_two_seconds_is_abandoned_with_the_message(
     assert snap["abandoned"] == 1 and snap["connected"] == 1 and snap["abandon_pct"] == 50.0
 
 
+def test_agent_whose_phone_rings_unanswered_goes_not_ready_and_gets_no_more_calls(
+    sqlite_engine: Engine, world_factory
+) -> None:  # type: ignore[no-untyped-def]
+    w = world_factory(
+        sqlite_engine,
+        agents=2,
+        campaign={"agent_ratio": 1.0, "max_concurrency": 1},
+        script={f"+861380000000{n}": human(ring=1, talk=5) for n in (1, 2, 3)},
+    )
+    with sqlite_engine.begin() as c:  # agent 1 has waited longest: the first call goes to them
+        c.execute(update(Agent.__table__).where(Agent.__table__.c.id == 1).values(idle_since=T0 - 600))
+    w.sim.agents_changed()
+    w.sim.gateway.unattended.add(w.agent(1)["extension"])  # agent 1 left their desk
+    w.sim.run_for(60)
+    calls = {c["number"]: c for c in w.calls()}
+    first = calls["+8613800000001"]
+    assert (first["agent_id"], first["result"]) == (1, "abandoned")
+    assert "agent's phone rang" in first["detail"]
+    assert w.agent(1)["state"] == "not_ready"  # out of routing until they click Ready
+    later = [calls["+8613800000002"], calls["+8613800000003"]]
+    assert [(c["agent_id"], c["result"]) for c in later] == [(2, "answered"), (2, "answered")]
+
+
+def test_agent_reserved_too_late_to_answer_is_released_to_ready(sqlite_engine: Engine, world_factory) -> None:  # type: ignore[no-untyped-def]
+    w = world_factory(
+        sqlite_engine,
+        agents=2,
+        campaign={"agent_ratio": 2.0, "max_concurrency": 2},
+        script={"+8613800000001": human(ring=1, talk=30), "+8613800000002": human(ring=1.2, talk=30)},
+    )
+    with sqlite_engine.begin() as c:  # agent 2 is not ready yet: agent 1 takes the first answer
+        c.execute(update(Agent.__table__).where(Agent.__table__.c.id == 2).values(state="not_ready"))
+    w.sim.agents_changed()
+    w.sim.run_for(2.7)  # the second customer has waited 1.5 s of the 2 s
+    second = {c["number"]: c for c in w.calls()}["+8613800000002"]
+    assert second["state"] == "answered" and second["answered_at"] <= T0 + 1.3
+    with sqlite_engine.begin() as c:
+        c.execute(update(Agent.__table__).where(Agent.__table__.c.id == 2).values(state="ready"))
+    w.sim.gateway.unattended.add(w.agent(2)["extension"])
+    w.sim.agents_changed()
+    w.sim.run_for(5)
+    second = {c["number"]: c for c in w.calls()}["+8613800000002"]
+    assert (second["agent_id"], second["result"]) == (2, "abandoned")
+    assert "rang" not in second["detail"]  # about 0.5 s of ringing: not a missed call
+    assert w.agent(2)["state"] == "ready"
+
+
 def test_customer_hanging_up_before_an_agent_counts_as_abandoned(
     sqlite_engine: Engine, world_factory
 ) -> None:  # type: ignore[no-untyped-def]

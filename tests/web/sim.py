@@ -58,7 +58,7 @@ def agent_id(engine: Engine, extension: str) -> int:
         return row.id
 
 
-def _publish_state(notifier: Notifier, engine: Engine, agent: int) -> None:
+def _publish_state(notifier: Notifier, engine: Engine, agent: int, reason: str | None = None) -> None:
     with session_scope(engine) as s:
         row = s.get(Agent, agent)
         assert row is not None
@@ -69,6 +69,7 @@ def _publish_state(notifier: Notifier, engine: Engine, agent: int) -> None:
             since=row.state_since,
             call_id=row.call_id,
             campaign_id=row.campaign_id,
+            reason=reason,
         )
 
 
@@ -77,6 +78,16 @@ def set_ready(engine: Engine, redis: Any, agent: int) -> None:
     with session_scope(engine) as s:
         agents.apply(s, agent_id=agent, event=AgentEvent.SET_READY, now=time.time())
     _publish_state(notifier, engine, agent)
+
+
+def miss(engine: Engine, redis: Any, agent: int, campaign_id: int | None = None) -> None:
+    """A ready agent is reserved for an answered call and their phone rings unanswered: the dialer
+    abandons the call and sets them not ready (`AgentEvent.MISS`), saying why."""
+    now = time.time()
+    with session_scope(engine) as s:
+        agents.apply(s, agent_id=agent, event=AgentEvent.RESERVE, now=now - 2, call_id=str(uuid.uuid4()))
+        agents.apply(s, agent_id=agent, event=AgentEvent.MISS, now=now)
+    _publish_state(Notifier(Bus(redis)), engine, agent, reason="missed_call")
 
 
 def connect(

@@ -32,6 +32,21 @@ def test_agent_goes_ready_and_sees_time_in_state(pages, live_server) -> None:  #
     expect(page.locator("#c-calls")).to_have_text("0")
 
 
+def test_a_missed_call_sets_the_agent_not_ready_and_says_why(pages, live_server) -> None:  # type: ignore[no-untyped-def]
+    live_server.user("ann", ["agent"], extension="1001")
+    ann = sim.agent_id(live_server.engine, "1001")
+    page = pages.open("ann", "/workstation")
+    page.click("#btn-ready")
+    expect(page.locator("#agent-state")).to_have_attribute("data-state", "ready")
+    sim.miss(live_server.engine, live_server.redis, ann)
+    expect(page.locator("#agent-state")).to_have_attribute("data-state", "not_ready")
+    expect(page.locator("#state-error")).to_be_visible()
+    expect(page.locator("#state-error")).to_contain_text("You missed a call")
+    page.click("#btn-ready")  # back at the desk
+    expect(page.locator("#agent-state")).to_have_attribute("data-state", "ready")
+    expect(page.locator("#state-error")).to_be_hidden()
+
+
 def test_pop_save_and_the_next_pop_of_the_number_shows_what_was_saved(pages, live_server) -> None:  # type: ignore[no-untyped-def]
     live_server.user("ann", ["agent"], extension="1001")
     ann = sim.agent_id(live_server.engine, "1001")

@@ -73,6 +73,15 @@
     if (typeof msg.since === "number" && msg.since < me.since) return;
     me.callId = msg.call_id;
     showState(msg.state, msg.since);
+    if (msg.reason === "missed_call") {
+      // The dialer took the agent out of routing: say why, loudly, until they change state.
+      ui.stateError.textContent = t("ws.missed_call");
+      ui.stateError.hidden = false;
+      chime();
+      notify(t("ws.missed_call"), "", "missed-call");
+    } else if (msg.state !== "not_ready") {
+      ui.stateError.hidden = true;
+    }
   }
 
   document.querySelectorAll("[data-set-state]").forEach((btn) =>
@@ -135,13 +144,10 @@
     });
   }
 
-  function notify(pop) {
+  function notify(title, body, tag) {
     if (!("Notification" in window) || Notification.permission !== "granted") return;
     try {
-      const n = new Notification(t("ws.pop_title") + " " + pop.number, {
-        body: [pop.crm && pop.crm.contact && pop.crm.contact.name, pop.campaign_name].filter(Boolean).join(" · "),
-        tag: "screen-pop",
-      });
+      const n = new Notification(title, { body, tag });
       n.onclick = () => {
         window.focus();
         n.close();
@@ -149,6 +155,10 @@
     } catch (e) {
       /* some browsers only allow notifications from a service worker */
     }
+  }
+  function notifyPop(pop) {
+    const who = [pop.crm && pop.crm.contact && pop.crm.contact.name, pop.campaign_name].filter(Boolean);
+    notify(t("ws.pop_title") + " " + pop.number, who.join(" · "), "screen-pop");
   }
 
   // --- the call panel -------------------------------------------------------------------------
@@ -272,7 +282,7 @@
 
   function announce(pop) {
     chime();
-    notify(pop);
+    notifyPop(pop);
     ui.panel.classList.remove("flash");
     void ui.panel.offsetWidth; // restart the animation
     ui.panel.classList.add("flash");
