@@ -66,27 +66,52 @@ class EslReply:
 
 
 class EslEvent:
-    """One `text/event-plain` event. Header values stay URL-encoded until asked for (`get`), so an
-    event whose fields nobody reads costs only the split."""
+    """One `text/event-plain` event, parsed lazily: `get` finds the one header asked for in the header
+    block (a substring search, in C), so a driver that reads ten of an event's hundred-odd headers
+    does not split the other ninety; `raw` splits the whole block (once) for whoever wants every
+    header. Values stay URL-encoded until asked for through `get`."""
 
-    __slots__ = ("body", "raw")
+    __slots__ = ("_head", "_raw", "body")
 
-    def __init__(self, raw: dict[str, str], body: str = "") -> None:
-        self.raw = raw
+    def __init__(self, head: str, body: str = "") -> None:
+        self._raw: dict[str, str] | None = None
+        self._head = "\n" + head  # every header line starts with a newline: one search pattern
         self.body = body
 
     @property
+    def raw(self) -> dict[str, str]:
+        """Every header, URL-encoded as sent."""
+        if self._raw is None:
+            self._raw = _split_headers(self._head[1:])
+        return self._raw
+
+    def header(self, key: str) -> str | None:
+        """One header's value as sent (URL-encoded), or None."""
+        if self._raw is not None:
+            return self._raw.get(key)
+        head = self._head
+        needle = "\n" + key + ":"
+        i = head.find(needle)  # values are URL-encoded: no newline inside one, so no false match
+        if i < 0:
+            return None
+        start = i + len(needle)
+        if head.startswith(" ", start):
+            end = head.find("\n", start)
+            return head[start + 1 : end if end >= 0 else len(head)]
+        return "" if start == len(head) or head[start] == "\n" else None  # `Name:`: empty
+
+    @property
     def name(self) -> str:
-        return self.raw.get("Event-Name", "")
+        return self.header("Event-Name") or ""
 
     def get(self, key: str, default: str | None = None) -> str | None:
-        value = self.raw.get(key)
+        value = self.header(key)
         if value is None:
             return default
         return unquote(value) if "%" in value else value
 
     def __repr__(self) -> str:  # pragma: no cover - debugging aid
-        return f"EslEvent({self.name}, {self.raw.get('Unique-ID') or self.raw.get('Job-UUID')})"
+        return f"EslEvent({self.name}, {self.header('Unique-ID') or self.header('Job-UUID')})"
 
 
 def _split_headers(block: str) -> dict[str, str]:
@@ -101,20 +126,21 @@ def _split_headers(block: str) -> dict[str, str]:
 
 
 def parse_event(data: bytes) -> EslEvent:
-    """Parse the body of a `text/event-plain` message (header block, optional inner body)."""
+    """The body of a `text/event-plain` message (header block, optional inner body) as an event whose
+    headers are read on demand (see `EslEvent`)."""
     end = data.find(b"\n\n")
-    head = data if end < 0 else data[:end]
-    headers = _split_headers(head.decode("utf-8", "replace"))
-    body = ""
-    length = headers.get("Content-Length")
-    if length is not None and end >= 0:
-        try:
-            n = int(length)
-        except ValueError:
-            n = -1
-        if n > 0:
-            body = data[end + 2 : end + 2 + n].decode("utf-8", "replace")
-    return EslEvent(headers, body)
+    head = (data if end < 0 else data[:end]).decode("utf-8", "replace")
+    event = EslEvent(head)
+    if end >= 0:
+        length = event.header("Content-Length")
+        if length is not None:
+            try:
+                n = int(length)
+            except ValueError:
+                n = -1
+            if n > 0:
+                event.body = data[end + 2 : end + 2 + n].decode("utf-8", "replace")
+    return event
 
 
 class EslFramer:

@@ -767,7 +767,7 @@ class FreeswitchGateway:
         return key in self._calls or key in self._spies
 
     def _on_event(self, event: EslEvent) -> None:
-        handler = self._handlers.get(event.raw.get("Event-Name", ""))
+        handler = self._handlers.get(event.header("Event-Name") or "")
         if handler is not None:
             try:
                 handler(event)
@@ -775,13 +775,13 @@ class FreeswitchGateway:
                 log.exception("FreeSWITCH event %s could not be handled", event.name)
 
     def _on_progress(self, event: EslEvent) -> None:
-        call = self._calls.get(event.raw.get("Unique-ID", ""))
+        call = self._calls.get(event.header("Unique-ID") or "")
         if call is not None and not call.ringing and not call.manual:
             call.ringing = True
             self._emit(CallRinging(call.call_id, self._clock()))
 
     def _on_answer(self, event: EslEvent) -> None:
-        call = self._calls.get(event.raw.get("Unique-ID", ""))
+        call = self._calls.get(event.header("Unique-ID") or "")
         if call is None or call.manual:
             return
         call.answered = True
@@ -791,7 +791,7 @@ class FreeswitchGateway:
     def _on_custom(self, event: EslEvent) -> None:
         subclass = event.get("Event-Subclass")
         if subclass == ANSWERED_SUBCLASS:
-            call = self._calls.get(event.raw.get("Unique-ID", ""))
+            call = self._calls.get(event.header("Unique-ID") or "")
             if call is None or call.manual:
                 return
             call.answered = True
@@ -801,7 +801,7 @@ class FreeswitchGateway:
             self._on_manual(event)
 
     def _on_manual(self, event: EslEvent) -> None:
-        uid = event.raw.get("Unique-ID", "")
+        uid = event.header("Unique-ID") or ""
         agent = event.get("cc_agent") or ""
         number = event.get("cc_number") or ""
         try:
@@ -817,7 +817,7 @@ class FreeswitchGateway:
         self._emit(ManualCallStarted(uid, self._clock(), agent, number))
 
     def _on_bridge(self, event: EslEvent) -> None:
-        call = self._calls.get(event.raw.get("Unique-ID", ""))
+        call = self._calls.get(event.header("Unique-ID") or "")
         if call is None:
             return
         if call.extension is None:
@@ -830,7 +830,7 @@ class FreeswitchGateway:
             self._connected(call, call.call_id if call.manual else other, self._clock())
 
     def _on_background_job(self, event: EslEvent) -> None:
-        job = self._jobs.get(event.raw.get("Job-UUID", ""))
+        job = self._jobs.get(event.header("Job-UUID") or "")
         if job is None:
             return
         kind, ident = job
@@ -859,7 +859,7 @@ class FreeswitchGateway:
         self._end(call, result_kind, q850_of(cause), f"BACKGROUND_JOB -ERR {cause}".strip())
 
     def _on_hangup_complete(self, event: EslEvent) -> None:
-        uid = event.raw.get("Unique-ID", "")
+        uid = event.header("Unique-ID") or ""
         call = self._calls.get(uid)
         if call is None:
             spy = self._spies.get(uid)

@@ -263,6 +263,31 @@ def test_background_job_result_is_the_body_not_glued_to_content_length() -> None
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in TRACE_DIR.glob("*.jsonl")))
+def test_a_header_read_on_demand_is_the_header_of_the_whole_split(name: str) -> None:
+    """The driver reads single headers (`EslEvent.header`, a search); every header of every recorded
+    event must read the same as from the full split, and absent ones as None."""
+    for _, body in EslFramer().feed(_inbound(name)):
+        if not body.startswith(b"Event-Name") and b"\nEvent-Name: " not in body:
+            continue
+        every = parse_event(body).raw
+        event = parse_event(body)
+        for key, value in every.items():
+            assert event.header(key) == value, key
+        for absent in ("Unique", "Event", "ID", "variable_no_such_thing", "Content-Len"):
+            assert (event.header(absent) is None) is (absent not in every)
+
+
+def test_a_header_with_an_empty_value_and_header_name_prefixes() -> None:
+    event = parse_event(
+        b"Event-Name: CUSTOM\nEvent-Subclass:\nUnique-ID-Extra: x\nUnique-ID: abc\nNote: a%20b"
+    )
+    assert event.header("Event-Subclass") == ""
+    assert event.header("Unique-ID") == "abc"  # not the value of Unique-ID-Extra
+    assert event.header("Note") == "a%20b" and event.get("Note") == "a b"
+    assert event.header("Event") is None and event.name == "CUSTOM"
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in TRACE_DIR.glob("*.jsonl")))
 def test_every_recorded_stream_frames_the_same_in_any_chunking(name: str) -> None:
     stream = _inbound(name)
     whole = EslFramer().feed(stream)
