@@ -149,6 +149,7 @@ def main() -> None:
         ("occup", 6),
         ("aband%", 7),
         ("bound", 6),
+        ("of bound", 8),
         ("vs adapt", 8),
     )
     print(" ".join(f"{name:<{-w}}" if w < 0 else f"{name:>{w}}" for name, w in cols))
@@ -175,7 +176,8 @@ def main() -> None:
                 print(
                     f"{r['agents']:>6} {r['answer_rate']:>6.2f} {r['talk_s']:>5.0f} {r['mode']:<15} "
                     f"{r['talk_min_per_agent_hour']:>9.2f} {r['occupancy']:>6.3f} {r['abandon_pct']:>7.2f} "
-                    f"{r['bound_min_per_agent_hour']:>6.2f} {ratio:>8.3f}",
+                    f"{r['bound_min_per_agent_hour']:>6.2f} "
+                    f"{r['talk_min_per_agent_hour'] / r['bound_min_per_agent_hour']:>8.3f} {ratio:>8.3f}",
                     flush=True,
                 )
             rows += group
