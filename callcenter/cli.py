@@ -107,6 +107,9 @@ def _serve_web(settings: Settings) -> None:
         port=settings.web_port,
         log_level=settings.log_level.lower(),
         ws="websockets-sansio",
+        # Workstation and monitor messages are a few KB of JSON: compressing each costs more
+        # latency and CPU than it saves on a LAN or any link an agent works over.
+        ws_per_message_deflate=False,
     )
 
 
