@@ -63,6 +63,8 @@ log = logging.getLogger(__name__)
 AE = agent_table.AgentEvent
 MANUAL_WRAP_UP_S = 30.0
 REFRESH_S = 1.0
+_STATES = {s.value: s for s in AgentState}  # row value -> enum, without Enum.__call__ per agent per pace
+OFFLINE = AgentState.OFFLINE.value
 # An abandon while the reserved agent's phone has rung this long counts as the agent missing the call
 # (they go not ready). Shorter, and the agent was reserved too late to be blamed: back to ready.
 MISSED_AFTER_S = 1.0
@@ -256,7 +258,8 @@ class DialerCore:
 
     def tick(self, now: float) -> list[Command]:
         """Timers, wrap-up ends, task state changes, completion, and pacing of every running task."""
-        if now >= self._next_refresh:
+        refreshed = now >= self._next_refresh
+        if refreshed:
             self._refresh(now)
         wrap_due: set[int] = set()
         while self._timers and self._timers[0][0] <= now:
@@ -265,7 +268,7 @@ class DialerCore:
                 self._abandon_check(key, now)
             else:
                 wrap_due.add(int(key))
-        self._wrap_up_timeouts(now, wrap_due)
+        self._wrap_up_timeouts(now, wrap_due, scan=refreshed)
         self._enforce_task_states(now)
         self._dirty.update(cid for cid, t in self.tasks.items() if t.conf.state is CampaignState.RUNNING)
         return self._flush(now)
@@ -731,8 +734,10 @@ class DialerCore:
                 if agent is None or task.conf.skill_group_id in agent.groups:
                     self._dirty.add(task.conf.id)
 
-    def _wrap_up_timeouts(self, now: float, ids: set[int]) -> None:
-        for agent in self.agents.values():  # rows moved to wrap-up by another process or before a restart
+    def _wrap_up_timeouts(self, now: float, ids: set[int], *, scan: bool) -> None:
+        """End the wrap-ups whose timer fired (`ids`); with `scan` (once per refresh) also those of
+        rows moved to wrap-up by another process or before a restart, which have no timer here."""
+        for agent in self.agents.values() if scan else ():
             if agent.state == AgentState.WRAP_UP.value and agent.id not in ids:
                 task = self.tasks.get(agent.campaign_id or -1)
                 if now - agent.since >= (task.conf.wrap_up_s if task else MANUAL_WRAP_UP_S):
@@ -806,7 +811,7 @@ class DialerCore:
         view = PacingView(
             now=now,
             max_concurrency=conf.max_concurrency - task.others_active,
-            agents=tuple(AgentSlot(AgentState(a.state), a.since) for a in group_agents),
+            agents=tuple(AgentSlot(_STATES[a.state], a.since) for a in group_agents if a.state != OFFLINE),
             share=1.0 / max(1, sharing),
             ringing_since=tuple(task.ringing.values()),
             waiting=len(task.waiting),

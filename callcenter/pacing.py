@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -58,11 +59,11 @@ class PacingView:
     def active(self) -> int:
         return self.in_flight + self.agent_ringing + self.connected
 
-    @property
+    @cached_property
     def ready(self) -> float:
         return self.share * sum(1 for a in self.agents if a.state is AgentState.READY)
 
-    @property
+    @cached_property
     def working(self) -> float:
         """Agents taking part (ready, reserved, on a call or in wrap-up), times the share."""
         busy = (AgentState.READY, AgentState.RESERVED, AgentState.ON_CALL, AgentState.WRAP_UP)
