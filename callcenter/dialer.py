@@ -194,6 +194,10 @@ class DialerCore:
         self.tasks: dict[int, TaskRuntime] = {}
         self.calls: dict[str, LiveCall] = {}
         self.agents: dict[int, AgentRow] = {}
+        # Per skill group: (agents generation, its agents, their pacing slots). The generation moves
+        # on every agent move and refresh, so a pace reuses the slots while no agent changed.
+        self._agents_gen = 0
+        self._groups: dict[int, tuple[int, list[AgentRow], tuple[AgentSlot, ...]]] = {}
         self.waiting: dict[int, deque[str]] = {}  # skill group -> answered calls waiting for an agent
         self._timers: list[tuple[float, int, str, str]] = []
         self._seq = itertools.count()
@@ -399,6 +403,7 @@ class DialerCore:
             )
         old = self.agents
         self.agents = self.store.agents()
+        self._agents_gen += 1
         for aid, row in self.agents.items():
             before = old.get(aid)
             if before and before.state == AgentState.WRAP_UP.value and row.state == AgentState.READY.value:
@@ -597,7 +602,7 @@ class DialerCore:
     def _pick_agent(self, group: int, now: float, call: LiveCall) -> AgentRow | None:
         """Reserve the longest-idle ready agent of `group` for `call` and ask the PBX to connect."""
         candidates = sorted(
-            (a for a in self.agents.values() if group in a.groups and a.state == AgentState.READY.value),
+            (a for a in self._group(group)[0] if a.state == AgentState.READY.value),
             key=lambda a: (a.idle_since, a.id),
         )
         for agent in candidates:
@@ -709,8 +714,10 @@ class DialerCore:
             fresh = self.store.agents().get(agent_id)
             if fresh is not None:
                 self.agents[agent_id] = fresh
+                self._agents_gen += 1
             raise
         if agent is not None:
+            self._agents_gen += 1
             agent.state = move.new.value
             agent.since = now
             if move.new is AgentState.READY:
@@ -790,6 +797,17 @@ class DialerCore:
                                 at=now,
                             )
 
+    def _group(self, group: int) -> tuple[list[AgentRow], tuple[AgentSlot, ...]]:
+        """The agents of a skill group and their pacing slots (offline ones left out), cached until
+        an agent moves or the rows are reloaded."""
+        cached = self._groups.get(group)
+        if cached is not None and cached[0] == self._agents_gen:
+            return cached[1], cached[2]
+        agents = [a for a in self.agents.values() if group in a.groups]
+        slots = tuple(AgentSlot(_STATES[a.state], a.since) for a in agents if a.state != OFFLINE)
+        self._groups[group] = (self._agents_gen, agents, slots)
+        return agents, slots
+
     def _pace(self, task: TaskRuntime, now: float) -> None:
         conf = task.conf
         if conf.state is not CampaignState.RUNNING or gateway_key(conf.gateway_id) in self.links_down:
@@ -799,7 +817,7 @@ class DialerCore:
             return
         tz_filter = None if len(open_keys) == len(task.tz_keys) else open_keys
         group = conf.skill_group_id
-        group_agents = [a for a in self.agents.values() if group in a.groups]
+        group_agents, slots = self._group(group)
         if isinstance(task.pacer, PreviewPacer):
             self._preview(task, group_agents, tz_filter, now)
             return
@@ -811,7 +829,7 @@ class DialerCore:
         view = PacingView(
             now=now,
             max_concurrency=conf.max_concurrency - task.others_active,
-            agents=tuple(AgentSlot(_STATES[a.state], a.since) for a in group_agents if a.state != OFFLINE),
+            agents=slots,
             share=1.0 / max(1, sharing),
             ringing_since=tuple(task.ringing.values()),
             waiting=len(task.waiting),
