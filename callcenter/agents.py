@@ -125,9 +125,11 @@ def apply(
     expect: AgentState | None = None,
     call_id: str | None = None,
     campaign_id: int | None = None,
+    reason: str | None = None,
 ) -> AgentMove:
     """Move one agent with a compare-and-set. `expect` pins the state the caller saw; without it the
-    current row is read first. `call_id` / `campaign_id` are recorded for reserve / connect / manual."""
+    current row is read first. `call_id` / `campaign_id` are recorded for reserve / connect / manual;
+    `reason` (why the dialer made the move) is kept until the next move."""
     if expect is None:
         row = conn.execute(_STATE, {"aid": agent_id}).first()
         if row is None:
@@ -135,6 +137,7 @@ def apply(
         expect = AgentState(row[0])
     new = next_state(expect, event)
     values: dict[str, object] = {"state": new.value}
+    values["state_reason"] = reason  # a reason belongs to this one move: any later move clears it
     if new != expect:
         values["state_since"] = now
     if new is S.READY and expect is not S.READY:

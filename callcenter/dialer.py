@@ -709,6 +709,7 @@ class DialerCore:
                 expect=expect,
                 call_id=call_id,
                 campaign_id=campaign_id,
+                reason=reason,
             )
         except Conflict:
             fresh = self.store.agents().get(agent_id)

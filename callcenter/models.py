@@ -133,6 +133,8 @@ class Agent(SQLModel, table=True):
     extension: str = Field(unique=True, index=True, max_length=32)
     state: str = Field(default=AgentState.OFFLINE.value, index=True, max_length=16)
     state_since: float = Field(default_factory=now)
+    # Why the dialer put the agent in this state ("missed_call"); None when they chose it themselves.
+    state_reason: str | None = Field(default=None, max_length=32)
     # When the agent last became ready: routing picks the ready agent who has waited longest.
     idle_since: float = Field(default_factory=now)
     call_id: str | None = Field(default=None, max_length=64)

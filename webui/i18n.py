@@ -38,6 +38,7 @@ TABLE: dict[str, dict[str, str]] = {
     "state.on_call": {"en": "On call", "zh": "通话中"},
     "state.wrap_up": {"en": "Wrap-up", "zh": "话后处理"},
     "state.not_ready": {"en": "Not ready", "zh": "未就绪"},
+    "reason.missed_call": {"en": "missed a call", "zh": "漏接来电"},
     "state.away": {"en": "Away", "zh": "离开"},
     # the push connection
     "live.connecting": {"en": "Connecting…", "zh": "连接中…"},
@@ -67,7 +68,7 @@ TABLE: dict[str, dict[str, str]] = {
     "ws.missed_call": {
         "en": "You missed a call: your phone rang and was not answered, so you were set to Not ready. "
         "Click Ready when you are back.",
-        "zh": "您漏接了一个来电：分机振铃未接听，已将您置为示忙。回到座位后请点击“就绪”。",
+        "zh": "您漏接了一个来电：分机振铃未接听，已将您置为未就绪。回到座位后请点击“就绪”。",
     },
     "ws.set_state": {"en": "Set my state", "zh": "设置状态"},
     "ws.extension": {"en": "Extension", "zh": "分机"},

@@ -48,6 +48,7 @@ def agent_state(session: Session, agent_id: int) -> dict[str, Any] | None:
         "since": agent.state_since,
         "call_id": agent.call_id,
         "campaign_id": agent.campaign_id,
+        "reason": agent.state_reason,
     }
 
 
@@ -89,6 +90,7 @@ def _grid_select() -> Any:
             User.display_name,
             Agent.state,
             Agent.state_since,
+            Agent.state_reason,
             Agent.call_id,
             Agent.campaign_id,
             Campaign.name,
@@ -102,13 +104,14 @@ def _grid_select() -> Any:
 
 
 def _grid_row(row: Any) -> dict[str, Any]:
-    agent_id, ext, name, state, since, call_id, campaign_id, campaign, number, connected = row
+    agent_id, ext, name, state, since, reason, call_id, campaign_id, campaign, number, connected = row
     return {
         "agent_id": agent_id,
         "extension": ext,
         "name": name,
         "state": state,
         "since": since,
+        "reason": reason,
         "call_id": call_id,
         "campaign_id": campaign_id,
         "campaign_name": campaign or "",

@@ -79,6 +79,7 @@ def test_agent_whose_phone_rings_unanswered_goes_not_ready_and_gets_no_more_call
     assert (first["agent_id"], first["result"]) == (1, "abandoned")
     assert "agent's phone rang" in first["detail"]
     assert w.agent(1)["state"] == "not_ready"  # out of routing until they click Ready
+    assert w.agent(1)["state_reason"] == "missed_call"
     later = [calls["+8613800000002"], calls["+8613800000003"]]
     assert [(c["agent_id"], c["result"]) for c in later] == [(2, "answered"), (2, "answered")]
 

@@ -86,7 +86,7 @@ def miss(engine: Engine, redis: Any, agent: int, campaign_id: int | None = None)
     now = time.time()
     with session_scope(engine) as s:
         agents.apply(s, agent_id=agent, event=AgentEvent.RESERVE, now=now - 2, call_id=str(uuid.uuid4()))
-        agents.apply(s, agent_id=agent, event=AgentEvent.MISS, now=now)
+        agents.apply(s, agent_id=agent, event=AgentEvent.MISS, now=now, reason="missed_call")
     _publish_state(Notifier(Bus(redis)), engine, agent, reason="missed_call")
 
 

@@ -42,6 +42,8 @@ def test_a_missed_call_sets_the_agent_not_ready_and_says_why(pages, live_server)
     expect(page.locator("#agent-state")).to_have_attribute("data-state", "not_ready")
     expect(page.locator("#state-error")).to_be_visible()
     expect(page.locator("#state-error")).to_contain_text("You missed a call")
+    page.reload()  # the reason is kept on the agent's row until their next move
+    expect(page.locator("#state-error")).to_contain_text("You missed a call")
     page.click("#btn-ready")  # back at the desk
     expect(page.locator("#agent-state")).to_have_attribute("data-state", "ready")
     expect(page.locator("#state-error")).to_be_hidden()
@@ -226,6 +228,12 @@ def test_supervisor_grid_updates_by_push(pages, live_server) -> None:  # type: i
     expect(row).to_have_attribute("data-state", "ready")
     expect(row.locator(".state .pill")).to_have_text("Ready")
     expect(page.locator('#agent-summary [data-summary="ready"]')).to_have_text("Ready 1")
+
+    sim.miss(live_server.engine, live_server.redis, ann)  # ann's phone rang unanswered
+    expect(row).to_have_attribute("data-state", "not_ready")
+    expect(row.locator(".state .pill")).to_have_text("Not ready · missed a call")
+    sim.set_ready(live_server.engine, live_server.redis, ann)
+    expect(row.locator(".state .pill")).to_have_text("Ready")
 
     sim.connect(live_server.engine, live_server.redis, agent=ann, number=NUMBER, campaign_id=task)
     expect(row).to_have_attribute("data-state", "on_call")

@@ -16,7 +16,7 @@ from webui.templating import render
 router = APIRouter()
 
 MONITOR_JS_KEYS = keys_with_prefix(
-    "state.", "live.", "dir.", "mon.", "tstate.", "act.", "pace.", "gw.", "result.", "task.cancel"
+    "state.", "reason.", "live.", "dir.", "mon.", "tstate.", "act.", "pace.", "gw.", "result.", "task.cancel"
 )
 
 

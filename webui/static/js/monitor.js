@@ -59,7 +59,8 @@
     tr.querySelector(".name").textContent = a.name || "";
     const pill = tr.querySelector(".state .pill");
     pill.className = "pill state-" + a.state;
-    pill.textContent = t("state." + a.state);
+    // Why the dialer put the agent there (a missed call), until the agent's next move.
+    pill.textContent = t("state." + a.state) + (a.reason ? " · " + t("reason." + a.reason) : "");
     const onCall = ON_CALL.has(a.state) || a.state === "reserved";
     tr.querySelector(".call").textContent = onCall ? a.number || "" : "";
     tr.querySelector(".task").textContent = onCall ? a.campaign_name || (a.call_id ? t("dir.manual") : "") : "";

@@ -79,7 +79,7 @@
       ui.stateError.hidden = false;
       chime();
       notify(t("ws.missed_call"), "", "missed-call");
-    } else if (msg.state !== "not_ready") {
+    } else {
       ui.stateError.hidden = true;
     }
   }
