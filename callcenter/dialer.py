@@ -31,6 +31,7 @@ from callcenter import campaigns as campaign_table
 from callcenter.errors import Conflict, Invalid
 from callcenter.gateways.base import (
     ActiveCall,
+    AgentLegFailed,
     AnswerKind,
     CallAnswered,
     CallConnected,
@@ -469,6 +470,8 @@ class DialerCore:
             self._answered(call, event.answer, now)
         elif isinstance(event, CallConnected):
             self._connected(call, now)
+        elif isinstance(event, AgentLegFailed):
+            self._agent_leg_failed(call, event, now)
         elif isinstance(event, CallEnded):
             self._ended(call, event, now)
 
@@ -501,6 +504,30 @@ class DialerCore:
             if agent is None:
                 self.waiting.setdefault(group, deque()).append(call.id)
         self._timer(now + self.abandon_after_s, "abandon", call.id)
+
+    def _agent_leg_failed(self, call: LiveCall, event: AgentLegFailed, now: float) -> None:
+        """The reserved agent's phone did not take the call: that agent missed it (not ready), and the
+        customer, still waiting, goes to the next ready agent within what is left of the 2 s."""
+        if call.state is not CallState.AGENT_RINGING or call.abandoning or call.connected_at is not None:
+            return
+        agent = self.agents.get(call.agent_id) if call.agent_id is not None else None
+        log.warning("agent %s did not take call %s (%s)", event.extension, call.id, event.detail)
+        if agent is not None and agent.state == AgentState.RESERVED.value and agent.call_id == call.id:
+            self._move_agent(agent.id, AE.MISS, now, reason="missed_call")
+        call.agent_id = call.agent_at = None
+        call.state = CallState.ANSWERED
+        self._index(call)
+        self.store.update_call(
+            call.id,
+            state=CallState.ANSWERED.value,
+            agent_id=None,
+            agent_at=None,
+            detail=f"agent {event.extension} did not take it ({event.detail})"[:200],
+        )
+        task = self.tasks.get(call.campaign_id or -1)
+        group = task.conf.skill_group_id if task else -1
+        if self._pick_agent(group, now, call) is None:
+            self.waiting.setdefault(group, deque()).append(call.id)
 
     def _connected(self, call: LiveCall, now: float) -> None:
         if call.abandoning or call.connected_at is not None:

@@ -30,6 +30,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from callcenter.config import SAMPLE_SECRETS, SettingsError, load_settings
 from callcenter.errors import Invalid
 from callcenter.gateways.freeswitch import (
+    AGENT_FAILED_SUBCLASS,
     ANSWERED_SUBCLASS,
     DEFAULT_ABANDON_PREFIX,
     DEFAULT_AGENT_PREFIX,
@@ -245,6 +246,7 @@ def render(
         "amd_verdict": config.amd_verdict,
         "answered_subclass": ANSWERED_SUBCLASS,
         "manual_subclass": MANUAL_SUBCLASS,
+        "agent_failed_subclass": AGENT_FAILED_SUBCLASS,
         "agent_dial": config.agent_template.format(extension="$1"),
         "customer_dial": config.dial_template.format(number="$1"),
         "agents": users,

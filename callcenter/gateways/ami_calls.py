@@ -19,6 +19,7 @@ from panoramisk.message import Message
 from callcenter.errors import Invalid
 from callcenter.gateways.ami_dialplan import Dialplan
 from callcenter.gateways.base import (
+    AgentLegFailed,
     AnswerKind,
     CallAnswered,
     CallConnected,
@@ -294,11 +295,13 @@ class CallTracker:
             self._announce(call, verdict)
         elif msg.get("UserEvent") == self.dialplan.agent_failed_event:
             call = self.calls.get(msg.get("Uniqueid", ""))
-            if call is not None and not call.connected:
-                status = msg.get("DialStatus")
-                log.info("call %s: agent %s did not answer (%s)", call.call_id, call.connecting, status)
+            if call is not None and not call.connected and call.connecting:
+                status = msg.get("DialStatus") or ""
+                extension = call.connecting
+                log.info("call %s: agent %s did not answer (%s)", call.call_id, extension, status)
                 call.connecting = None
                 call.agent_channel = ""
+                self._emit(AgentLegFailed(call.call_id, self.clock(), extension, status))
 
     def _on_bridge_enter(self, msg: Message) -> None:
         uid = msg["Uniqueid"]

@@ -14,7 +14,10 @@ Rules every driver follows (the contract suite in `tests/gateways/` checks them 
    `CallRinging`? -> `CallAnswered`? -> `CallConnected`? -> `CallEnded` (exactly once, always last).
    `CallAnswered` comes once: at answer, or, when the request asked for answering machine detection,
    when the verdict is known (`answer` says human / machine / unknown; without AMD it is unknown).
-   `CallConnected` comes when the customer is bridged to the agent asked for by `connect_agent`.
+   `CallConnected` comes when the customer is bridged to the agent asked for by `connect_agent`;
+   `AgentLegFailed` when that agent's phone did not take the call (no answer within the PBX's agent
+   ring time, busy, unreachable): the customer is still up, waiting, and may be connected to another
+   agent. Either may come more than once if `connect_agent` is called again.
 3. `CallEnded.result` classifies the end the same way on every PBX:
    - `answered`: the customer had answered (whatever happened next, e.g. an abandon message);
    - `busy` (Q.850 17), `no_answer` (19; also when the ring timeout expires),
@@ -107,6 +110,17 @@ class CallEnded:
 
 
 @dataclass(frozen=True, slots=True)
+class AgentLegFailed:
+    """The agent's phone rung for an answered customer did not take the call; `detail` says how
+    (e.g. "NOANSWER", "CHANUNAVAIL", "USER_NOT_REGISTERED"). The customer is waiting again."""
+
+    call_id: str
+    at: float
+    extension: str
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class ManualCallStarted:
     """An agent's phone started a call by hand (not originated by us)."""
 
@@ -152,6 +166,7 @@ GatewayEvent = (
     CallRinging
     | CallAnswered
     | CallConnected
+    | AgentLegFailed
     | CallEnded
     | ManualCallStarted
     | SpyStarted

@@ -72,6 +72,7 @@ from typing import Any
 from callcenter.errors import Invalid
 from callcenter.gateways.base import (
     ActiveCall,
+    AgentLegFailed,
     AnswerKind,
     CallAnswered,
     CallConnected,
@@ -117,6 +118,8 @@ DEFAULT_AGENT_PREFIX = "agent_"
 DEFAULT_ABANDON_PREFIX = "abandon_"
 ANSWERED_SUBCLASS = "callcenter::answered"  # fired by `wait` / `wait_amd` (header cc_amd with AMD)
 MANUAL_SUBCLASS = "callcenter::manual"  # fired by the agents' context (headers cc_agent, cc_number)
+# fired by the agent extension when the bridge to the agent failed (headers cc_agent, cc_status)
+AGENT_FAILED_SUBCLASS = "callcenter::agent_failed"
 
 # Only what the mapping reads: about a third of `ALL` by volume (see the burst trace's notes).
 EVENTS = (
@@ -127,7 +130,9 @@ EVENTS = (
     "CHANNEL_HANGUP_COMPLETE",
     "BACKGROUND_JOB",
 )
-SUBSCRIBE_COMMAND = "event plain " + " ".join((*EVENTS, "CUSTOM", ANSWERED_SUBCLASS, MANUAL_SUBCLASS))
+SUBSCRIBE_COMMAND = "event plain " + " ".join(
+    (*EVENTS, "CUSTOM", ANSWERED_SUBCLASS, MANUAL_SUBCLASS, AGENT_FAILED_SUBCLASS)
+)
 KEEPALIVE_COMMAND = "api status"
 UUID_MAX_LEN = 36  # SWITCH_UUID_FORMATTED_LENGTH
 
@@ -799,6 +804,14 @@ class FreeswitchGateway:
             self._report_answer(call, verdict if call.amd else AnswerKind.UNKNOWN, self._clock())
         elif subclass == MANUAL_SUBCLASS:
             self._on_manual(event)
+        elif subclass == AGENT_FAILED_SUBCLASS:
+            call = self._calls.get(event.header("Unique-ID") or "")
+            if call is None or call.manual or call.connected or call.extension is None:
+                return
+            extension, call.extension = call.extension, None
+            status = event.get("cc_status") or ""
+            log.info("call %s: agent %s did not answer (%s)", call.call_id, extension, status)
+            self._emit(AgentLegFailed(call.call_id, self._clock(), extension, status))
 
     def _on_manual(self, event: EslEvent) -> None:
         uid = event.header("Unique-ID") or ""

@@ -18,6 +18,7 @@ from enum import StrEnum
 from callcenter.clock import Scheduler, Timer
 from callcenter.gateways.base import (
     ActiveCall,
+    AgentLegFailed,
     AnswerKind,
     CallAnswered,
     CallConnected,
@@ -208,8 +209,10 @@ class SimulatedGateway:
         self.script: dict[str, Script] = dict(script or {})
         self.calls: dict[str, _SimCall] = {}
         self.spies: dict[str, str] = {}  # spy id -> call id
-        # Extensions whose phone rings and is never picked up (an agent who left their desk).
+        # Extensions whose phone rings and is never picked up (an agent who left their desk), and
+        # extensions whose phone cannot be reached at all (unregistered: the agent leg fails at once).
         self.unattended: set[str] = set()
+        self.unreachable: set[str] = set()
         self._emit: EventSink | None = None
         self._ids = itertools.count(1)
         self.originates = 0
@@ -298,6 +301,9 @@ class SimulatedGateway:
         call.extension = extension
         if extension in self.unattended:
             return  # rings until the controller gives up on it
+        if extension in self.unreachable:
+            self._later(call, 0.05, lambda: self._agent_leg_failed(call, extension))
+            return
         self._later(call, self.profile.agent_answer.sample(self.rng), lambda: self._connected(call))
 
     async def play_and_hangup(self, call_id: str, sound: str) -> None:
@@ -395,6 +401,11 @@ class SimulatedGateway:
         self._later(
             call, call.patience_s, lambda: self._end(call, EndResult.ANSWERED, 16, "customer hung up waiting")
         )
+
+    def _agent_leg_failed(self, call: _SimCall, extension: str) -> None:
+        call.extension = None
+        self._answered(call)  # waiting again, with its patience
+        self._send(AgentLegFailed(call.call_id, self.scheduler.now(), extension, "USER_NOT_REGISTERED"))
 
     def _connected(self, call: _SimCall) -> None:
         call.phase = _Phase.CONNECTED

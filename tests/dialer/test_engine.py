@@ -84,6 +84,29 @@ def test_agent_whose_phone_rings_unanswered_goes_not_ready_and_gets_no_more_call
     assert [(c["agent_id"], c["result"]) for c in later] == [(2, "answered"), (2, "answered")]
 
 
+def test_an_unreachable_agent_phone_sends_the_customer_to_the_next_agent(
+    sqlite_engine: Engine, world_factory
+) -> None:  # type: ignore[no-untyped-def]
+    w = world_factory(
+        sqlite_engine,
+        agents=2,
+        campaign={"agent_ratio": 1.0, "max_concurrency": 1},
+        script={"+8613800000001": human(ring=1, talk=5)},
+    )
+    with sqlite_engine.begin() as c:  # agent 1 has waited longest: the call goes to them first
+        c.execute(update(Agent.__table__).where(Agent.__table__.c.id == 1).values(idle_since=T0 - 600))
+    w.sim.agents_changed()
+    w.sim.gateway.unreachable.add(w.agent(1)["extension"])  # agent 1's phone is not registered
+    w.sim.run_for(3)
+    call = w.calls()[0]
+    assert (call["agent_id"], call["state"]) == (2, "connected")  # no abandon: agent 2 took it
+    assert call["connected_at"] - call["answered_at"] < 2.0
+    assert w.agent(1)["state"] == "not_ready" and w.agent(1)["state_reason"] == "missed_call"
+    w.sim.run_for(10)
+    assert w.calls()[0]["result"] == "answered"
+    assert w.sim.core.snapshot(w.campaign_id, w.sim.now)["abandoned"] == 0
+
+
 def test_agent_reserved_too_late_to_answer_is_released_to_ready(sqlite_engine: Engine, world_factory) -> None:  # type: ignore[no-untyped-def]
     w = world_factory(
         sqlite_engine,

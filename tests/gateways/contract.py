@@ -80,6 +80,10 @@ class Harness(Protocol):
         """Make the agent's phone at `extension` place a call to `number` by hand."""
         ...
 
+    def agent_unreachable(self, gateway: Gateway, extension: str) -> None:
+        """Make the phone at `extension` unreachable: connecting a call to it fails at once."""
+        ...
+
 
 def new_call_id() -> str:
     return str(uuid.uuid4())

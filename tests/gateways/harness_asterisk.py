@@ -82,5 +82,8 @@ class AsteriskHarness:
     async def agent_dials(self, gateway: Gateway, extension: str, number: str) -> None:
         self._peers[id(gateway)].agent_dials(extension, number)
 
+    def agent_unreachable(self, gateway: Gateway, extension: str) -> None:
+        self._peers[id(gateway)].unreachable_agents.add(extension)
+
 
 HARNESS = AsteriskHarness()

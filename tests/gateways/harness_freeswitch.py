@@ -64,5 +64,8 @@ class FreeswitchHarness:
     async def agent_dials(self, gateway: Gateway, extension: str, number: str) -> None:
         self._peers[id(gateway)].agent_dials(extension, number)
 
+    def agent_unreachable(self, gateway: Gateway, extension: str) -> None:
+        self._peers[id(gateway)].unreachable_agents.add(extension)
+
 
 HARNESS = FreeswitchHarness()

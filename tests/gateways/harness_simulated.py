@@ -50,5 +50,9 @@ class SimulatedHarness:
         assert isinstance(gateway, SimulatedGateway)
         gateway.agent_dials(extension, number, ring_s=0.1, talk_s=0.3)
 
+    def agent_unreachable(self, gateway: Gateway, extension: str) -> None:
+        assert isinstance(gateway, SimulatedGateway)
+        gateway.unreachable.add(extension)
+
 
 HARNESS = SimulatedHarness()

@@ -10,8 +10,10 @@ import pytest
 
 from callcenter.errors import Invalid
 from callcenter.gateways.base import (
+    AgentLegFailed,
     CallAnswered,
     CallConnected,
+    CallEnded,
     CallRinging,
     EndResult,
     GatewayLink,
@@ -68,6 +70,24 @@ async def test_answered_call_connects_to_agent_and_ends_normally(harness) -> Non
     assert (ended.result, ended.cause) == (EndResult.ANSWERED, 16)
     assert_well_ordered(log, call_id)
     assert any(isinstance(e, CallRinging) for e in log.of(call_id)), kinds(log.of(call_id))
+
+
+async def test_unreachable_agent_phone_fails_and_another_agent_takes_the_customer(harness) -> None:  # type: ignore[no-untyped-def]
+    log = EventLog()
+    async with harness.run(log) as gw:
+        harness.agent_unreachable(gw, "1009")
+        call_id = await _originate(gw, harness, "answer")
+        await log.wait_type(CallAnswered, call_id)
+        await gw.connect_agent(call_id, "1009")
+        failed = await log.wait_type(AgentLegFailed, call_id)
+        assert failed.extension == "1009" and failed.detail  # how it failed, as the PBX said
+        assert not any(isinstance(e, CallEnded | CallConnected) for e in log.of(call_id))
+        await gw.connect_agent(call_id, harness.agent)  # the customer is still there
+        connected = await log.wait_type(CallConnected, call_id)
+        assert connected.extension == harness.agent
+        ended = await log.ended(call_id, timeout=30)
+    assert (ended.result, ended.cause) == (EndResult.ANSWERED, 16)
+    assert_well_ordered(log, call_id)
 
 
 async def test_busy_number_ends_busy_without_answer(harness) -> None:  # type: ignore[no-untyped-def]

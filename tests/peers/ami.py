@@ -292,6 +292,9 @@ class AmiPeer:
         self._uid_base = int(time.time())
         self.fault: tuple[str, str] | None = None  # (action name, mode), see fail_next
         self.reject_connections = False
+        # Agent extensions whose phone cannot be reached: a Redirect to them ends in the dialplan's
+        # agent-failed UserEvent (Dial's CHANUNAVAIL) and the customer waits again.
+        self.unreachable_agents: set[str] = set()
         self.connect_times: list[float] = []
         self.login_times: list[float] = []
 
@@ -639,7 +642,10 @@ class AmiPeer:
         if snap.get("ChannelState") != "6":
             self._reply(call.conn, aid, ("Response", "Error"), ("Message", "Channel is not up"))
             return
-        if context == dp.agent_connect_context:
+        if context == dp.agent_connect_context and exten in self.unreachable_agents:
+            self._reply(call.conn, aid, ("Response", "Success"), ("Message", "Redirect successful"))
+            self._spawn(self._agent_unreachable(call, exten))
+        elif context == dp.agent_connect_context:
             records = load("originate-answered-agent-bridged.jsonl")
             redirect, tail = after(records, lambda r: r.out and r.name == "Redirect")
             subst = self._agent_identity(call, records, snap, extension=exten)
@@ -691,6 +697,24 @@ class AmiPeer:
         subst.add(leg.get("Channel").rpartition("-")[0], agent_device)
         subst.add(old_ext, ext)
         return subst
+
+    async def _agent_unreachable(self, call: PeerCall, exten: str) -> None:
+        # Synthesized from the recorded CallCenterAnswered UserEvent: the same channel, now in the agent
+        # connect context, raising the agent-failed UserEvent after Dial gave up at once.
+        records = load("answered-then-abandoned.jsonl")
+        trace = CallTrace.of(records)
+        user_event = next(r for r in records if r.name == "UserEvent")
+        await asyncio.sleep(0.02)
+        failed = _with(
+            user_event.pairs,
+            Context=self.dialplan.agent_connect_context,
+            Exten=exten,
+            Priority="3",
+            UserEvent=self.dialplan.agent_failed_event,
+            Extension=exten,
+            DialStatus="CHANUNAVAIL",
+        )
+        self._emit(call.conn, call.identity(trace).apply(failed))
 
     async def _abandon_message(self, call: PeerCall, context: str, exten: str, sound: str) -> None:
         # Synthesized: a Newexten running Playback, then the recorded customer Hangup moved to our context.

@@ -26,7 +26,10 @@ What is recorded and what is made up
     originate-answered-agent-bridged with the roles swapped (the bridging A-leg becomes the agent's
     inbound leg, the B-leg becomes the customer), preceded by a CUSTOM `callcenter::manual` event
     made from the recorded `callcenter::answered` one (headers `cc_agent`, `cc_number`), as the
-    shipped `agents` dialplan context fires it.
+    shipped `agents` dialplan context fires it;
+  * a transfer to an agent in `unreachable_agents`: a CUSTOM `callcenter::agent_failed` made from the
+    recorded `callcenter::answered` one (headers `cc_agent`, `cc_status`), as the shipped `agent`
+    extension fires it when the bridge fails; the customer stays parked.
 
 Fault injection: `drop()` (abort every client connection), `go_silent()` / `resume()` (read and
 record commands, send nothing), `hold_replies()` / `release_replies()` (answer late, in order),
@@ -483,6 +486,9 @@ class EslPeer:
         self.numbers = {**DEFAULT_NUMBERS, **(numbers or {})}
         self.amd_verdicts = amd_verdicts or {}
         self.abandon_s = abandon_s
+        # Agent extensions whose phone is not registered: a transfer to them fails at once (synthesized
+        # CUSTOM callcenter::agent_failed, as the shipped dialplan fires it) and the customer waits on.
+        self.unreachable_agents: set[str] = set()
         self.port = 0
         self.sessions: list[_Session] = []
         self.received = bytearray()
@@ -791,6 +797,16 @@ class EslPeer:
         hangup = [e for e in a_events if e.index > a_park.index]
         patience = (hangup[0].t - a_park.t) * self.time_scale
         if command is None:
+            command = await self._next_command(call, patience)
+        while command and command.startswith("uuid_transfer") and " agent_" in command:
+            ext = command.split(" ")[2].removeprefix("agent_")
+            if ext not in self.unreachable_agents:
+                break
+            custom = next(e for e in pre if e.name == "CUSTOM")
+            failed = {"Event-Subclass": "callcenter::agent_failed", "cc_agent": ext}
+            failed["cc_status"] = "USER_NOT_REGISTERED"
+            await asyncio.sleep(0.02 * self.time_scale)
+            self.emit(rebuild(custom.body, self._subs(call, t), None, failed))
             command = await self._next_command(call, patience)
         a_subs = self._subs(call, abandoned)
         a_numbers = self._numbers(call, abandoned)
