@@ -60,18 +60,24 @@ def test_answer_with_no_agent_in_two_seconds_is_abandoned_with_the_message(
     assert snap["abandoned"] == 1 and snap["connected"] == 1 and snap["abandon_pct"] == 50.0
 
 
+def _agent_1_first(world_factory, engine: Engine, *, calls: int):  # type: ignore[no-untyped-def]
+    """Two agents, one line; agent 1 has waited longest, so the first answered call goes to them."""
+    w = world_factory(
+        engine,
+        agents=2,
+        campaign={"agent_ratio": 1.0, "max_concurrency": 1},
+        script={f"+861380000000{n}": human(ring=1, talk=5) for n in range(1, calls + 1)},
+    )
+    with engine.begin() as c:
+        c.execute(update(Agent.__table__).where(Agent.__table__.c.id == 1).values(idle_since=T0 - 600))
+    w.sim.agents_changed()
+    return w
+
+
 def test_agent_whose_phone_rings_unanswered_goes_not_ready_and_gets_no_more_calls(
     sqlite_engine: Engine, world_factory
 ) -> None:  # type: ignore[no-untyped-def]
-    w = world_factory(
-        sqlite_engine,
-        agents=2,
-        campaign={"agent_ratio": 1.0, "max_concurrency": 1},
-        script={f"+861380000000{n}": human(ring=1, talk=5) for n in (1, 2, 3)},
-    )
-    with sqlite_engine.begin() as c:  # agent 1 has waited longest: the first call goes to them
-        c.execute(update(Agent.__table__).where(Agent.__table__.c.id == 1).values(idle_since=T0 - 600))
-    w.sim.agents_changed()
+    w = _agent_1_first(world_factory, sqlite_engine, calls=3)
     w.sim.gateway.unattended.add(w.agent(1)["extension"])  # agent 1 left their desk
     w.sim.run_for(60)
     calls = {c["number"]: c for c in w.calls()}
@@ -87,15 +93,7 @@ def test_agent_whose_phone_rings_unanswered_goes_not_ready_and_gets_no_more_call
 def test_an_unreachable_agent_phone_sends_the_customer_to_the_next_agent(
     sqlite_engine: Engine, world_factory
 ) -> None:  # type: ignore[no-untyped-def]
-    w = world_factory(
-        sqlite_engine,
-        agents=2,
-        campaign={"agent_ratio": 1.0, "max_concurrency": 1},
-        script={"+8613800000001": human(ring=1, talk=5)},
-    )
-    with sqlite_engine.begin() as c:  # agent 1 has waited longest: the call goes to them first
-        c.execute(update(Agent.__table__).where(Agent.__table__.c.id == 1).values(idle_since=T0 - 600))
-    w.sim.agents_changed()
+    w = _agent_1_first(world_factory, sqlite_engine, calls=1)
     w.sim.gateway.unreachable.add(w.agent(1)["extension"])  # agent 1's phone is not registered
     w.sim.run_for(3)
     call = w.calls()[0]
