@@ -55,7 +55,6 @@ import re
 import socket
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -65,14 +64,19 @@ sys.path.insert(0, str(ROOT))
 
 import redis  # noqa: E402
 import redis.asyncio as aioredis  # noqa: E402
-from common import LogTally, TimedRunner  # noqa: E402
+from common import (  # noqa: E402
+    LogTally,
+    LoopbackReplayServer,
+    TimedRunner,
+    lead_number,
+    publish_calls,
+    seed_ingest_task,
+)
 from panoramisk import Manager  # noqa: E402
 from sqlalchemy import text as sql  # noqa: E402
 
-from callcenter.db import make_engine, upgrade  # noqa: E402
 from callcenter.gateways.asterisk import AsteriskGateway  # noqa: E402
 from callcenter.redis_server import EmbeddedRedis  # noqa: E402
-from callcenter.simulation import seed_world  # noqa: E402
 
 TRACE = Path("/work/shared/traces/asterisk-20/burst-20-mixed.jsonl")
 USER, SECRET = "bench", "bench-secret"
@@ -147,11 +151,6 @@ def round_call_id(r: int, recorded: str) -> str:
     return f"r{r:05d}-{recorded}"
 
 
-def lead_number(r: int, recorded_number: str) -> str:
-    """The number of round `r`'s copy of a recorded call: the recorded number, then the round."""
-    return f"{recorded_number}{r:05d}"
-
-
 # --- a minimal AMI server in its own thread -----------------------------------------------------------
 
 
@@ -168,83 +167,39 @@ _REPLIES = {
 }
 
 
-class ReplayServer:
+class ReplayServer(LoopbackReplayServer):
     """Loopback AMI: banner, Login, Ping, Logoff, async Originate, and the call actions (Redirect,
-    Setvar, Hangup; CoreShowChannels lists no channel); then, on `play`, writes a prepared byte stream
-    as fast as the client reads it: one piece, or slices between which replies can go. Runs in
-    threads, off the measured loop."""
+    Setvar, Hangup; CoreShowChannels lists no channel); then, on `play`, the prepared stream."""
+
+    separator = b"\r\n\r\n"
 
     def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
         self.originates: dict[str, str] = {}  # ChannelId -> ActionID
         self.dialled: dict[str, str] = {}  # number -> ChannelId
         self.actions: collections.Counter[str] = collections.Counter()
-        self._conn: socket.socket | None = None
-        self._lock = threading.Lock()
-        self._stream: bytes | list[bytes] = b""
-        self._go = threading.Event()
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__()
 
-    def play(self, stream: bytes | list[bytes]) -> None:
-        self._stream = stream
-        self._go.set()
+    def greet(self, conn: socket.socket) -> None:
+        self._go.clear()
+        self._send(b"Asterisk Call Manager/9.0.0\r\n")
 
-    def _send(self, data: bytes) -> None:
-        with self._lock:
-            if self._conn is not None:
-                self._conn.sendall(data)
-
-    def _accept(self) -> None:
-        while True:
-            conn, _ = self.sock.accept()
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self._conn = conn
-            self._go.clear()
-            self._send(b"Asterisk Call Manager/9.0.0\r\n")
-            threading.Thread(target=self._stream_when_asked, args=(conn,), daemon=True).start()
-            self._serve(conn)
-
-    def _stream_when_asked(self, conn: socket.socket) -> None:
-        self._go.wait()
-        if self._conn is conn:
-            if isinstance(self._stream, bytes):
-                self._send(self._stream)
-            else:
-                for piece in self._stream:
-                    self._send(piece)
-
-    def _serve(self, conn: socket.socket) -> None:
-        buf = b""
-        while True:
-            try:
-                data = conn.recv(1 << 16)
-            except OSError:
-                return
-            if not data:
-                return
-            buf += data
-            *actions, buf = buf.split(b"\r\n\r\n")
-            replies = []
-            for raw in actions:
-                headers = dict(line.split(": ", 1) for line in raw.decode().split("\r\n") if ": " in line)
-                action, aid = headers.get("Action", "").lower(), headers.get("ActionID", "")
-                self.actions[action] += 1
-                if action in _REPLIES:
-                    replies.append(
-                        f"Response: {_REPLIES[action][0]}\r\nActionID: {aid}\r\n{_REPLIES[action][1]}\r\n\r\n"
-                    )
-                if action == "coreshowchannels":
-                    replies.append(
-                        f"Event: CoreShowChannelsComplete\r\nActionID: {aid}\r\nEventList: Complete\r\n"
-                        "ListItems: 0\r\n\r\n"
-                    )
-                if action == "originate":
-                    channel_id = headers.get("ChannelId", "")
-                    self.originates[channel_id] = aid
-                    self.dialled[headers.get("Channel", "").rpartition("/")[2]] = channel_id
-            if replies:
-                self._send("".join(replies).encode())
+    def reply(self, message: bytes) -> str:
+        headers = dict(line.split(": ", 1) for line in message.decode().split("\r\n") if ": " in line)
+        action, aid = headers.get("Action", "").lower(), headers.get("ActionID", "")
+        self.actions[action] += 1
+        out = ""
+        if action in _REPLIES:
+            out += f"Response: {_REPLIES[action][0]}\r\nActionID: {aid}\r\n{_REPLIES[action][1]}\r\n\r\n"
+        if action == "coreshowchannels":
+            out += (
+                f"Event: CoreShowChannelsComplete\r\nActionID: {aid}\r\nEventList: Complete\r\n"
+                "ListItems: 0\r\n\r\n"
+            )
+        if action == "originate":
+            channel_id = headers.get("ChannelId", "")
+            self.originates[channel_id] = aid
+            self.dialled[headers.get("Channel", "").rpartition("/")[2]] = channel_id
+        return out
 
 
 # --- (a) panoramisk alone -------------------------------------------------------------------------------
@@ -288,23 +243,8 @@ async def run_baseline(burst: Burst, rounds: int) -> float:
 
 
 def seed(path: Path, burst: Burst, rounds: int) -> Any:
-    """A fresh database with a running ratio task: one lead per call of every round, and enough
-    agent ratio and concurrency for the runner to place them all at once."""
-    url = f"sqlite:///{path}"
-    upgrade(url)
-    engine = make_engine(url)
     numbers = [lead_number(r, burst.numbers[c]) for r in range(rounds) for c in burst.call_ids]
-    campaign = {
-        "pacing_mode": "ratio",
-        "agent_ratio": len(numbers) / AGENTS + 1,
-        "max_concurrency": len(numbers),
-        "ring_timeout_s": 8,  # as recorded
-        "caller_id": "4000",
-        "caller_name": "Campaign 7",
-        "max_attempts": 1,  # no call is placed again during the run
-    }
-    seed_world(engine, agents=AGENTS, leads=len(numbers), now=time.time(), numbers=numbers, campaign=campaign)
-    return engine
+    return seed_ingest_task(path, numbers, agents=AGENTS, ring_timeout_s=8, caller_name="Campaign 7")
 
 
 async def run_pipeline(burst: Burst, rounds: int, redis_url: str, db_path: Path) -> float:
@@ -349,7 +289,7 @@ async def run_pipeline(burst: Burst, rounds: int, redis_url: str, db_path: Path)
     slices = burst.slices(
         rounds, lambda r, c: call_of[(r, c)], lambda r, c: server.originates[call_of[(r, c)]]
     )
-    published_before = _publish_calls(sync_redis)
+    published_before = publish_calls(sync_redis)
     actions_before = server.actions.copy()
     cpu_before = time.process_time()
     runner.all_ended = asyncio.get_running_loop().create_future()
@@ -357,7 +297,7 @@ async def run_pipeline(burst: Burst, rounds: int, redis_url: str, db_path: Path)
     server.play(slices)
     finished = await asyncio.wait_for(runner.all_ended, 600)
     cpu = time.process_time() - cpu_before
-    published = _publish_calls(sync_redis) - published_before
+    published = publish_calls(sync_redis) - published_before
     actions = server.actions - actions_before
     dropped = gw._proto.dropped if gw._proto is not None else 0
     stop.set()
@@ -381,10 +321,6 @@ async def run_pipeline(burst: Burst, rounds: int, redis_url: str, db_path: Path)
         flush=True,
     )
     return rounds * len(burst.events) / (finished - started)
-
-
-def _publish_calls(client: redis.Redis) -> int:
-    return int(client.info("commandstats").get("cmdstat_publish", {}).get("calls", 0))
 
 
 # --- main ---------------------------------------------------------------------------------------------

@@ -70,14 +70,19 @@ sys.path.insert(0, str(ROOT))
 
 import redis  # noqa: E402
 import redis.asyncio as aioredis  # noqa: E402
-from common import LogTally, TimedRunner  # noqa: E402
+from common import (  # noqa: E402
+    LogTally,
+    LoopbackReplayServer,
+    TimedRunner,
+    lead_number,
+    publish_calls,
+    seed_ingest_task,
+)
 from sqlalchemy import text as sql  # noqa: E402
 
-from callcenter.db import make_engine, upgrade  # noqa: E402
 from callcenter.gateways.esl_client import EslFramer, parse_event  # noqa: E402
 from callcenter.gateways.freeswitch import FreeswitchGateway  # noqa: E402
 from callcenter.redis_server import EmbeddedRedis  # noqa: E402
-from callcenter.simulation import seed_world  # noqa: E402
 
 TRACE = Path("/work/shared/traces/freeswitch/burst-20-mixed.jsonl")
 PASSWORD = "bench-password"
@@ -166,95 +171,49 @@ class Burst:
 # --- a minimal ESL server in its own thread --------------------------------------------------------
 
 
-class ReplayServer:
+class ReplayServer(LoopbackReplayServer):
     """Loopback ESL: auth, `event plain`, `bgapi originate` (+OK Job-UUID), `api ...` and `exit`; then,
-    on `play`, writes a prepared byte stream as fast as the client reads it: one piece, or slices
-    between which replies can go. Threads, off the loop."""
+    on `play`, the prepared stream (and, without auth, EOF: the bare reader stops there)."""
 
     def __init__(self, *, auth: bool = True) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
         self.auth = auth
         self.jobs: dict[str, str] = {}  # origination_uuid -> Job-UUID
         self.dialled: dict[str, str] = {}  # number -> origination_uuid
         self.commands: collections.Counter[str] = collections.Counter()
-        self._conn: socket.socket | None = None
-        self._lock = threading.Lock()
-        self._stream: bytes | list[bytes] = b""
-        self._go = threading.Event()
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__()
 
-    def play(self, stream: bytes | list[bytes]) -> None:
-        self._stream = stream
-        self._go.set()
+    def greet(self, conn: socket.socket) -> None:
+        if self.auth:
+            self._send(b"Content-Type: auth/request\n\n")
 
-    def _send(self, data: bytes) -> None:
-        with self._lock:
-            if self._conn is not None:
-                self._conn.sendall(data)
+    def streamed(self, conn: socket.socket) -> None:
+        if not self.auth:
+            conn.shutdown(socket.SHUT_WR)
 
-    def _accept(self) -> None:
-        while True:
-            conn, _ = self.sock.accept()
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self._conn = conn  # one client per server: `play` may come before this line runs
-            if self.auth:
-                self._send(b"Content-Type: auth/request\n\n")
-            threading.Thread(target=self._stream_when_asked, args=(conn,), daemon=True).start()
-            self._serve(conn)
-
-    def _stream_when_asked(self, conn: socket.socket) -> None:
-        self._go.wait()
-        if self._conn is conn:
-            if isinstance(self._stream, bytes):
-                self._send(self._stream)
-            else:
-                for piece in self._stream:
-                    self._send(piece)
-            if not self.auth:
-                conn.shutdown(socket.SHUT_WR)  # the bare reader stops at EOF
-
-    def _serve(self, conn: socket.socket) -> None:
-        buf = b""
-        while True:
-            try:
-                data = conn.recv(1 << 16)
-            except OSError:
-                return
-            if not data:
-                return
-            buf += data
-            *commands, buf = buf.split(b"\n\n")
-            replies = []
-            for raw in commands:
-                line, _, rest = raw.decode().partition("\n")
-                words = line.split(" ", 2)
-                self.commands[words[1] if words[0] in ("api", "bgapi") and len(words) > 1 else words[0]] += 1
-                if line.startswith("auth "):
-                    text = "+OK accepted" if line == f"auth {PASSWORD}" else "-ERR invalid"
-                    replies.append(f"Content-Type: command/reply\nReply-Text: {text}\n\n")
-                elif line.startswith("event "):
-                    replies.append(
-                        "Content-Type: command/reply\nReply-Text: +OK event listener enabled plain\n\n"
-                    )
-                elif line.startswith("bgapi "):
-                    job = rest.removeprefix("Job-UUID: ").strip()
-                    m = re.search(r"origination_uuid=([^,}]+)", line)
-                    if m:
-                        self.jobs[m.group(1)] = job
-                        number = re.search(r"}sofia/cc/(\d+)", line)
-                        if number:
-                            self.dialled[number.group(1)] = m.group(1)
-                    replies.append(
-                        f"Content-Type: command/reply\nReply-Text: +OK Job-UUID: {job}\nJob-UUID: {job}\n\n"
-                    )
-                elif line.startswith("api "):
-                    body = '{"row_count":0}\n' if "show channels" in line else "+OK\n"
-                    replies.append(f"Content-Type: api/response\nContent-Length: {len(body)}\n\n{body}")
-                elif line == "exit":
-                    replies.append("Content-Type: command/reply\nReply-Text: +OK bye\n\n")
-            if replies:
-                self._send("".join(replies).encode())
+    def reply(self, message: bytes) -> str:
+        line, _, rest = message.decode().partition("\n")
+        words = line.split(" ", 2)
+        self.commands[words[1] if words[0] in ("api", "bgapi") and len(words) > 1 else words[0]] += 1
+        if line.startswith("auth "):
+            text = "+OK accepted" if line == f"auth {PASSWORD}" else "-ERR invalid"
+            return f"Content-Type: command/reply\nReply-Text: {text}\n\n"
+        if line.startswith("event "):
+            return "Content-Type: command/reply\nReply-Text: +OK event listener enabled plain\n\n"
+        if line.startswith("bgapi "):
+            job = rest.removeprefix("Job-UUID: ").strip()
+            m = re.search(r"origination_uuid=([^,}]+)", line)
+            if m:
+                self.jobs[m.group(1)] = job
+                number = re.search(r"}sofia/cc/(\d+)", line)
+                if number:
+                    self.dialled[number.group(1)] = m.group(1)
+            return f"Content-Type: command/reply\nReply-Text: +OK Job-UUID: {job}\nJob-UUID: {job}\n\n"
+        if line.startswith("api "):
+            body = '{"row_count":0}\n' if "show channels" in line else "+OK\n"
+            return f"Content-Type: api/response\nContent-Length: {len(body)}\n\n{body}"
+        if line == "exit":
+            return "Content-Type: command/reply\nReply-Text: +OK bye\n\n"
+        return ""
 
 
 # --- (a) the bare reader ---------------------------------------------------------------------------
@@ -297,29 +256,9 @@ async def run_baseline(burst: Burst, rounds: int) -> float:
 # --- (b) the dialer ------------------------------------------------------------------------------
 
 
-def lead_number(r: int, recorded_number: str) -> str:
-    """The number of round `r`'s copy of a recorded call: the recorded number, then the round."""
-    return f"{recorded_number}{r:05d}"
-
-
 def seed(path: Path, burst: Burst, rounds: int) -> Any:
-    """A fresh database with a running ratio task: one lead per call of every round, and enough
-    agent ratio and concurrency for the runner to place them all at once."""
-    url = f"sqlite:///{path}"
-    upgrade(url)
-    engine = make_engine(url)
     numbers = [lead_number(r, number) for r in range(rounds) for _, _, number in burst.calls]
-    campaign = {
-        "pacing_mode": "ratio",
-        "agent_ratio": len(numbers) / AGENTS + 1,
-        "max_concurrency": len(numbers),
-        "ring_timeout_s": 30,
-        "caller_id": "4000",
-        "caller_name": "CallCenter",
-        "max_attempts": 1,  # no call is placed again during the run
-    }
-    seed_world(engine, agents=AGENTS, leads=len(numbers), now=time.time(), numbers=numbers, campaign=campaign)
-    return engine
+    return seed_ingest_task(path, numbers, agents=AGENTS, ring_timeout_s=30, caller_name="CallCenter")
 
 
 async def run_pipeline(
@@ -364,7 +303,7 @@ async def run_pipeline(
         for uid, _, number in burst.calls
     }
     slices = burst.slices(rounds, server.jobs, lambda r, uid: call_of[(r, uid)])
-    published_before = _publish_calls(sync_redis)
+    published_before = publish_calls(sync_redis)
     commands_before = server.commands.copy()
     cpu_before = time.process_time()
     runner.all_ended = asyncio.get_running_loop().create_future()
@@ -372,7 +311,7 @@ async def run_pipeline(
     server.play(slices)
     finished = await asyncio.wait_for(runner.all_ended, 600)
     cpu = time.process_time() - cpu_before
-    published = _publish_calls(sync_redis) - published_before
+    published = publish_calls(sync_redis) - published_before
     commands = server.commands - commands_before
     skipped = gw._conn.skipped if gw._conn is not None else 0
     stop.set()
@@ -395,10 +334,6 @@ async def run_pipeline(
         flush=True,
     )
     return rounds * len(burst.events) / (finished - started)
-
-
-def _publish_calls(client: redis.Redis) -> int:
-    return int(client.info("commandstats").get("cmdstat_publish", {}).get("calls", 0))
 
 
 # --- for comparison: greenswitch 0.0.19 reading the same stream --------------------------------------
