@@ -499,21 +499,23 @@ class DialerCore:
         if call.preview and call.agent_id is not None:
             self._connect(call, self.agents[call.agent_id], now)
         else:
-            group = task.conf.skill_group_id if task else -1
-            agent = self._pick_agent(group, now, call)
-            if agent is None:
-                self.waiting.setdefault(group, deque()).append(call.id)
+            self._route(call, now)
         self._timer(now + self.abandon_after_s, "abandon", call.id)
+
+    def _route(self, call: LiveCall, now: float) -> None:
+        """Give an answered call to the longest-idle ready agent of its task's group, or queue it."""
+        task = self.tasks.get(call.campaign_id or -1)
+        group = task.conf.skill_group_id if task else -1
+        if self._pick_agent(group, now, call) is None:
+            self.waiting.setdefault(group, deque()).append(call.id)
 
     def _agent_leg_failed(self, call: LiveCall, event: AgentLegFailed, now: float) -> None:
         """The reserved agent's phone did not take the call: that agent missed it (not ready), and the
         customer, still waiting, goes to the next ready agent within what is left of the 2 s."""
         if call.state is not CallState.AGENT_RINGING or call.abandoning or call.connected_at is not None:
             return
-        agent = self.agents.get(call.agent_id) if call.agent_id is not None else None
         log.warning("agent %s did not take call %s (%s)", event.extension, call.id, event.detail)
-        if agent is not None and agent.state == AgentState.RESERVED.value and agent.call_id == call.id:
-            self._move_agent(agent.id, AE.MISS, now, reason="missed_call")
+        self._unreserve(call, now, missed=True)
         call.agent_id = call.agent_at = None
         call.state = CallState.ANSWERED
         self._index(call)
@@ -524,10 +526,7 @@ class DialerCore:
             agent_at=None,
             detail=f"agent {event.extension} did not take it ({event.detail})"[:200],
         )
-        task = self.tasks.get(call.campaign_id or -1)
-        group = task.conf.skill_group_id if task else -1
-        if self._pick_agent(group, now, call) is None:
-            self.waiting.setdefault(group, deque()).append(call.id)
+        self._route(call, now)
 
     def _connected(self, call: LiveCall, now: float) -> None:
         if call.abandoning or call.connected_at is not None:
@@ -681,6 +680,18 @@ class DialerCore:
                 why += f" (agent's phone rang {rang:.1f} s unanswered)"
             self._abandon(call, now, why, missed=missed)
 
+    def _unreserve(self, call: LiveCall, now: float, *, missed: bool) -> None:
+        """Free the agent reserved for `call`, if one still is: to not ready if they missed it (see
+        `AgentEvent.MISS`), else back to ready."""
+        agent = self.agents.get(call.agent_id) if call.agent_id is not None else None
+        if agent is None or agent.state != AgentState.RESERVED.value or agent.call_id != call.id:
+            return
+        if missed:
+            log.warning("agent %s missed call %s: set not ready", agent.extension, call.id)
+            self._move_agent(agent.id, AE.MISS, now, reason="missed_call")
+        else:
+            self._move_agent(agent.id, AE.RELEASE, now)
+
     def _abandon(self, call: LiveCall, now: float, why: str, *, missed: bool = False) -> None:
         """Play the abandon message to an answered customer no agent took, and hang up. `missed`: the
         reserved agent's phone rang long enough and was not answered: the agent goes not ready (see
@@ -694,14 +705,7 @@ class DialerCore:
         if task:
             task.counters.abandoned += 1
             task.pacer.observe_answer(abandoned=True, now=now)
-        if call.agent_id is not None:
-            agent = self.agents.get(call.agent_id)
-            if agent is not None and agent.state == AgentState.RESERVED.value and agent.call_id == call.id:
-                if missed:
-                    log.warning("agent %s missed call %s: set not ready", agent.extension, call.id)
-                    self._move_agent(agent.id, AE.MISS, now, reason="missed_call")
-                else:
-                    self._move_agent(agent.id, AE.RELEASE, now)
+        self._unreserve(call, now, missed=missed)
         call.note = why
         self.store.update_call(call.id, detail=why)
         sound = task.conf.abandon_sound if task else "abandon"

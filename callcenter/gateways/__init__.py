@@ -2,6 +2,7 @@
 
 from callcenter.gateways.base import (
     ActiveCall,
+    AgentLegFailed,
     AnswerKind,
     CallAnswered,
     CallConnected,
@@ -26,6 +27,7 @@ from callcenter.gateways.base import (
 
 __all__ = [
     "ActiveCall",
+    "AgentLegFailed",
     "AnswerKind",
     "CallAnswered",
     "CallConnected",
