@@ -78,7 +78,7 @@ from sqlalchemy import text as sql  # noqa: E402
 from callcenter.gateways.asterisk import AsteriskGateway  # noqa: E402
 from callcenter.redis_server import EmbeddedRedis  # noqa: E402
 
-TRACE = Path("/work/shared/traces/asterisk-20/burst-20-mixed.jsonl")
+TRACE = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "asterisk-20" / "burst-20-mixed.jsonl"
 USER, SECRET = "bench", "bench-secret"
 _LOGIN_NOISE = ("Event: FullyBooted", "Event: SuccessfulAuth")
 DIAL_TEMPLATE = "SIP/trunk/{number}"

@@ -84,7 +84,7 @@ from callcenter.gateways.esl_client import EslFramer, parse_event  # noqa: E402
 from callcenter.gateways.freeswitch import FreeswitchGateway  # noqa: E402
 from callcenter.redis_server import EmbeddedRedis  # noqa: E402
 
-TRACE = Path("/work/shared/traces/freeswitch/burst-20-mixed.jsonl")
+TRACE = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "freeswitch" / "burst-20-mixed.jsonl"
 PASSWORD = "bench-password"
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 DIAL_TEMPLATE = "sofia/cc/{number}"

@@ -50,7 +50,8 @@ from pathlib import Path
 
 from callcenter.gateways.ami_dialplan import DEFAULT_DIALPLAN, Dialplan
 
-TRACES = Path("/work/shared/traces/asterisk-20")
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+TRACES = FIXTURES / "asterisk-20"
 BANNER = "Asterisk Call Manager/9.0.0\r\n"
 EOL = "\r\n"
 # Trace time a customer waits for an agent before hanging up (answer.xml hangs up 8 s after answer).

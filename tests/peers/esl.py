@@ -53,7 +53,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote, unquote
 
-TRACE_DIR = Path("/work/shared/traces/freeswitch")
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+TRACE_DIR = FIXTURES / "freeswitch"
 
 DEFAULT_PASSWORD = "ClueCon-test"
 DISCONNECT_BODY = "Disconnected, goodbye.\nSee you at ClueCon! http://www.cluecon.com/\n"
