@@ -13,9 +13,7 @@ OUTSIDE = re.compile(r"/wor[k]/|\.\./shared/")
 
 
 def tracked_files() -> list[Path]:
-    out = subprocess.run(
-        ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True
-    ).stdout.decode()
+    out = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout.decode()
     return [ROOT / name for name in out.split("\0") if name]
 
 
