@@ -27,7 +27,7 @@ def emit_json(figures: dict[str, Any]) -> None:
 
 
 def _dialer_runner() -> Any:
-    from callcenter.runner import DialerRunner
+    from callcenter.engine.runner import DialerRunner
 
     return DialerRunner
 
@@ -152,7 +152,7 @@ def seed_ingest_task(path: Any, numbers: list[str], *, agents: int, **campaign: 
     """A fresh database with a running ratio task: one lead per number, and enough agent ratio and
     concurrency for the runner to place them all at once, never twice."""
     from callcenter.db import make_engine, upgrade
-    from callcenter.simulation import seed_world
+    from callcenter.engine.simulation import seed_world
 
     url = f"sqlite:///{path}"
     upgrade(url)

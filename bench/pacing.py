@@ -24,10 +24,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import emit_json, machine
 
 from callcenter.db import make_engine, upgrade
-from callcenter.dialer import make_pacer
+from callcenter.engine.dialer import make_pacer
+from callcenter.engine.pacing import AdaptAveragePacer
+from callcenter.engine.simulation import Simulation, seed_world
 from callcenter.gateways.simulated import Dist, SimProfile
-from callcenter.pacing import AdaptAveragePacer
-from callcenter.simulation import Simulation, seed_world
 
 WRAP_S = 15.0
 T0 = 1_767_225_600.0

@@ -131,9 +131,9 @@ def build_database(url: str, *, clients: int, leads: int, max_concurrency: int) 
 
     from callcenter.accounts import create_user
     from callcenter.db import make_engine, upgrade
+    from callcenter.engine.simulation import seed_world
     from callcenter.models import Agent, AgentSkill, Call, Campaign, Lead, Role, UserRole
     from callcenter.seed import seed_base
-    from callcenter.simulation import seed_world
     from crm.models import Contact, ContactPhone, ContactTag, Note, Tag
 
     upgrade(url)
@@ -282,17 +282,17 @@ def build_database(url: str, *, clients: int, leads: int, max_concurrency: int) 
 
 
 def token_for(user_id: int) -> str:
-    """An API token exactly as `webui.auth.issue_token` makes it (what POST /api/auth/token answers)."""
+    """An API token exactly as `callcenter.http.issue_token` makes it (what POST /api/auth/token answers)."""
     from itsdangerous import URLSafeTimedSerializer
 
-    from webui.auth import TOKEN_SALT
+    from callcenter.http import TOKEN_SALT
 
     return URLSafeTimedSerializer(SECRET, salt=TOKEN_SALT).dumps({"uid": user_id, "tv": 0})
 
 
 def start_web(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "callcenter.cli", "serve", "--port", str(port)],
+        [sys.executable, "-m", "app.cli", "serve", "--port", str(port)],
         env=env,
         cwd=ROOT,
         stdout=log.open("wb"),
@@ -338,7 +338,7 @@ def start_task(port: int, supervisor_uid: int, campaign_id: int) -> None:
 
 
 def run_dialer(args: argparse.Namespace) -> None:
-    """The real dialer on a simulated PBX in real time, as `callcenter.runner.run_dialer` builds it,
+    """The real dialer on a simulated PBX in real time, as `callcenter.engine.runner.run_dialer` builds it,
     plus measuring hooks. Prints "ready" once its warm-up task is done; on SIGTERM, stops and writes
     what it measured to `--out`."""
     import redis
@@ -347,9 +347,9 @@ def run_dialer(args: argparse.Namespace) -> None:
 
     from callcenter.clock import LoopScheduler
     from callcenter.db import make_engine
-    from callcenter.gateways.base import CallConnected, GatewayEvent
+    from callcenter.engine.events import CallConnected, GatewayEvent
+    from callcenter.engine.runner import DialerRunner
     from callcenter.gateways.simulated import Dist, Outcome, Script, SimProfile, SimulatedGateway
-    from callcenter.runner import DialerRunner
 
     config = json.loads(Path(args.config).read_text())
     p = config["pace"]

@@ -11,9 +11,9 @@ from pathlib import Path
 
 from callcenter.clock import LoopScheduler
 from callcenter.db import make_engine, upgrade
+from callcenter.engine.runner import DialerRunner
+from callcenter.engine.simulation import seed_world
 from callcenter.gateways.simulated import Dist, SimProfile, SimulatedGateway
-from callcenter.runner import DialerRunner
-from callcenter.simulation import seed_world
 
 
 def originate_rate(

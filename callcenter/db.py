@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
@@ -56,12 +57,15 @@ def session_scope(engine: Engine) -> Iterator[Session]:
             raise
 
 
-def alembic_config(url: str):
+def alembic_config(url: str, *, metadata: Any = None) -> Any:
+    """Alembic's config for `url`; `metadata` (all tables) only for autogenerating a revision."""
     from alembic.config import Config
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    if metadata is not None:
+        cfg.attributes["target_metadata"] = metadata
     return cfg
 
 

@@ -7,6 +7,8 @@ import re
 
 from callcenter.errors import Invalid
 
+_SOUND = re.compile(r"[A-Za-z0-9_/-]{1,128}")
+_CALL_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _NUMBER = re.compile(r"\+?[0-9]{2,20}")
 _EXTENSION = re.compile(r"[0-9A-Za-z_]{1,32}")
 _VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
@@ -48,3 +50,17 @@ def validate_variables(variables: dict[str, str], *, field: str = "variables") -
                 field=field,
             )
     return variables
+
+
+def validate_call_id(value: str) -> str:
+    if not isinstance(value, str) or not _CALL_ID.fullmatch(value):
+        raise Invalid(
+            f"call id must be 1-64 letters, digits, '.', '_' or '-', got {value!r}", field="call_id"
+        )
+    return value
+
+
+def validate_sound(value: str) -> str:
+    if not isinstance(value, str) or not _SOUND.fullmatch(value) or ".." in value:
+        raise Invalid(f"sound must be a file name without extension, got {value!r}", field="sound")
+    return value

@@ -10,10 +10,9 @@ from pydantic import BaseModel, Field
 from sqlmodel import Session
 
 from callcenter.accounts import Principal
+from callcenter.http import get_ctx, get_session, require
 from callcenter.models import Permission
 from crm import services
-from webui.auth import require
-from webui.context import get_ctx, get_session
 
 router = APIRouter(prefix="/api/crm", dependencies=[require(Permission.CRM)])
 

@@ -175,8 +175,8 @@ def web_factory(redis_client: redis.Redis, tmp_path: Path):  # type: ignore[no-u
     """Build a WebHarness on a given engine (so a test can pick SQLite or both databases)."""
     from fastapi.testclient import TestClient
 
+    from callcenter.http import AppContext
     from webui.app import create_app
-    from webui.context import AppContext
 
     clients = []
 

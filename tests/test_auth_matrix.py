@@ -7,8 +7,8 @@ import re
 import pytest
 from fastapi.routing import APIWebSocketRoute
 
+from callcenter.http import PublicMarker, Requirement
 from callcenter.models import BUILTIN_ROLES
-from webui.auth import PublicMarker, Requirement
 
 
 def _declaration(route) -> Requirement | PublicMarker | None:  # type: ignore[no-untyped-def]

@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 from typer.main import get_command
 
-from callcenter.cli import app
+from app.cli import app
 
 ROOT = Path(__file__).parent.parent
 

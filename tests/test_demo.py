@@ -31,7 +31,7 @@ def test_demo_serves_logs_in_and_runs_the_demo_task(tmp_path: Path) -> None:
     )
     out = open(tmp_path / "demo.log", "w+b")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
-        [sys.executable, "-m", "callcenter.cli", "demo", "--port", str(port)],
+        [sys.executable, "-m", "app.cli", "demo", "--port", str(port)],
         env=env,
         stdout=out,
         stderr=subprocess.STDOUT,

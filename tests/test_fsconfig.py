@@ -13,17 +13,18 @@ import pytest
 from sqlalchemy.engine import Engine
 from typer.testing import CliRunner
 
+from app.cli import fs_app
 from callcenter import accounts
 from callcenter.db import session_scope
+from callcenter.engine.commands import OriginateRequest
 from callcenter.errors import Invalid
-from callcenter.fsconfig import AgentUser, FsConfig, a1_hash, app, render, sip_password
-from callcenter.gateways.base import OriginateRequest
 from callcenter.gateways.freeswitch import (
     ANSWERED_SUBCLASS,
     MANUAL_SUBCLASS,
     SUBSCRIBE_COMMAND,
     FreeswitchGateway,
 )
+from callcenter.pbxconfig.fsconfig import AgentUser, FsConfig, a1_hash, render, sip_password
 
 SECRET = "a-test-secret-for-sip-passwords"
 AGENTS = [AgentUser("1001", "Ann Lee"), AgentUser("1002"), AgentUser("1003", "王芳")]
@@ -328,7 +329,7 @@ def test_cli_renders_the_agents_from_the_database(
         "CALLCENTER_ESL_PORT": "8022",
     }
     result = CliRunner().invoke(
-        app,
+        fs_app,
         [
             "render",
             "-o",
@@ -362,7 +363,7 @@ def test_cli_renders_the_agents_from_the_database(
 
 def test_cli_refuses_to_render_without_an_event_socket_password(tmp_path: Path, sqlite_url: str) -> None:
     env = {"CALLCENTER_MODE": "dev", "CALLCENTER_DATABASE_URL": sqlite_url, "CALLCENTER_ESL_PASSWORD": ""}
-    result = CliRunner().invoke(app, ["render", "-o", str(tmp_path / "conf")], env=env)
+    result = CliRunner().invoke(fs_app, ["render", "-o", str(tmp_path / "conf")], env=env)
     assert result.exit_code == 2
     assert "esl_password" in result.output
     assert not (tmp_path / "conf").exists()

@@ -9,12 +9,14 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from app.cli import sip_app
 from callcenter.config import Settings
+from callcenter.engine.commands import OriginateRequest
+from callcenter.engine.events import CallAnswered, CallConnected, SpyMode, SpyStarted
 from callcenter.errors import Invalid
 from callcenter.gateways.ami_calls import WANTED_EVENTS
 from callcenter.gateways.ami_dialplan import DEFAULT_DIALPLAN as DP
-from callcenter.gateways.base import CallAnswered, CallConnected, OriginateRequest, SpyMode, SpyStarted
-from callcenter.sipconfig import AgentEndpoint, Rows, Trunk, agent_sip_password, app, render
+from callcenter.pbxconfig.sipconfig import AgentEndpoint, Rows, Trunk, agent_sip_password, render
 from tests.conftest import make_settings
 from tests.gateways.contract import EventLog, new_call_id
 from tests.gateways.harness_asterisk import NUMBERS, make_gateway, make_peer
@@ -246,7 +248,7 @@ def test_cli_renders_the_folder_from_the_configured_database(
     monkeypatch.setenv("CALLCENTER_DATABASE_URL", sqlite_url)
     monkeypatch.setenv("CALLCENTER_AMI_SECRET", "cli-ami-secret")
     out = tmp_path / "rendered"
-    result = CliRunner().invoke(app, ["render", "--out", str(out), "--trunk-host", "10.1.2.3"])
+    result = CliRunner().invoke(sip_app, ["render", "--out", str(out), "--trunk-host", "10.1.2.3"])
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.iterdir()) == sorted(
         [

@@ -16,8 +16,7 @@ from starlette.middleware.sessions import SessionMiddleware
 
 from callcenter.config import Settings
 from callcenter.errors import DomainError
-from webui.auth import LoginRequired
-from webui.context import AppContext
+from callcenter.http import AppContext, LoginRequired
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"

@@ -1,125 +1,14 @@
-"""Authentication (session cookie for pages, bearer token for the API) and per-route permissions.
-
-Every route declares what it needs with one of two dependencies:
-- `require(Permission.X, ...)` - signed-in principal holding any of the listed permissions
-  (none listed = any signed-in user);
-- `public()` - no sign-in needed (login page, static files, health).
-`tests/test_auth_matrix.py` walks every route and checks the declaration against each role.
-"""
+"""Sign-in helpers of the web's own session routes: failed-login throttling and timing. Who is asking
+and what each route needs live in `callcenter.http` (shared by webui, crm and chat)."""
 
 from __future__ import annotations
 
 import time
 from typing import Any
 
-from fastapi import Depends, HTTPException, Request
-from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
-from sqlmodel import Session
-from starlette.requests import HTTPConnection
+from fastapi import HTTPException, Request
 
-from callcenter.accounts import Principal, load_principal
-from callcenter.models import Permission
-from webui.context import get_ctx
-
-TOKEN_SALT = "callcenter-api-token"
-
-
-class LoginRequired(Exception):
-    """Raised for a page (not an API call) when nobody is signed in: the handler redirects to /login."""
-
-    def __init__(self, next_url: str) -> None:
-        self.next_url = next_url
-
-
-def _serializer(request: HTTPConnection) -> URLSafeTimedSerializer:
-    secret = get_ctx(request).settings.secret_key.get_secret_value()
-    return URLSafeTimedSerializer(secret, salt=TOKEN_SALT)
-
-
-def issue_token(request: Request, principal: Principal) -> str:
-    return _serializer(request).dumps({"uid": principal.user_id, "tv": principal.token_version})
-
-
-def _principal_from_claims(request: HTTPConnection, uid: Any, tv: Any) -> Principal | None:
-    if not isinstance(uid, int):
-        return None
-    with Session(get_ctx(request).engine) as session:
-        principal = load_principal(session, uid)
-    if principal is None or principal.token_version != tv:
-        return None
-    return principal
-
-
-def principal_from_token(request: HTTPConnection, token: str) -> Principal | None:
-    """The principal an API token stands for, or None when it is forged, expired or revoked."""
-    max_age = get_ctx(request).settings.session_max_age_s
-    try:
-        claims = _serializer(request).loads(token.strip(), max_age=max_age)
-    except (BadSignature, SignatureExpired):
-        return None
-    if not isinstance(claims, dict):
-        return None
-    return _principal_from_claims(request, claims.get("uid"), claims.get("tv"))
-
-
-def current_principal(request: HTTPConnection) -> Principal | None:
-    """The signed-in principal from a bearer token or the session cookie, cached on the request
-    (or WebSocket)."""
-    if hasattr(request.state, "principal"):
-        return request.state.principal  # type: ignore[no-any-return]
-    principal: Principal | None = None
-    header = request.headers.get("authorization", "")
-    if header.lower().startswith("bearer "):
-        principal = principal_from_token(request, header[7:])
-    elif "session" in request.scope:
-        sess = request.session
-        principal = _principal_from_claims(request, sess.get("uid"), sess.get("tv"))
-    request.state.principal = principal
-    return principal
-
-
-def _is_api(request: Request) -> bool:
-    return request.url.path.startswith("/api/") or request.scope.get("type") == "websocket"
-
-
-class Requirement:
-    """A route's declared need; kept as an object so tests can read it off the route."""
-
-    def __init__(self, permissions: tuple[Permission, ...]) -> None:
-        self.permissions = permissions
-
-    def __call__(self, request: Request) -> Principal:
-        principal = current_principal(request)
-        if principal is None:
-            if _is_api(request):
-                raise HTTPException(401, "not signed in", headers={"WWW-Authenticate": "Bearer"})
-            raise LoginRequired(str(request.url.path))
-        if self.permissions and not any(principal.can(p) for p in self.permissions):
-            names = " or ".join(p.value for p in self.permissions)
-            raise HTTPException(403, f"this needs the {names} permission")
-        return principal
-
-    def __repr__(self) -> str:
-        return f"require({', '.join(p.value for p in self.permissions)})"
-
-
-class PublicMarker:
-    def __call__(self) -> None:
-        return None
-
-    def __repr__(self) -> str:
-        return "public()"
-
-
-_PUBLIC = PublicMarker()
-
-
-def require(*permissions: Permission) -> Any:
-    return Depends(Requirement(permissions))
-
-
-def public() -> Any:
-    return Depends(_PUBLIC)
+from callcenter.http import get_ctx
 
 
 class LoginThrottle:

@@ -11,8 +11,8 @@ from typing import Any
 from fastapi import HTTPException, Request
 
 from callcenter.bus import DIALER_TOPIC
-from callcenter.runner import reply_key
-from webui.context import get_ctx
+from callcenter.engine.runner import reply_key
+from callcenter.http import get_ctx
 
 # One BLPOP waits at most this long: under the Redis client's socket timeout (5 s by default), so a
 # slow answer is a wait, not a broken connection.

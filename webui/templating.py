@@ -14,7 +14,7 @@ TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 
 
 def render(request: Request, name: str, context: dict[str, Any] | None = None, status_code: int = 200) -> Any:
-    from webui.auth import current_principal
+    from callcenter.http import current_principal
 
     principal = current_principal(request)
     lang = pick_language(

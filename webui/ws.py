@@ -56,10 +56,9 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from callcenter.accounts import Principal
 from callcenter.bus import ALL_PATTERN, MONITOR_TOPIC, PREFIX
+from callcenter.http import AppContext, Requirement, current_principal, principal_from_token
 from callcenter.models import Permission
 from webui import live
-from webui.auth import Requirement, current_principal, principal_from_token
-from webui.context import AppContext
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,7 @@ from dataclasses import dataclass
 
 from panoramisk.message import Message
 
-from callcenter.errors import Invalid
-from callcenter.gateways.ami_dialplan import Dialplan
-from callcenter.gateways.base import (
+from callcenter.engine.events import (
     AgentLegFailed,
     AnswerKind,
     CallAnswered,
@@ -33,6 +31,8 @@ from callcenter.gateways.base import (
     SpyStarted,
     UnknownChannel,
 )
+from callcenter.errors import Invalid
+from callcenter.gateways.ami_dialplan import Dialplan
 from callcenter.validation import validate_extension, validate_number
 
 log = logging.getLogger(__name__)

@@ -1,12 +1,13 @@
 """The contract between the Asterisk driver and the dialplan we ship (`sip-config/`): context names,
-extensions, channel variables and UserEvent names. The driver sends exactly these; `callcenter.sipconfig`
-renders the dialplan from the same object, and a test checks that the two agree."""
+extensions, channel variables and UserEvent names. The driver sends exactly these;
+`callcenter.pbxconfig.sipconfig` renders the dialplan from the same object, and a test checks that the
+two agree."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from callcenter.gateways.base import SpyMode
+from callcenter.engine.events import SpyMode
 
 
 @dataclass(frozen=True)

@@ -70,6 +70,8 @@ from typing import Any
 
 from panoramisk.message import Message
 
+from callcenter.engine.commands import OriginateRequest
+from callcenter.engine.events import ActiveCall, EventSink, GatewayEvent, GatewayLink, SpyMode
 from callcenter.errors import Invalid
 from callcenter.gateways.ami_calls import (
     ASTERISK_UID,
@@ -83,22 +85,20 @@ from callcenter.gateways.ami_calls import (
 from callcenter.gateways.ami_dialplan import DEFAULT_DIALPLAN, Dialplan
 from callcenter.gateways.ami_wire import ActionFailed, AmiProtocol
 from callcenter.gateways.base import (
-    ActiveCall,
     CallNotFound,
     CommandTimeout,
-    EventSink,
     GatewayError,
-    GatewayEvent,
-    GatewayLink,
     GatewayUnavailable,
-    OriginateRequest,
-    SpyMode,
     check_spy_request,
     render_template,
-    validate_call_id,
-    validate_sound,
 )
-from callcenter.validation import validate_extension, validate_number, validate_variables
+from callcenter.validation import (
+    validate_call_id,
+    validate_extension,
+    validate_number,
+    validate_sound,
+    validate_variables,
+)
 
 log = logging.getLogger(__name__)
 

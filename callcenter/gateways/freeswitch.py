@@ -69,33 +69,33 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from callcenter.errors import Invalid
-from callcenter.gateways.base import (
+from callcenter.engine.commands import OriginateRequest
+from callcenter.engine.events import (
     ActiveCall,
     AgentLegFailed,
     AnswerKind,
     CallAnswered,
     CallConnected,
     CallEnded,
-    CallNotFound,
     CallRinging,
-    CommandTimeout,
     EndResult,
     EventSink,
-    GatewayError,
     GatewayEvent,
     GatewayLink,
-    GatewayUnavailable,
     ManualCallStarted,
-    OriginateRequest,
     SpyEnded,
     SpyMode,
     SpyStarted,
     UnknownChannel,
+)
+from callcenter.errors import Invalid
+from callcenter.gateways.base import (
+    CallNotFound,
+    CommandTimeout,
+    GatewayError,
+    GatewayUnavailable,
     check_spy_request,
     render_template,
-    validate_call_id,
-    validate_sound,
 )
 from callcenter.gateways.esl_client import (
     EslClosed,
@@ -106,7 +106,13 @@ from callcenter.gateways.esl_client import (
     open_connection,
     peek_header,
 )
-from callcenter.validation import validate_extension, validate_number, validate_variables
+from callcenter.validation import (
+    validate_call_id,
+    validate_extension,
+    validate_number,
+    validate_sound,
+    validate_variables,
+)
 
 log = logging.getLogger(__name__)
 

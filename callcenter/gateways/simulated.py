@@ -16,30 +16,26 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from callcenter.clock import Scheduler, Timer
-from callcenter.gateways.base import (
+from callcenter.engine.commands import OriginateRequest
+from callcenter.engine.events import (
     ActiveCall,
     AgentLegFailed,
     AnswerKind,
     CallAnswered,
     CallConnected,
     CallEnded,
-    CallNotFound,
     CallRinging,
     EndResult,
     EventSink,
     GatewayEvent,
     GatewayLink,
-    GatewayUnavailable,
     ManualCallStarted,
-    OriginateRequest,
     SpyEnded,
     SpyMode,
     SpyStarted,
-    check_spy_request,
-    validate_call_id,
-    validate_sound,
 )
-from callcenter.validation import validate_extension, validate_number
+from callcenter.gateways.base import CallNotFound, GatewayUnavailable, check_spy_request
+from callcenter.validation import validate_call_id, validate_extension, validate_number, validate_sound
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,15 @@
-"""Alembic environment: the URL comes from the Config object built by `callcenter.db.alembic_config`."""
+"""Alembic environment: the URL comes from the Config object built by `callcenter.db.alembic_config`.
+
+Migrations are explicit operations and import no models. Autogenerate (a developer writing a new
+revision) needs the tables' metadata: the caller passes it as `config.attributes["target_metadata"]`
+(`callcenter.db.alembic_config(url, metadata=...)`, with every package's models imported by the caller).
+"""
 
 from alembic import context
 from sqlalchemy import engine_from_config, pool
-from sqlmodel import SQLModel
-
-import callcenter.models  # noqa: F401  (registers the tables)
-import crm.models  # noqa: F401  (the CRM tables)
 
 config = context.config
-target_metadata = SQLModel.metadata
+target_metadata = config.attributes.get("target_metadata")
 
 
 def run_migrations_offline() -> None:

@@ -9,8 +9,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
+from callcenter.engine.simulation import Simulation, seed_world
 from callcenter.gateways.simulated import Dist, Outcome, Script, SimProfile
-from callcenter.simulation import Simulation, seed_world
 
 T0 = 1_767_254_400.0  # 2026-01-01 08:00 UTC = 16:00 in Shanghai
 

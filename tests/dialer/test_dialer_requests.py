@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import text
 
 from callcenter.db import make_engine
-from callcenter.simulation import seed_world
+from callcenter.engine.simulation import seed_world
 from tests.dialer.test_processes import start_dialer, wait_for
 
 pytestmark = pytest.mark.slow

@@ -17,7 +17,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from callcenter.db import make_engine
-from callcenter.simulation import seed_world
+from callcenter.engine.simulation import seed_world
 from tests.conftest import TEST_SECRET
 
 pytestmark = pytest.mark.slow
@@ -39,9 +39,7 @@ def start_dialer(db_url: str, redis_url: str, dialer_id: str, tmp_path: Path) ->
         }
     )
     log = open(tmp_path / f"{dialer_id}.log", "ab")  # noqa: SIM115 - closed with the process
-    return subprocess.Popen(
-        [sys.executable, "-m", "callcenter.cli", "dialer"], env=env, stdout=log, stderr=log
-    )
+    return subprocess.Popen([sys.executable, "-m", "app.cli", "dialer"], env=env, stdout=log, stderr=log)
 
 
 def rows(engine: Engine, sql: str) -> list[dict[str, Any]]:

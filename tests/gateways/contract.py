@@ -15,14 +15,8 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
-from callcenter.gateways.base import (
-    CallAnswered,
-    CallConnected,
-    CallEnded,
-    CallRinging,
-    Gateway,
-    GatewayEvent,
-)
+from callcenter.engine.events import CallAnswered, CallConnected, CallEnded, CallRinging, GatewayEvent
+from callcenter.gateways.base import Gateway
 
 # The situations a harness must be able to produce, by customer number.
 SCENARIOS = ("answer", "busy", "no_answer", "congestion", "unknown", "abandon")

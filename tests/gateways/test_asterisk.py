@@ -15,26 +15,25 @@ import pytest
 from panoramisk import Manager
 
 from callcenter.config import Settings
-from callcenter.errors import Invalid
-from callcenter.gateways.ami_wire import encode_action
-from callcenter.gateways.asterisk import AsteriskGateway
-from callcenter.gateways.base import (
+from callcenter.engine.commands import OriginateRequest
+from callcenter.engine.events import (
     AnswerKind,
     CallAnswered,
     CallConnected,
     CallEnded,
-    CallNotFound,
     CallRinging,
     EndResult,
     GatewayLink,
-    GatewayUnavailable,
     ManualCallStarted,
-    OriginateRequest,
     SpyEnded,
     SpyMode,
     SpyStarted,
     UnknownChannel,
 )
+from callcenter.errors import Invalid
+from callcenter.gateways.ami_wire import encode_action
+from callcenter.gateways.asterisk import AsteriskGateway
+from callcenter.gateways.base import CallNotFound, GatewayUnavailable
 from tests.gateways.contract import EventLog, assert_well_ordered, kinds, new_call_id
 from tests.gateways.harness_asterisk import AMD_NUMBER, NUMBERS, SECRET, USERNAME, make_gateway, make_peer
 from tests.peers.ami import AmiPeer, first

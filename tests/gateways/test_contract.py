@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from callcenter.errors import Invalid
-from callcenter.gateways.base import (
+from callcenter.engine.commands import OriginateRequest
+from callcenter.engine.events import (
     AgentLegFailed,
     CallAnswered,
     CallConnected,
@@ -18,10 +18,10 @@ from callcenter.gateways.base import (
     EndResult,
     GatewayLink,
     ManualCallStarted,
-    OriginateRequest,
     SpyMode,
     SpyStarted,
 )
+from callcenter.errors import Invalid
 from tests.gateways.contract import EventLog, assert_well_ordered, kinds, new_call_id
 
 HARNESSES = sorted(p.stem.removeprefix("harness_") for p in Path(__file__).parent.glob("harness_*.py"))

@@ -14,22 +14,20 @@ from typing import Any
 
 import pytest
 
-from callcenter.errors import Invalid
-from callcenter.gateways.base import (
+from callcenter.engine.commands import OriginateRequest
+from callcenter.engine.events import (
     CallAnswered,
     CallConnected,
     CallEnded,
-    CallNotFound,
     CallRinging,
-    CommandTimeout,
     EndResult,
     GatewayLink,
-    GatewayUnavailable,
     ManualCallStarted,
-    OriginateRequest,
     SpyMode,
     UnknownChannel,
 )
+from callcenter.errors import Invalid
+from callcenter.gateways.base import CallNotFound, CommandTimeout, GatewayUnavailable
 from callcenter.gateways.esl_client import encode_command
 from callcenter.gateways.freeswitch import FreeswitchGateway, classify_end, q850_of
 from tests.gateways.contract import EventLog, assert_well_ordered, new_call_id

@@ -14,14 +14,14 @@ from typing import Any
 
 import pytest
 
-from callcenter.gateways.base import (
+from callcenter.engine.commands import OriginateRequest
+from callcenter.engine.events import (
     AnswerKind,
     CallAnswered,
     CallConnected,
     CallEnded,
     CallRinging,
     EndResult,
-    OriginateRequest,
     SpyEnded,
     SpyMode,
     SpyStarted,

@@ -239,7 +239,7 @@ class DialerProcess:
         )
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "callcenter.cli", "dialer"], env=env, stdout=log, stderr=log
+            [sys.executable, "-m", "app.cli", "dialer"], env=env, stdout=log, stderr=log
         )
         log.close()
         # Ready once it listens on the dialer topic (a channel subscription, not the web's pattern).

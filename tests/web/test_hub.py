@@ -10,9 +10,9 @@ from starlette.websockets import WebSocketState
 
 from callcenter.accounts import Principal
 from callcenter.bus import MONITOR_TOPIC, agent_topic, encode
+from callcenter.http import AppContext
 from callcenter.models import Permission
 from webui import ws as push
-from webui.context import AppContext
 
 
 class FakeSocket:

@@ -10,6 +10,7 @@ from sqlmodel import Session
 from callcenter import accounts
 from callcenter.config import GatewayKind
 from callcenter.errors import Conflict, NotFound
+from callcenter.http import get_session, require
 from callcenter.models import (
     Agent,
     AgentSkill,
@@ -21,8 +22,6 @@ from callcenter.models import (
     User,
     UserRole,
 )
-from webui.auth import require
-from webui.context import get_session
 
 router = APIRouter(prefix="/api/admin", dependencies=[require(Permission.ADMIN)])
 

@@ -12,9 +12,8 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse
 from sqlmodel import Session
 
+from callcenter.http import get_session, require
 from callcenter.models import Permission
-from webui.auth import require
-from webui.context import get_session
 from webui.i18n import keys_with_prefix
 from webui.routes import admin as api
 from webui.templating import render

@@ -11,10 +11,9 @@ from sqlmodel import Session
 from callcenter import agents as agent_states
 from callcenter.accounts import Principal
 from callcenter.bus import DIALER_TOPIC
+from callcenter.http import get_ctx, get_session, require
 from callcenter.models import Agent, AgentState, Permission
 from callcenter.notifier import Notifier
-from webui.auth import require
-from webui.context import get_ctx, get_session
 from webui.dialer_requests import ask_dialer
 
 router = APIRouter(prefix="/api/agent")

@@ -8,8 +8,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse
 
 from callcenter.accounts import Principal
+from callcenter.http import require
 from callcenter.models import Permission
-from webui.auth import require
 from webui.i18n import keys_with_prefix
 from webui.templating import render
 

@@ -11,16 +11,8 @@ from pydantic import BaseModel, Field
 from sqlmodel import Session
 
 from callcenter.accounts import Principal, authenticate, load_principal
-from webui.auth import (
-    client_address,
-    issue_token,
-    min_duration,
-    public,
-    require,
-    throttle_for,
-    too_many_attempts,
-)
-from webui.context import get_session
+from callcenter.http import get_session, issue_token, public, require
+from webui.auth import client_address, min_duration, throttle_for, too_many_attempts
 from webui.templating import render
 
 router = APIRouter()

@@ -16,10 +16,9 @@ from fastapi import APIRouter, Depends, Request
 from sqlmodel import Session, col, select
 
 from callcenter.accounts import Principal
+from callcenter.http import get_ctx, get_session, require
 from callcenter.models import Campaign, CampaignState, GatewayRow, PacingMode, Permission, SkillGroup
 from callcenter.policy import RETRYABLE
-from webui.auth import require
-from webui.context import get_ctx, get_session
 from webui.i18n import keys_with_prefix
 from webui.routes import tasks as api
 from webui.templating import render

@@ -20,6 +20,7 @@ from callcenter import campaigns, dnc, leads
 from callcenter.accounts import Principal
 from callcenter.bus import DIALER_TOPIC, decode
 from callcenter.campaigns import ACTIONS, CampaignEvent, CampaignSpec
+from callcenter.http import get_ctx, get_session, require
 from callcenter.models import (
     Agent,
     Call,
@@ -34,8 +35,6 @@ from callcenter.models import (
 )
 from callcenter.notifier import Notifier, stats_key
 from callcenter.stats import snapshot_from_db
-from webui.auth import require
-from webui.context import get_ctx, get_session
 from webui.dialer_requests import ask_dialer
 from webui.live import gateway_of
 

@@ -14,11 +14,10 @@ from pydantic import BaseModel, Field
 from sqlmodel import Session
 
 from callcenter.accounts import Principal
+from callcenter.http import get_ctx, get_session, require
 from callcenter.models import Permission
 from crm import services as crm
 from webui import live
-from webui.auth import require
-from webui.context import get_ctx, get_session
 from webui.i18n import keys_with_prefix
 from webui.templating import render
 

@@ -1,6 +1,6 @@
 """The dialer engine's core: from events and the clock to database writes and PBX commands.
 
-`DialerCore` is synchronous and does no network I/O: the async runner (`callcenter.runner`) feeds it
+`DialerCore` is synchronous and does no network I/O: the async runner (`callcenter.engine.runner`) feeds it
 gateway events and ticks, and sends the commands it returns to the gateways; the benchmark feeds it
 from a discrete-event clock instead. Every method runs inside one store transaction and returns the
 commands to send after that transaction commits, so a crash never leaves a dialled call without its
@@ -28,8 +28,15 @@ from typing import Any
 
 from callcenter import agents as agent_table
 from callcenter import campaigns as campaign_table
-from callcenter.errors import Conflict, Invalid
-from callcenter.gateways.base import (
+from callcenter.engine.commands import (
+    Command,
+    ConnectAgent,
+    Hangup,
+    Originate,
+    OriginateRequest,
+    PlayAndHangup,
+)
+from callcenter.engine.events import (
     ActiveCall,
     AgentLegFailed,
     AnswerKind,
@@ -41,12 +48,9 @@ from callcenter.gateways.base import (
     GatewayEvent,
     GatewayLink,
     ManualCallStarted,
-    OriginateRequest,
     UnknownChannel,
 )
-from callcenter.models import AgentState, CallResult, CallState, CampaignState, PacingMode
-from callcenter.notifier import Notifier
-from callcenter.pacing import (
+from callcenter.engine.pacing import (
     ABANDON_AFTER_S,
     AgentSlot,
     Pacer,
@@ -56,9 +60,12 @@ from callcenter.pacing import (
     PreviewPacer,
     RatioPacer,
 )
+from callcenter.engine.store import AgentRow, CampaignConf, SqlStore
+from callcenter.errors import Conflict, Invalid
+from callcenter.models import AgentState, CallResult, CallState, CampaignState, PacingMode
+from callcenter.notifier import Notifier
 from callcenter.policy import RetryPolicy, Window, after_attempt
 from callcenter.stats import Counters, snapshot_from_db
-from callcenter.store import AgentRow, CampaignConf, SqlStore
 
 log = logging.getLogger(__name__)
 AE = agent_table.AgentEvent
@@ -69,38 +76,6 @@ OFFLINE = AgentState.OFFLINE.value
 # An abandon while the reserved agent's phone has rung this long counts as the agent missing the call
 # (they go not ready). Shorter, and the agent was reserved too late to be blamed: back to ready.
 MISSED_AFTER_S = 1.0
-
-
-# --- commands the core asks the runner to send ---------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Originate:
-    gateway: str
-    request: OriginateRequest
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectAgent:
-    gateway: str
-    call_id: str
-    extension: str
-
-
-@dataclass(frozen=True, slots=True)
-class PlayAndHangup:
-    gateway: str
-    call_id: str
-    sound: str
-
-
-@dataclass(frozen=True, slots=True)
-class Hangup:
-    gateway: str
-    call_id: str
-
-
-Command = Originate | ConnectAgent | PlayAndHangup | Hangup
 
 
 @dataclass

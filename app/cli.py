@@ -1,4 +1,6 @@
-"""The `callcenter` command: demo, serve, dialer, worker, db upgrade, user create, config renderers."""
+"""The `callcenter` command, and the composition root: the one module that imports every package
+(core, web, CRM, chat) and starts the processes. Commands: demo, serve, dialer, worker, db upgrade,
+user create, settings, sip-config render, freeswitch-config render."""
 
 from __future__ import annotations
 
@@ -9,11 +11,14 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from callcenter.config import Mode, Settings, SettingsError, load_settings
+from callcenter.errors import Invalid
+from callcenter.pbxconfig.fsconfig import TEMPLATES_DIR as FS_TEMPLATES_DIR
 
 app = typer.Typer(help="Outbound call center controller.", no_args_is_help=True, add_completion=False)
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
@@ -21,18 +26,6 @@ user_app = typer.Typer(help="User accounts.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(user_app, name="user")
 
-
-def _add_config_renderers() -> None:
-    from callcenter.fsconfig import app as fsconfig_app
-    from callcenter.sipconfig import app as sipconfig_app
-
-    app.add_typer(sipconfig_app, name="sip-config", help="Render the Asterisk configuration (sip-config/).")
-    app.add_typer(
-        fsconfig_app, name="freeswitch-config", help="Render the FreeSWITCH configuration (freeswitch/)."
-    )
-
-
-_add_config_renderers()
 
 log = logging.getLogger("callcenter")
 
@@ -80,8 +73,7 @@ def child_env(settings: Settings) -> dict[str, str]:
 @contextmanager
 def children(settings: Settings, commands: list[list[str]]) -> Iterator[list[subprocess.Popen[bytes]]]:
     procs = [
-        subprocess.Popen([sys.executable, "-m", "callcenter.cli", *cmd], env=child_env(settings))
-        for cmd in commands
+        subprocess.Popen([sys.executable, "-m", "app.cli", *cmd], env=child_env(settings)) for cmd in commands
     ]
     try:
         yield procs
@@ -162,7 +154,7 @@ def serve(
 def dialer() -> None:
     """Run the dialer engine (drives the PBX for every running task)."""
     settings = _settings()
-    from callcenter.runner import run_dialer
+    from callcenter.engine.runner import run_dialer
 
     with redis_for(settings) as s:
         run_dialer(s)
@@ -238,6 +230,158 @@ def show_settings() -> None:
 
     for name, default, desc in settings_table():
         typer.echo(f"{name:<34} {default:<28} {desc}")
+
+
+# --- `callcenter sip-config render` ------------------------------------------------------------
+
+sip_app = typer.Typer(help="Asterisk configuration (sip-config/).", no_args_is_help=True)
+
+
+@sip_app.callback()
+def _sip_group() -> None:
+    """Asterisk configuration (sip-config/): `render` writes it from the database and settings."""
+
+
+@sip_app.command("render")
+def sip_render(
+    out: Annotated[Path, typer.Option(help="folder to write into (mounted as /etc/asterisk)")] = Path(
+        "sip-config/rendered"
+    ),
+    trunk_host: Annotated[str | None, typer.Option(help="SIP provider host for the customer trunk")] = None,
+    trunk_port: Annotated[int, typer.Option(help="SIP provider port")] = 5060,
+    trunk_username: Annotated[str, typer.Option(help="SIP provider user (empty: no registration auth)")] = "",
+    trunk_secret_env: Annotated[
+        str, typer.Option(help="environment variable holding the SIP provider password")
+    ] = "CALLCENTER_TRUNK_SECRET",
+    ami_permit: Annotated[
+        list[str], typer.Option(help="address/mask allowed to log in to AMI; repeat for several")
+    ] = ["127.0.0.1/255.255.255.255"],  # noqa: B006
+    show_passwords: Annotated[bool, typer.Option(help="print the agents' SIP passwords")] = False,
+) -> None:
+    """Render manager.conf, extensions.conf, pjsip.conf (and the small files Asterisk needs with them)
+    from the database's agents and gateways."""
+    from callcenter.db import make_engine
+    from callcenter.pbxconfig.sipconfig import Trunk, agent_sip_password, load_rows, render
+
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    trunk = None
+    if trunk_host:
+        password = os.environ.get(trunk_secret_env, "") if trunk_username else ""
+        trunk = Trunk(trunk_host, trunk_port, trunk_username, password)
+    engine = make_engine(settings.effective_database_url)
+    try:
+        rows = load_rows(engine)
+        paths = render(rows, out, settings, trunk=trunk, ami_permit=ami_permit)
+    except Invalid as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        engine.dispose()
+    for path in paths:
+        typer.echo(f"wrote {path}")
+    if show_passwords:
+        for agent in rows.agents:
+            typer.echo(
+                f"agent {agent.extension}: SIP password {agent_sip_password(settings, agent.extension)}"
+            )
+
+
+# --- `callcenter freeswitch-config render` -----------------------------------------------------
+
+fs_app = typer.Typer(help="FreeSWITCH configuration.", no_args_is_help=True)
+
+
+@fs_app.callback()
+def _fs_group() -> None:
+    """FreeSWITCH configuration (`callcenter freeswitch-config render`)."""
+    # A callback keeps `render` a subcommand even while it is the only one.
+
+
+@fs_app.command("render")
+def fs_render(
+    output: Annotated[Path, typer.Option("--output", "-o", help="configuration directory to write")] = Path(
+        "freeswitch/conf"
+    ),
+    domain: Annotated[str, typer.Option(help="SIP domain of the agents' phones")] = "callcenter.local",
+    esl_listen_ip: Annotated[
+        str, typer.Option(help="address the event socket binds (the controller's network)")
+    ] = "127.0.0.1",
+    esl_acl: Annotated[
+        list[str], typer.Option(help="network allowed to use the event socket; repeat for several")
+    ] = ["127.0.0.1/32"],  # noqa: B006
+    sip_ip: Annotated[
+        str, typer.Option(help="SIP/RTP address (default: FreeSWITCH's own)")
+    ] = "$${local_ip_v4}",
+    ext_ip: Annotated[str, typer.Option(help="public address behind NAT, if any")] = "",
+    trunk_proxy: Annotated[str, typer.Option(help="the carrier's SIP proxy, host[:port]")] = "127.0.0.1",
+    trunk_username: Annotated[str, typer.Option(help="trunk username (if it registers)")] = "",
+    trunk_password_env: Annotated[
+        str, typer.Option(help="environment variable holding the trunk password (if it registers)")
+    ] = "",
+    rtp_start_port: Annotated[int, typer.Option(help="first RTP port")] = 16384,
+    rtp_end_port: Annotated[int, typer.Option(help="last RTP port")] = 32768,
+    amd_engine: Annotated[str, typer.Option(help="avmd (built in), mod_amd (add-on) or none")] = "avmd",
+    caller_id: Annotated[str, typer.Option(help="caller ID for calls agents dial by hand")] = "",
+    templates: Annotated[Path, typer.Option(help="template directory")] = FS_TEMPLATES_DIR,
+    credentials: Annotated[
+        Path | None, typer.Option(help="also write extension,password lines here (mode 600)")
+    ] = None,
+) -> None:
+    """Render the FreeSWITCH configuration from settings and the agents in the database."""
+    from callcenter.pbxconfig.fsconfig import FsConfig, agents_from_database, render
+
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    trunk_password = os.environ.get(trunk_password_env, "") if trunk_password_env else ""
+    try:
+        config = FsConfig(
+            esl_password=settings.esl_password.get_secret_value(),
+            domain=domain,
+            esl_listen_ip=esl_listen_ip,
+            esl_port=settings.esl_port,
+            esl_acl=tuple(esl_acl),
+            sip_ip=sip_ip,
+            rtp_ip=sip_ip,
+            ext_ip=ext_ip,
+            rtp_start_port=rtp_start_port,
+            rtp_end_port=rtp_end_port,
+            trunk_proxy=trunk_proxy,
+            trunk_register=bool(trunk_username and trunk_password),
+            trunk_username=trunk_username,
+            trunk_password=trunk_password,
+            dial_template=settings.esl_dial_template,
+            agent_template=settings.esl_agent_template,
+            amd_engine=amd_engine,
+            caller_id=caller_id,
+        )
+        agents = agents_from_database(settings.effective_database_url)
+        result = render(
+            output,
+            config=config,
+            agents=agents,
+            sip_secret=settings.secret_key.get_secret_value(),
+            templates_dir=templates,
+        )
+    except Invalid as exc:
+        typer.echo(f"error: {exc.field or 'value'}: {exc.message}", err=True)
+        raise typer.Exit(2) from None
+    if credentials is not None:
+        credentials.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(credentials, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.writelines(f"{ext},{pw}\n" for ext, pw in result.credentials.items())
+    typer.echo(f"wrote {len(result.files)} files to {output} ({len(agents)} agent phones)")
+
+
+app.add_typer(sip_app, name="sip-config", help="Render the Asterisk configuration (sip-config/).")
+app.add_typer(fs_app, name="freeswitch-config", help="Render the FreeSWITCH configuration (freeswitch/).")
 
 
 if __name__ == "__main__":

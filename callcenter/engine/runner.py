@@ -30,11 +30,13 @@ from sqlalchemy.engine import Engine
 from callcenter.bus import DIALER_TOPIC, Bus, decode
 from callcenter.clock import LoopScheduler
 from callcenter.config import GatewayKind, Settings
-from callcenter.dialer import Command, ConnectAgent, DialerCore, Hangup, Originate, PlayAndHangup
+from callcenter.engine.commands import Command, ConnectAgent, Hangup, Originate, PlayAndHangup
+from callcenter.engine.dialer import DialerCore
+from callcenter.engine.events import GatewayEvent, GatewayLink, SpyMode
+from callcenter.engine.store import AgentRow, SqlStore
 from callcenter.errors import DomainError
-from callcenter.gateways.base import Gateway, GatewayError, GatewayEvent, GatewayLink, SpyMode
+from callcenter.gateways.base import Gateway, GatewayError
 from callcenter.notifier import Notifier
-from callcenter.store import AgentRow, SqlStore
 
 log = logging.getLogger(__name__)
 TICK_S = 1.0

@@ -4,7 +4,8 @@
 the event socket bound to the controller's network with the password from settings and an ACL, two
 SIP profiles (agent phones; the customer trunk), the dialplan contexts the FreeSWITCH driver relies on
 (named from the driver's own defaults, so the two cannot drift), and a directory with one user per
-agent in the database. `app` is the typer sub-app behind `callcenter freeswitch-config render`.
+agent in the database. The command is
+`callcenter freeswitch-config render` (app/cli.py).
 
 SIP passwords are not stored in the database: each agent's password is derived from the controller's
 secret key and the extension (HMAC-SHA256), the directory holds only its digest hash (`a1-hash`), and
@@ -17,17 +18,15 @@ import base64
 import hashlib
 import hmac
 import ipaddress
-import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-import typer
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from callcenter.config import SAMPLE_SECRETS, SettingsError, load_settings
+from callcenter.config import SAMPLE_SECRETS
 from callcenter.errors import Invalid
 from callcenter.gateways.freeswitch import (
     AGENT_FAILED_SUBCLASS,
@@ -45,11 +44,11 @@ from callcenter.validation import validate_extension, validate_number
 def _find_templates() -> Path:
     """freeswitch/templates of the source tree this module runs from, else of the working directory
     (an installed package has no source tree; `--templates` names any other place)."""
-    for root in (Path(__file__).resolve().parent.parent, Path.cwd()):
+    for root in (Path(__file__).resolve().parents[2], Path.cwd()):
         candidate = root / "freeswitch" / "templates"
         if candidate.is_dir():
             return candidate
-    return Path(__file__).resolve().parent.parent / "freeswitch" / "templates"
+    return Path(__file__).resolve().parents[2] / "freeswitch" / "templates"
 
 
 TEMPLATES_DIR = _find_templates()
@@ -287,89 +286,3 @@ def agents_from_database(database_url: str) -> list[AgentUser]:
         name = display_name or username
         users.append(AgentUser(extension, name if _SAFE_TEXT.fullmatch(name) else ""))
     return users
-
-
-app = typer.Typer(help="FreeSWITCH configuration.", no_args_is_help=True)
-
-
-@app.callback()
-def _group() -> None:
-    """FreeSWITCH configuration (`callcenter freeswitch-config render`)."""
-    # A callback keeps `render` a subcommand even while it is the only one.
-
-
-@app.command("render")
-def render_command(
-    output: Annotated[Path, typer.Option("--output", "-o", help="configuration directory to write")] = Path(
-        "freeswitch/conf"
-    ),
-    domain: Annotated[str, typer.Option(help="SIP domain of the agents' phones")] = "callcenter.local",
-    esl_listen_ip: Annotated[
-        str, typer.Option(help="address the event socket binds (the controller's network)")
-    ] = "127.0.0.1",
-    esl_acl: Annotated[
-        list[str], typer.Option(help="network allowed to use the event socket; repeat for several")
-    ] = ["127.0.0.1/32"],  # noqa: B006
-    sip_ip: Annotated[
-        str, typer.Option(help="SIP/RTP address (default: FreeSWITCH's own)")
-    ] = "$${local_ip_v4}",
-    ext_ip: Annotated[str, typer.Option(help="public address behind NAT, if any")] = "",
-    trunk_proxy: Annotated[str, typer.Option(help="the carrier's SIP proxy, host[:port]")] = "127.0.0.1",
-    trunk_username: Annotated[str, typer.Option(help="trunk username (if it registers)")] = "",
-    trunk_password_env: Annotated[
-        str, typer.Option(help="environment variable holding the trunk password (if it registers)")
-    ] = "",
-    rtp_start_port: Annotated[int, typer.Option(help="first RTP port")] = 16384,
-    rtp_end_port: Annotated[int, typer.Option(help="last RTP port")] = 32768,
-    amd_engine: Annotated[str, typer.Option(help="avmd (built in), mod_amd (add-on) or none")] = "avmd",
-    caller_id: Annotated[str, typer.Option(help="caller ID for calls agents dial by hand")] = "",
-    templates: Annotated[Path, typer.Option(help="template directory")] = TEMPLATES_DIR,
-    credentials: Annotated[
-        Path | None, typer.Option(help="also write extension,password lines here (mode 600)")
-    ] = None,
-) -> None:
-    """Render the FreeSWITCH configuration from settings and the agents in the database."""
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
-    trunk_password = os.environ.get(trunk_password_env, "") if trunk_password_env else ""
-    try:
-        config = FsConfig(
-            esl_password=settings.esl_password.get_secret_value(),
-            domain=domain,
-            esl_listen_ip=esl_listen_ip,
-            esl_port=settings.esl_port,
-            esl_acl=tuple(esl_acl),
-            sip_ip=sip_ip,
-            rtp_ip=sip_ip,
-            ext_ip=ext_ip,
-            rtp_start_port=rtp_start_port,
-            rtp_end_port=rtp_end_port,
-            trunk_proxy=trunk_proxy,
-            trunk_register=bool(trunk_username and trunk_password),
-            trunk_username=trunk_username,
-            trunk_password=trunk_password,
-            dial_template=settings.esl_dial_template,
-            agent_template=settings.esl_agent_template,
-            amd_engine=amd_engine,
-            caller_id=caller_id,
-        )
-        agents = agents_from_database(settings.effective_database_url)
-        result = render(
-            output,
-            config=config,
-            agents=agents,
-            sip_secret=settings.secret_key.get_secret_value(),
-            templates_dir=templates,
-        )
-    except Invalid as exc:
-        typer.echo(f"error: {exc.field or 'value'}: {exc.message}", err=True)
-        raise typer.Exit(2) from None
-    if credentials is not None:
-        credentials.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(credentials, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.writelines(f"{ext},{pw}\n" for ext, pw in result.credentials.items())
-    typer.echo(f"wrote {len(result.files)} files to {output} ({len(agents)} agent phones)")

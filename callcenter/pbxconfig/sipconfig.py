@@ -21,9 +21,8 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-import typer
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from callcenter.config import GatewayKind, Settings
@@ -33,7 +32,7 @@ from callcenter.gateways.ami_dialplan import CHANSPY_OPTIONS, DEFAULT_DIALPLAN, 
 from callcenter.gateways.base import render_template
 from callcenter.validation import validate_extension
 
-TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "sip-config" / "templates"
+TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "sip-config" / "templates"
 FILES = (
     "manager.conf",
     "extensions.conf",
@@ -282,61 +281,3 @@ def _dial(value: str, what: str) -> str:
     if not _DIAL.fullmatch(value):
         raise Invalid(f"{what} renders to {value!r}, which a dialplan cannot carry", field=what)
     return value
-
-
-# --- CLI: `callcenter sip-config render` -----------------------------------------------------------------
-
-app = typer.Typer(help="Asterisk configuration (sip-config/).", no_args_is_help=True)
-
-
-@app.callback()
-def _group() -> None:
-    """Asterisk configuration (sip-config/): `render` writes it from the database and settings."""
-
-
-@app.command("render")
-def render_command(
-    out: Annotated[Path, typer.Option(help="folder to write into (mounted as /etc/asterisk)")] = Path(
-        "sip-config/rendered"
-    ),
-    trunk_host: Annotated[str | None, typer.Option(help="SIP provider host for the customer trunk")] = None,
-    trunk_port: Annotated[int, typer.Option(help="SIP provider port")] = 5060,
-    trunk_username: Annotated[str, typer.Option(help="SIP provider user (empty: no registration auth)")] = "",
-    trunk_secret_env: Annotated[
-        str, typer.Option(help="environment variable holding the SIP provider password")
-    ] = "CALLCENTER_TRUNK_SECRET",
-    ami_permit: Annotated[
-        list[str], typer.Option(help="address/mask allowed to log in to AMI; repeat for several")
-    ] = ["127.0.0.1/255.255.255.255"],  # noqa: B006
-    show_passwords: Annotated[bool, typer.Option(help="print the agents' SIP passwords")] = False,
-) -> None:
-    """Render manager.conf, extensions.conf, pjsip.conf (and the small files Asterisk needs with them)
-    from the database's agents and gateways."""
-    from callcenter.config import SettingsError, load_settings
-    from callcenter.db import make_engine
-
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
-    trunk = None
-    if trunk_host:
-        password = os.environ.get(trunk_secret_env, "") if trunk_username else ""
-        trunk = Trunk(trunk_host, trunk_port, trunk_username, password)
-    engine = make_engine(settings.effective_database_url)
-    try:
-        rows = load_rows(engine)
-        paths = render(rows, out, settings, trunk=trunk, ami_permit=ami_permit)
-    except Invalid as exc:
-        typer.echo(f"error: {exc.message}", err=True)
-        raise typer.Exit(1) from None
-    finally:
-        engine.dispose()
-    for path in paths:
-        typer.echo(f"wrote {path}")
-    if show_passwords:
-        for agent in rows.agents:
-            typer.echo(
-                f"agent {agent.extension}: SIP password {agent_sip_password(settings, agent.extension)}"
-            )

@@ -13,11 +13,13 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from callcenter.clock import HeapScheduler
-from callcenter.dialer import Command, ConnectAgent, DialerCore, Hangup, Originate, PlayAndHangup, make_pacer
-from callcenter.gateways.base import GatewayError, GatewayEvent
+from callcenter.engine.commands import Command, ConnectAgent, Hangup, Originate, PlayAndHangup
+from callcenter.engine.dialer import DialerCore, make_pacer
+from callcenter.engine.events import GatewayEvent
+from callcenter.engine.pacing import Pacer
+from callcenter.engine.store import AgentRow, CampaignConf, SqlStore
+from callcenter.gateways.base import GatewayError
 from callcenter.gateways.simulated import Script, SimProfile, SimulatedGateway
-from callcenter.pacing import Pacer
-from callcenter.store import AgentRow, CampaignConf, SqlStore
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""The application: the `callcenter` command (`app.cli`), which composes the packages into processes."""

@@ -1,0 +1,142 @@
+"""The engine's vocabulary for what happens to calls on a PBX: the domain events every gateway driver
+emits and the engine consumes. Nothing here knows AMI or ESL; drivers translate into these."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class AnswerKind(StrEnum):
+    HUMAN = "human"
+    MACHINE = "machine"
+    UNKNOWN = "unknown"  # no AMD ran, or it could not decide
+
+
+class EndResult(StrEnum):
+    ANSWERED = "answered"
+    BUSY = "busy"
+    NO_ANSWER = "no_answer"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    LOST = "lost"
+
+
+class SpyMode(StrEnum):
+    LISTEN = "listen"  # supervisor hears both sides, nobody hears the supervisor
+    WHISPER = "whisper"  # the agent hears the supervisor, the customer does not
+    BARGE = "barge"  # everybody hears everybody
+
+
+# --- events -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CallRinging:
+    call_id: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class CallAnswered:
+    call_id: str
+    at: float
+    answer: AnswerKind = AnswerKind.UNKNOWN
+
+
+@dataclass(frozen=True, slots=True)
+class CallConnected:
+    """The call is bridged to the agent at `extension` (outbound: after `connect_agent`; manual: the
+    far end answered the agent's own call)."""
+
+    call_id: str
+    at: float
+    extension: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallEnded:
+    call_id: str
+    at: float
+    result: EndResult
+    cause: int = 0
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AgentLegFailed:
+    """The agent's phone rung for an answered customer did not take the call; `detail` says how
+    (e.g. "NOANSWER", "CHANUNAVAIL", "USER_NOT_REGISTERED"). The customer is waiting again."""
+
+    call_id: str
+    at: float
+    extension: str
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ManualCallStarted:
+    """An agent's phone started a call by hand (not originated by us)."""
+
+    call_id: str
+    at: float
+    extension: str
+    number: str
+
+
+@dataclass(frozen=True, slots=True)
+class SpyStarted:
+    spy_id: str
+    at: float
+    target_extension: str
+    mode: SpyMode
+
+
+@dataclass(frozen=True, slots=True)
+class SpyEnded:
+    spy_id: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayLink:
+    """The link to the PBX went up (after login and resync) or down."""
+
+    up: bool
+    at: float
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownChannel:
+    """Resync found a channel on the PBX that no tracked call explains."""
+
+    channel: str
+    at: float
+    detail: str = ""
+
+
+GatewayEvent = (
+    CallRinging
+    | CallAnswered
+    | CallConnected
+    | AgentLegFailed
+    | CallEnded
+    | ManualCallStarted
+    | SpyStarted
+    | SpyEnded
+    | GatewayLink
+    | UnknownChannel
+)
+EventSink = Callable[[GatewayEvent], None]
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveCall:
+    """A call the PBX reports as up (for resync). `call_id` is ours when the PBX knows it."""
+
+    channel: str
+    call_id: str | None
+    state: str
+    extension: str | None = None

@@ -1,0 +1,163 @@
+"""What the HTTP routes of every feature package (webui, crm, chat) depend on: the app context
+(settings, engine, Redis), a database session per request, and who is asking.
+
+Every route declares what it needs with one of two dependencies:
+- `require(Permission.X, ...)` - signed-in principal holding any of the listed permissions
+  (none listed = any signed-in user);
+- `public()` - no sign-in needed (login page, static files, health).
+`tests/test_auth_matrix.py` walks every route and checks the declaration against each role.
+
+Credentials: the session cookie (pages) or an `Authorization: Bearer` token (API); both carry the
+user's token version, so bumping it revokes them all. The context is built once by the app's lifespan
+(or handed in by tests) and kept on `app.state.ctx`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import Depends, HTTPException, Request
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+from starlette.requests import HTTPConnection
+
+from callcenter.accounts import Principal, load_principal
+from callcenter.bus import Bus
+from callcenter.config import Settings
+from callcenter.models import Permission
+
+TOKEN_SALT = "callcenter-api-token"
+
+
+@dataclass
+class AppContext:
+    settings: Settings
+    engine: Engine
+    redis: Any  # redis.Redis (sync): throttling, publishing from sync routes
+    aredis: Any = None  # redis.asyncio.Redis: WebSocket fan-out, waiting on the dialer
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def bus(self) -> Bus:
+        return Bus(self.redis)
+
+
+def get_ctx(request: HTTPConnection) -> AppContext:
+    ctx: AppContext = request.app.state.ctx
+    return ctx
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    """A database session per request: committed when the handler returns, rolled back on error."""
+    with Session(get_ctx(request).engine, expire_on_commit=False) as session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+
+# --- who is asking ---------------------------------------------------------------------------------
+
+
+class LoginRequired(Exception):
+    """Raised for a page (not an API call) when nobody is signed in: the handler redirects to /login."""
+
+    def __init__(self, next_url: str) -> None:
+        self.next_url = next_url
+
+
+def _serializer(request: HTTPConnection) -> URLSafeTimedSerializer:
+    secret = get_ctx(request).settings.secret_key.get_secret_value()
+    return URLSafeTimedSerializer(secret, salt=TOKEN_SALT)
+
+
+def issue_token(request: HTTPConnection, principal: Principal) -> str:
+    return _serializer(request).dumps({"uid": principal.user_id, "tv": principal.token_version})
+
+
+def _principal_from_claims(request: HTTPConnection, uid: Any, tv: Any) -> Principal | None:
+    if not isinstance(uid, int):
+        return None
+    with Session(get_ctx(request).engine) as session:
+        principal = load_principal(session, uid)
+    if principal is None or principal.token_version != tv:
+        return None
+    return principal
+
+
+def principal_from_token(request: HTTPConnection, token: str) -> Principal | None:
+    """The principal an API token stands for, or None when it is forged, expired or revoked."""
+    max_age = get_ctx(request).settings.session_max_age_s
+    try:
+        claims = _serializer(request).loads(token.strip(), max_age=max_age)
+    except (BadSignature, SignatureExpired):
+        return None
+    if not isinstance(claims, dict):
+        return None
+    return _principal_from_claims(request, claims.get("uid"), claims.get("tv"))
+
+
+def current_principal(request: HTTPConnection) -> Principal | None:
+    """The signed-in principal from a bearer token or the session cookie, cached on the request
+    (or WebSocket)."""
+    if hasattr(request.state, "principal"):
+        cached: Principal | None = request.state.principal
+        return cached
+    principal: Principal | None = None
+    header = request.headers.get("authorization", "")
+    if header.lower().startswith("bearer "):
+        principal = principal_from_token(request, header[7:])
+    elif "session" in request.scope:
+        sess = request.session
+        principal = _principal_from_claims(request, sess.get("uid"), sess.get("tv"))
+    request.state.principal = principal
+    return principal
+
+
+def _is_api(request: HTTPConnection) -> bool:
+    return request.url.path.startswith("/api/") or request.scope.get("type") == "websocket"
+
+
+class Requirement:
+    """A route's declared need; kept as an object so tests can read it off the route."""
+
+    def __init__(self, permissions: tuple[Permission, ...]) -> None:
+        self.permissions = permissions
+
+    def __call__(self, request: Request) -> Principal:
+        principal = current_principal(request)
+        if principal is None:
+            if _is_api(request):
+                raise HTTPException(401, "not signed in", headers={"WWW-Authenticate": "Bearer"})
+            raise LoginRequired(str(request.url.path))
+        if self.permissions and not any(principal.can(p) for p in self.permissions):
+            names = " or ".join(p.value for p in self.permissions)
+            raise HTTPException(403, f"this needs the {names} permission")
+        return principal
+
+    def __repr__(self) -> str:
+        return f"require({', '.join(p.value for p in self.permissions)})"
+
+
+class PublicMarker:
+    def __call__(self) -> None:
+        return None
+
+    def __repr__(self) -> str:
+        return "public()"
+
+
+_PUBLIC = PublicMarker()
+
+
+def require(*permissions: Permission) -> Any:
+    return Depends(Requirement(permissions))
+
+
+def public() -> Any:
+    return Depends(_PUBLIC)
