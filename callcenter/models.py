@@ -215,7 +215,9 @@ class Campaign(SQLModel, table=True):
     timezone: str = Field("Asia/Shanghai", max_length=64)
     max_attempts: int = 3
     # JSON object {result: delay seconds}; a result not listed is never retried.
-    retry_delays: str = Field(default='{"busy": 600, "no_answer": 1800, "failed": 3600, "lost": 300}')
+    retry_delays: str = Field(
+        default='{"busy": 600, "no_answer": 1800, "congestion": 1800, "failed": 3600, "lost": 300}'
+    )
     # The message abandoned calls hear: abandon.wav in sip-config/sounds or freeswitch/sounds.
     abandon_sound: str = Field("abandon", max_length=128)
     dispositions: str = Field(default='["interested", "not interested", "call back", "wrong number"]')
@@ -314,11 +316,13 @@ class CallResult(StrEnum):
     ABANDONED = "abandoned"  # a person answered and no agent was connected within 2 s
     BUSY = "busy"
     NO_ANSWER = "no_answer"
-    FAILED = "failed"  # congestion, invalid number, unreachable
+    CONGESTION = "congestion"  # the network or carrier had no room (Q.850 34, SIP 503)
+    FAILED = "failed"  # invalid number, unreachable, rejected
     CANCELLED = "cancelled"  # hung up by us before answer (pause / stop)
     DNC = "dnc"  # on the do-not-call list at dial time: not dialled
     LOST = "lost"  # the gateway lost the call (link drop, dialer restart)
     NOT_DIALLED = "not_dialled"  # the gateway was unavailable: nothing was sent
+    REFUSED = "refused"  # the PBX refused it before trying the line (shutdown, throttle): a gateway fault
 
 
 class Call(SQLModel, table=True):

@@ -15,6 +15,8 @@ from sqlalchemy.engine import Connection
 
 from callcenter.models import Call, CallState, Lead, LeadStatus
 
+# Results of calls that did not reach the customer, counted by cause on the monitor.
+NOT_REACHED = ("busy", "no_answer", "congestion", "failed", "lost", "refused")
 CALL = Call.__table__  # type: ignore[attr-defined]
 LEAD = Lead.__table__  # type: ignore[attr-defined]
 
@@ -46,7 +48,7 @@ class Counters:
         return data
 
     def count_end(self, result: str, cause: int) -> None:
-        if result in ("busy", "no_answer", "failed", "lost"):
+        if result in NOT_REACHED:
             key = f"{result} ({cause})" if cause else result
             self.failed_by_cause[key] = self.failed_by_cause.get(key, 0) + 1
 
@@ -66,7 +68,7 @@ def snapshot_from_db(conn: Connection, campaign_id: int) -> Counters:
     c.dialled, c.ringing, c.connected, c.abandoned, c.machine, c.answered = (int(v) for v in row)
     for result, cause, n in conn.execute(
         select(CALL.c.result, CALL.c.cause, func.count())
-        .where(CALL.c.campaign_id == campaign_id, CALL.c.result.in_(["busy", "no_answer", "failed", "lost"]))
+        .where(CALL.c.campaign_id == campaign_id, CALL.c.result.in_(NOT_REACHED))
         .group_by(CALL.c.result, CALL.c.cause)
     ):
         key = f"{result} ({cause})" if cause else result

@@ -54,11 +54,13 @@ TABLE: dict[str, dict[str, str]] = {
     "result.abandoned": {"en": "Abandoned", "zh": "放弃"},
     "result.busy": {"en": "Busy", "zh": "忙线"},
     "result.no_answer": {"en": "No answer", "zh": "无人接听"},
+    "result.congestion": {"en": "Congestion", "zh": "网络拥塞"},
     "result.failed": {"en": "Failed", "zh": "失败"},
     "result.cancelled": {"en": "Cancelled", "zh": "已取消"},
     "result.dnc": {"en": "Do not call", "zh": "禁止呼叫"},
     "result.lost": {"en": "Lost", "zh": "丢失"},
     "result.not_dialled": {"en": "Not dialled", "zh": "未拨出"},
+    "result.refused": {"en": "Refused by the PBX", "zh": "交换机拒绝"},
     # agent workstation
     "ws.no_extension": {
         "en": "This user has no SIP extension; ask an administrator to assign one.",

@@ -15,12 +15,19 @@ class AnswerKind(StrEnum):
 
 
 class EndResult(StrEnum):
-    ANSWERED = "answered"
-    BUSY = "busy"
-    NO_ANSWER = "no_answer"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-    LOST = "lost"
+    """How a call ended, the same on every PBX (gateways/base.py rule 3)."""
+
+    ANSWERED = "answered"  # the customer had answered, whatever happened next
+    BUSY = "busy"  # Q.850 17, SIP 486
+    NO_ANSWER = "no_answer"  # Q.850 18/19, the ring timeout
+    CONGESTION = "congestion"  # Q.850 34 (42), SIP 503: the network or the carrier had no room
+    FAILED = "failed"  # unreachable, unallocated, rejected, unknown peer ... (1, 3, 21, 27 ...)
+    CANCELLED = "cancelled"  # we hung it up before answer
+    LOST = "lost"  # the driver lost track of it (link drop, then the PBX no longer had it)
+    # The PBX itself refused or dropped the call before the customer's line was tried: shutting down,
+    # over its session rate, channel driver not loaded, no route, no capacity. A gateway fault, never
+    # a customer's outcome: the lead goes back unattempted and the gateway backs off.
+    REFUSED = "refused"
 
 
 class SpyMode(StrEnum):
@@ -109,6 +116,16 @@ class GatewayLink:
 
 
 @dataclass(frozen=True, slots=True)
+class GatewayDraining:
+    """The PBX announced it is shutting down or restarting (Asterisk `Shutdown`, FreeSWITCH `SHUTDOWN`,
+    or every command answered "shutting down"): the link may stay open a while, but no new call will
+    be accepted. The engine places nothing through it until the link has gone down and come back up."""
+
+    at: float
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class UnknownChannel:
     """Resync found a channel on the PBX that no tracked call explains."""
 
@@ -127,6 +144,7 @@ GatewayEvent = (
     | SpyStarted
     | SpyEnded
     | GatewayLink
+    | GatewayDraining
     | UnknownChannel
 )
 EventSink = Callable[[GatewayEvent], None]

@@ -29,7 +29,7 @@ VIEW = require(Permission.TASK_MANAGE, Permission.TASK_CONTROL, Permission.MONIT
 
 JS_KEYS = keys_with_prefix("task.", "tstate.", "act.", "pace.", "gw.", "live.", "dnc.")
 # The retry delays the create form offers, in the order a person thinks of them.
-RETRY_ORDER = ("busy", "no_answer", "failed", "lost", "machine", "abandoned")
+RETRY_ORDER = ("busy", "no_answer", "congestion", "failed", "lost", "machine", "abandoned")
 assert set(RETRY_ORDER) == {r.value for r in RETRYABLE}
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # Monday = 0, as in `window_days`
 

@@ -65,7 +65,7 @@ class TaskForm(BaseModel):
     timezone: str = Field("Asia/Shanghai", max_length=64)
     max_attempts: int = Field(3, ge=1, le=20)
     retry_delays: str = Field(
-        '{"busy": 600, "no_answer": 1800, "failed": 3600, "lost": 300}', max_length=1000
+        '{"busy": 600, "no_answer": 1800, "congestion": 1800, "failed": 3600, "lost": 300}', max_length=1000
     )
     abandon_target_pct: float = Field(3.0, gt=0, le=100)
     predictive_min_agents: int = Field(10, ge=1, le=1000)
