@@ -24,9 +24,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import emit_json, machine
 
 from callcenter.db import make_engine, upgrade
-from callcenter.engine.dialer import make_pacer
 from callcenter.engine.pacing import AdaptAveragePacer
 from callcenter.engine.simulation import Simulation, seed_world
+from callcenter.engine.tasks import make_pacer
 from callcenter.gateways.simulated import Dist, SimProfile
 
 WRAP_S = 15.0

@@ -350,6 +350,7 @@ def run_dialer(args: argparse.Namespace) -> None:
     from callcenter.engine.events import CallConnected, GatewayEvent
     from callcenter.engine.runner import DialerRunner
     from callcenter.gateways.simulated import Dist, Outcome, Script, SimProfile, SimulatedGateway
+    from callcenter.messages import ScreenPop
 
     config = json.loads(Path(args.config).read_text())
     p = config["pace"]
@@ -366,13 +367,14 @@ def run_dialer(args: argparse.Namespace) -> None:
             self.warmed: asyncio.Future[float] = asyncio.get_running_loop().create_future()
             self._pops: list[str] = []
             assert self.notifier is not None
-            publish_pop = self.notifier.screen_pop
+            publish = self.notifier.publish
 
-            def screen_pop(*, agent_id: int, payload: Any) -> Any:
-                self._pops.append(payload["call_id"])
-                return publish_pop(agent_id=agent_id, payload=payload)
+            def noting_pops(message: Any) -> Any:
+                if isinstance(message, ScreenPop):
+                    self._pops.append(message.call_id)
+                return publish(message)
 
-            self.notifier.screen_pop = screen_pop  # type: ignore[method-assign]
+            self.notifier.publish = noting_pops  # type: ignore[method-assign]
 
         def _emit(self, event: GatewayEvent) -> None:
             if isinstance(event, CallConnected):

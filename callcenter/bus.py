@@ -4,7 +4,7 @@ Topics are strings built only here, so a reader finds every channel in one scree
 - `agent:<agent_id>`  messages for one agent's workstation (screen pop, state, call end)
 - `monitor`           supervisor data (task counters, agent grid, calls)
 - `dialer`            requests to the dialer (agent state changed, task started, spy)
-Messages are JSON objects with a `type` field.
+Messages are JSON objects with a `type` field, one class each in `callcenter.messages`.
 """
 
 from __future__ import annotations
@@ -26,21 +26,12 @@ ALL_PATTERN = f"{PREFIX}*"
 
 
 def encode(message_type: str, payload: Mapping[str, Any]) -> str:
+    """Raw JSON of a message (for tests that need a malformed or partial one; code uses messages)."""
     return json.dumps({"type": message_type, **payload}, separators=(",", ":"), default=str)
 
 
-def decode(raw: str | bytes) -> dict[str, Any]:
-    data = json.loads(raw)
-    if not isinstance(data, dict) or "type" not in data:
-        raise ValueError("bus message without a type")
-    return data
-
-
 class Bus:
-    """Publishes on Redis. Works with a sync `redis.Redis` or an async `redis.asyncio.Redis`."""
+    """A Redis client to publish on: sync `redis.Redis`, async `redis.asyncio.Redis` or a pipeline."""
 
     def __init__(self, redis: Any) -> None:
         self.redis = redis
-
-    def publish(self, topic: str, message_type: str, payload: Mapping[str, Any]) -> Any:
-        return self.redis.publish(topic, encode(message_type, payload))

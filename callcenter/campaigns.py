@@ -19,6 +19,7 @@ from sqlalchemy.engine import Connection
 from sqlmodel import Session, col, select
 
 from callcenter.errors import Conflict, Invalid, NotFound
+from callcenter.messages import TaskStateChanged
 from callcenter.models import (
     Agent,
     AgentSkill,
@@ -102,6 +103,17 @@ class Move:
     new: CampaignState
     at: float
     actor: str
+
+    def message(self) -> TaskStateChanged:
+        """The bus message that tells supervisors and the task list."""
+        return TaskStateChanged(
+            campaign_id=self.campaign_id,
+            name=self.name,
+            old=self.old.value,
+            new=self.new.value,
+            by=self.actor,
+            at=self.at,
+        )
 
 
 def transition(

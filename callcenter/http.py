@@ -44,6 +44,14 @@ class AppContext:
     def bus(self) -> Bus:
         return Bus(self.redis)
 
+    def async_redis(self) -> Any:
+        """The async Redis client (made on first use when the caller handed in none)."""
+        if self.aredis is None:
+            import redis.asyncio as aredis
+
+            self.aredis = aredis.Redis.from_url(self.settings.redis_url, decode_responses=True)
+        return self.aredis
+
 
 def get_ctx(request: HTTPConnection) -> AppContext:
     ctx: AppContext = request.app.state.ctx

@@ -557,14 +557,7 @@ def finish_import(engine: Engine, campaign_id: int, *, error: str, redis_url: st
         try:
             notifier = Notifier(Bus(client))
             for m in moves:
-                notifier.task_state(
-                    campaign_id=m.campaign_id,
-                    name=m.name,
-                    old=m.old.value,
-                    new=m.new.value,
-                    by=m.actor,
-                    at=m.at,
-                )
+                notifier.publish(m.message())
         finally:
             client.close()
 

@@ -305,6 +305,8 @@ class CallState(StrEnum):
     ANSWERED = "answered"  # a person (or machine) answered; waiting for an agent
     AGENT_RINGING = "agent_ringing"  # an agent was reserved and their phone is being connected
     CONNECTED = "connected"
+    ABANDONING = "abandoning"  # no agent in time: the abandon message plays, the PBX hangs up after
+    HANGING_UP = "hanging_up"  # we asked the PBX to hang up (pause/stop while ringing, a machine)
     ENDED = "ended"
 
 

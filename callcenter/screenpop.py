@@ -1,8 +1,7 @@
-"""The `screen_pop` payload of the notifier contract, built from the database rows of one call.
-
-The dialer calls `pop_payload` when a call connects to an agent and publishes the result with
-`Notifier.screen_pop`; the web process calls it again to rebuild the pop for an agent who reconnects
-mid-call. One query (call, its agent, and - when the call belongs to a task - its campaign and lead).
+"""The screen pop (`messages.ScreenPop`), built from the database rows of one call: the only place a pop
+is made. The dialer builds it when a call connects to an agent (or offers a preview) and publishes it;
+the web builds it again for an agent who reconnects mid-call. One query (call, its agent, and - when
+the call belongs to a task - its campaign and lead).
 """
 
 from __future__ import annotations
@@ -14,6 +13,7 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.engine import Connection
 from sqlmodel import Session, col
 
+from callcenter.messages import PreviewOffer, ScreenPop
 from callcenter.models import Agent, Call, Campaign, Lead
 
 # Outcomes offered for a manual call (no task): the list a new task starts with.
@@ -50,28 +50,26 @@ _POP = (
 )
 
 
-def pop_payload(session: Session | Connection, call_id: str) -> dict[str, Any] | None:
-    """The screen pop for `call_id`, or None when the call does not exist or has no agent.
-
-    Fields: call_id, agent_id, extension, direction ("outbound" | "manual"), number, campaign_id,
-    campaign_name, lead_id, lead_fields (the list's own columns, in their order), dispositions,
-    connected_at. A manual call has no campaign: its name is "" and it gets the default outcomes.
-    """
+def pop_payload(session: Session | Connection, call_id: str, *, preview: bool = False) -> ScreenPop | None:
+    """The screen pop for `call_id` (a `PreviewOffer` with `preview`), or None when the call does not
+    exist or has no agent. A manual call has no campaign: its name is "" and it gets the default
+    outcomes; `lead_fields` keep the list's column order."""
     conn = session.connection() if isinstance(session, Session) else session
     row = conn.execute(_POP, {"call_id": call_id}).first()
     if row is None:
         return None
     (cid, agent_id, extension, direction, number, campaign_id, name, dispositions, lead_id, fields, at) = row
-    return {
-        "call_id": cid,
-        "agent_id": agent_id,
-        "extension": extension,
-        "direction": direction,
-        "number": number,
-        "campaign_id": campaign_id,
-        "campaign_name": name or "",
-        "lead_id": lead_id,
-        "lead_fields": _json(fields, dict) if lead_id is not None else {},
-        "dispositions": [str(d) for d in _json(dispositions or DEFAULT_DISPOSITIONS, list)],
-        "connected_at": at,
-    }
+    kind = PreviewOffer if preview else ScreenPop
+    return kind(
+        call_id=cid,
+        agent_id=agent_id,
+        extension=extension,
+        direction="preview" if preview else direction,
+        number=number,
+        campaign_id=campaign_id,
+        campaign_name=name or "",
+        lead_id=lead_id,
+        lead_fields=_json(fields, dict) if lead_id is not None else {},
+        dispositions=[str(d) for d in _json(dispositions or DEFAULT_DISPOSITIONS, list)],
+        connected_at=at,
+    )

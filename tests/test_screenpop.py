@@ -1,4 +1,4 @@
-"""`pop_payload`: the screen_pop of the notifier contract, from one query over the call's rows."""
+"""`pop_payload`: the `ScreenPop` message, from one query over the call's rows."""
 
 from __future__ import annotations
 
@@ -14,7 +14,11 @@ from callcenter.models import Call
 from callcenter.screenpop import DEFAULT_DISPOSITIONS, pop_payload
 from tests.web import sim
 
+# The fields the dialer fills (the web adds `crm` and `server_time` on the way to the browser).
 CONTRACT = {
+    "type",
+    "crm",
+    "server_time",
     "call_id",
     "agent_id",
     "extension",
@@ -59,9 +63,11 @@ def test_outbound_pop_has_task_lead_columns_and_dispositions_in_one_query(
     )
     queries = _count_queries(engine)
     with Session(engine) as s:
-        pop = pop_payload(s, call_id)
+        message = pop_payload(s, call_id)
     assert len([q for q in queries if q.lstrip().upper().startswith("SELECT")]) == 1
-    assert pop is not None and set(pop) == CONTRACT
+    assert message is not None
+    pop = message.payload()
+    assert set(pop) == CONTRACT and pop["type"] == "screen_pop"
     assert pop["direction"] == "outbound" and pop["extension"] == "1001" and pop["agent_id"] == agent
     assert pop["campaign_name"] == "保险续费" and pop["campaign_id"] == task and pop["lead_id"] == lead
     assert pop["dispositions"] == ["有意向", "无意向", "再联系"]
@@ -74,8 +80,9 @@ def test_manual_call_pops_without_a_task_with_default_outcomes(engine: Engine, r
     agent = _agent(engine)
     call_id = sim.connect(engine, redis_client, agent=agent, number="13800138000", publish=False)
     with Session(engine) as s:
-        pop = pop_payload(s, call_id)
-    assert pop is not None
+        message = pop_payload(s, call_id)
+    assert message is not None
+    pop = message.payload()
     assert (pop["direction"], pop["campaign_id"], pop["campaign_name"], pop["lead_id"]) == (
         "manual",
         None,
@@ -112,5 +119,7 @@ def test_broken_lead_json_gives_empty_fields_not_an_error(engine: Engine, redis_
         publish=False,
     )
     with Session(engine) as s:
-        pop = pop_payload(s, call_id)
-    assert pop is not None and pop["lead_fields"] == {} and pop["dispositions"] == []
+        message = pop_payload(s, call_id)
+    assert message is not None
+    pop = message.payload()
+    assert pop["lead_fields"] == {} and pop["dispositions"] == []

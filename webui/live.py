@@ -15,8 +15,8 @@ from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session, col, select
 
 from callcenter.accounts import Principal
-from callcenter.bus import decode
 from callcenter.campaigns import ACTIONS
+from callcenter.messages import AgentStateChanged, ScreenPop, TaskStats, decode, stats_key
 from callcenter.models import (
     Agent,
     AgentState,
@@ -27,7 +27,6 @@ from callcenter.models import (
     GatewayRow,
     User,
 )
-from callcenter.notifier import stats_key
 from callcenter.screenpop import pop_payload
 from callcenter.stats import snapshot_from_db
 from crm import services as crm
@@ -37,19 +36,9 @@ CALL_STATES = frozenset({AgentState.ON_CALL.value, AgentState.WRAP_UP.value})
 
 
 def agent_state(session: Session, agent_id: int) -> dict[str, Any] | None:
-    """The `agent_state` fields of the notifier contract for one agent, read from its row."""
+    """The `AgentStateChanged` fields for one agent, read from its row."""
     agent = session.get(Agent, agent_id)
-    if agent is None:
-        return None
-    return {
-        "agent_id": agent.id,
-        "extension": agent.extension,
-        "state": agent.state,
-        "since": agent.state_since,
-        "call_id": agent.call_id,
-        "campaign_id": agent.campaign_id,
-        "reason": agent.state_reason,
-    }
+    return AgentStateChanged.of_agent(agent).model_dump() if agent is not None else None
 
 
 def today_counters(session: Session, *, agent_id: int, since: float) -> dict[str, Any]:
@@ -130,14 +119,14 @@ def grid_row(session: Session, agent_id: int) -> dict[str, Any] | None:
     return _grid_row(row) if row else None
 
 
-def pop_crm(session: Session | Connection, pop: Mapping[str, Any], *, region: str) -> dict[str, Any]:
-    """The CRM part the web process adds to a `screen_pop` before pushing it to the browser."""
+def pop_crm(session: Session | Connection, pop: ScreenPop, *, region: str) -> dict[str, Any]:
+    """The CRM part the web process adds to a screen pop (or preview offer) on its way to the browser."""
     return crm.pop_context(
         session,
-        number=str(pop.get("number") or ""),
+        number=pop.number,
         region=region,
-        lead_fields=pop.get("lead_fields") or {},
-        exclude_call_id=pop.get("call_id"),
+        lead_fields=pop.lead_fields,
+        exclude_call_id=pop.call_id,
     )
 
 
@@ -148,7 +137,7 @@ def warm_up(conn: Connection, *, region: str) -> None:
 
     example = phonenumbers.example_number_for_type(region, phonenumbers.PhoneNumberType.MOBILE)
     number = phonenumbers.format_number(example, phonenumbers.PhoneNumberFormat.E164) if example else "+10"
-    pop_crm(conn, {"number": number, "call_id": "warm-up", "lead_fields": {}}, region=region)
+    pop_crm(conn, ScreenPop(call_id="warm-up", agent_id=0, number=number), region=region)
 
 
 def rebuild_pop(session: Session, *, call_id: str, region: str) -> dict[str, Any] | None:
@@ -159,11 +148,14 @@ def rebuild_pop(session: Session, *, call_id: str, region: str) -> dict[str, Any
         return None
     call = session.get(Call, call_id)
     assert call is not None
-    pop["crm"] = pop_crm(session, pop, region=region)
-    pop["ended_at"] = call.ended_at
-    pop["result"] = call.result
-    pop["disposition"] = call.disposition
-    return pop
+    out = pop.model_dump()
+    out.update(
+        crm=pop_crm(session, pop, region=region),
+        ended_at=call.ended_at,
+        result=call.result,
+        disposition=call.disposition,
+    )
+    return out
 
 
 def rebuild_preview(session: Session, *, call_id: str, region: str) -> dict[str, Any] | None:
@@ -171,12 +163,10 @@ def rebuild_preview(session: Session, *, call_id: str, region: str) -> dict[str,
     call = session.get(Call, call_id)
     if call is None or call.state != CallState.PREVIEW.value:
         return None
-    pop = pop_payload(session, call_id)
-    if pop is None:
+    offer = pop_payload(session, call_id, preview=True)
+    if offer is None:
         return None
-    pop["direction"] = "preview"
-    pop["crm"] = pop_crm(session, pop, region=region)
-    return pop
+    return offer.model_copy(update={"crm": pop_crm(session, offer, region=region)}).model_dump()
 
 
 # Tasks the monitor shows: the ones that dial or may dial again at once.
@@ -206,9 +196,9 @@ def monitor_tasks(session: Session, *, redis: Any, default_gateway: str) -> list
     out = []
     for c, raw in zip(rows, published, strict=True):
         assert c.id is not None
-        if raw:
-            stats = decode(raw)
-            stats.pop("type", None)
+        published_stats = decode(raw) if raw else None
+        if isinstance(published_stats, TaskStats):
+            stats = published_stats.model_dump()
             stats["source"] = "dialer"
         else:
             stats = snapshot_from_db(session.connection(), c.id).as_dict()

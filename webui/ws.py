@@ -4,7 +4,7 @@ One pattern subscription (`cc:*`) per web process, opened at start-up, fans mess
 this process holds. Every web process subscribes, so any number of them can run behind a balancer and
 a socket may land on any of them.
 
-Who gets what (the notifier contract, `callcenter.notifier`):
+Who gets what (the messages of `callcenter.messages`):
 - `cc:agent:<id>` goes only to sockets of the user whose agent id is <id> (the `agent` stream);
 - `cc:monitor` goes only to sockets of users with the `monitor` permission (the `monitor` stream);
 - anything else (`cc:dialer`) is not for browsers and is dropped.
@@ -57,6 +57,14 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 from callcenter.accounts import Principal
 from callcenter.bus import ALL_PATTERN, MONITOR_TOPIC, PREFIX
 from callcenter.http import AppContext, Requirement, current_principal, principal_from_token
+from callcenter.messages import (
+    AgentCallEnded,
+    AgentStateChanged,
+    BusMessage,
+    ScreenPop,
+    TaskStateChanged,
+    decode,
+)
 from callcenter.models import Permission
 from webui import live
 
@@ -74,9 +82,6 @@ MONITOR = "monitor"
 TASKS = "tasks"  # task_state only, for the task list; opt-in (asked for by name)
 TASK_VIEWERS = (Permission.TASK_MANAGE, Permission.TASK_CONTROL, Permission.MONITOR)
 AGENT_PREFIX = f"{PREFIX}agent:"
-# Messages that carry a caller and get the CRM part: the pop of a connected call, and a lead offered
-# in preview mode (same fields), so the agent sees the customer before dialling.
-ENRICHED_POPS = frozenset({"screen_pop", "preview"})
 
 Item = str | asyncio.Future[str | None]
 
@@ -268,15 +273,14 @@ class Hub:
             self._to_monitors(data)
 
     def _to_agent(self, conns: set[Conn], data: str) -> None:
-        msg = _decode(data)
+        msg = _message(data)
         if msg is None:
             return
-        kind = msg["type"]
-        if kind in ENRICHED_POPS:
+        if isinstance(msg, ScreenPop):  # and PreviewOffer: the customer, before or during the call
             item: Item = self.spawn(self._enrich_pop(msg, data), "screen pop enrichment")
             for conn in list(conns):
                 self._push(conn, item)
-        elif kind == "call_ended":
+        elif isinstance(msg, AgentCallEnded):
             by_day: dict[float, Item] = {}
             for conn in list(conns):
                 if conn.day_start not in by_day:
@@ -289,15 +293,15 @@ class Hub:
                 self._push(conn, data)
 
     def _to_monitors(self, data: str) -> None:
-        msg = _decode(data)
+        msg = _message(data)
         if msg is None:
             return
         item: Item = data
-        if msg["type"] == "agent_state" and isinstance(msg.get("agent_id"), int):
+        if isinstance(msg, AgentStateChanged):
             item = self.spawn(self._with_grid_row(msg, data), "grid row")
         for conn in list(self.monitors):
             self._push(conn, item)
-        if msg["type"] == "task_state":
+        if isinstance(msg, TaskStateChanged):
             for conn in list(self.task_watchers):
                 if conn not in self.monitors:
                     self._push(conn, data)
@@ -312,31 +316,31 @@ class Hub:
             conn.dropped = True
             self.spawn(self._close(conn, CLOSE_TOO_SLOW), "close slow socket")
 
-    async def _enrich_pop(self, msg: dict[str, Any], raw: str) -> str:
+    async def _enrich_pop(self, pop: ScreenPop, raw: str) -> str:
         try:
-            msg["crm"] = await self.db(live.pop_crm, msg, region=self.region, bare=True, hot=True)
+            crm = await self.db(live.pop_crm, pop, region=self.region, bare=True, hot=True)
         except Exception:
             # A pop without the CRM part beats no pop: the agent still sees the caller and the task.
-            log.exception("CRM lookup for screen pop %s failed", msg.get("call_id"))
+            log.exception("CRM lookup for screen pop %s failed", pop.call_id)
             return raw
-        msg["server_time"] = time.time()
-        return _dumps(msg)
+        return pop.model_copy(update={"crm": crm, "server_time": time.time()}).encode()
 
-    async def _with_counters(self, msg: dict[str, Any], raw: str, day_start: float) -> str:
+    async def _with_counters(self, msg: AgentCallEnded, raw: str, day_start: float) -> str:
         try:
-            counters = await self.db(live.today_counters, agent_id=msg.get("agent_id"), since=day_start)
+            counters = await self.db(live.today_counters, agent_id=msg.agent_id, since=day_start)
         except Exception:
             log.exception("counters after call end failed")
             return raw
-        return _dumps({**msg, "counters": counters, "server_time": time.time()})
+        return msg.model_copy(update={"counters": counters, "server_time": time.time()}).encode()
 
-    async def _with_grid_row(self, msg: dict[str, Any], raw: str) -> str:
+    async def _with_grid_row(self, msg: AgentStateChanged, raw: str) -> str:
+        """The monitor's grid row: the agent's name, number and task with the new state."""
         try:
-            row = await self.db(live.grid_row, msg["agent_id"])
+            row = await self.db(live.grid_row, msg.agent_id)
         except Exception:
-            log.exception("grid row for agent %s failed", msg.get("agent_id"))
+            log.exception("grid row for agent %s failed", msg.agent_id)
             return raw
-        return _dumps({**(row or {}), **msg, "server_time": time.time()})
+        return _dumps({**(row or {}), **msg.payload(), "server_time": time.time()})
 
     # --- sockets ----------------------------------------------------------------------------
 
@@ -425,11 +429,21 @@ _GONE: tuple[type[BaseException], ...] = (WebSocketDisconnect, RuntimeError, OSE
 
 
 def _decode(data: str) -> dict[str, Any] | None:
+    """A browser's message (ping, auth): a JSON object with a type, or None."""
     try:
         msg = json.loads(data)
     except ValueError:
         return None
     return msg if isinstance(msg, dict) and isinstance(msg.get("type"), str) else None
+
+
+def _message(data: str) -> BusMessage | None:
+    """A bus message, typed; None (logged) when it is not one we know."""
+    try:
+        return decode(data)
+    except ValueError as exc:
+        log.warning("dropped a bus message: %s", exc)
+        return None
 
 
 # --- the endpoint ---------------------------------------------------------------------------------

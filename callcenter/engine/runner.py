@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import signal
@@ -27,24 +26,33 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from callcenter.bus import DIALER_TOPIC, Bus, decode
+from callcenter.bus import DIALER_TOPIC, Bus
 from callcenter.clock import LoopScheduler
 from callcenter.config import GatewayKind, Settings
 from callcenter.engine.commands import Command, ConnectAgent, Hangup, Originate, PlayAndHangup
 from callcenter.engine.dialer import DialerCore
 from callcenter.engine.events import GatewayEvent, GatewayLink, SpyMode
-from callcenter.engine.store import AgentRow, SqlStore
+from callcenter.engine.sqlstore import SqlStore
+from callcenter.engine.store import AgentRow
 from callcenter.errors import DomainError
 from callcenter.gateways.base import Gateway, GatewayError
+from callcenter.messages import (
+    REPLY_TTL_S,
+    AgentChanged,
+    DialerRequest,
+    PreviewDial,
+    PreviewSkip,
+    Reply,
+    SpyRequest,
+    TaskChanged,
+    TaskStats,
+    decode,
+    reply_key,
+)
 from callcenter.notifier import Notifier
 
 log = logging.getLogger(__name__)
 TICK_S = 1.0
-REPLY_TTL_S = 30
-
-
-def reply_key(request_id: str) -> str:
-    return f"cc:reply:{request_id}"
 
 
 def default_dialer_id() -> str:
@@ -128,7 +136,16 @@ class DialerRunner:
         self.notifier = Notifier(Bus(self._outbox)) if self._outbox is not None else None
         self.core = self._new_core()
         self.events: list[GatewayEvent] = []
-        self.requests: list[dict[str, Any]] = []
+        self.requests: list[DialerRequest] = []
+        # One handler per request type (the mirror of the notifier): each runs inside the batch and
+        # returns the reply, or None for requests nobody waits on.
+        self._handlers: dict[type[DialerRequest], Callable[[Any, float], Reply | None]] = {
+            AgentChanged: self._agent_changed,
+            TaskChanged: self._agent_changed,
+            PreviewDial: self._preview_dial,
+            PreviewSkip: self._preview_skip,
+        }
+        self._commands: list[Command] = []
         self.links: list[tuple[str, GatewayLink]] = []
         self.wake = asyncio.Event()
         self.tasks: set[asyncio.Task[Any]] = set()
@@ -141,19 +158,7 @@ class DialerRunner:
             gw = self.gateways.get("default")
             return gw.sample_wrap_up() if agent.simulated and isinstance(gw, SimulatedGateway) else None
 
-        def pop_builder(call_id: str) -> dict[str, Any] | None:
-            try:
-                from sqlmodel import Session
-
-                from callcenter.screenpop import pop_payload
-            except ImportError:
-                return None
-            with Session(bind=self.store.c) as session:
-                return pop_payload(session, call_id)
-
-        return DialerCore(
-            self.store, notifier=self.notifier, wrap_sampler=wrap_sampler, pop_builder=pop_builder
-        )
+        return DialerCore(self.store, notifier=self.notifier, wrap_sampler=wrap_sampler)
 
     @contextlib.contextmanager
     def _batch(self) -> Iterator[None]:
@@ -272,50 +277,56 @@ class DialerRunner:
                 for cid in list(self.core.tasks):
                     snap = self.core.snapshot(cid, now)
                     if snap is not None:
-                        self.notifier.task_stats(snap)
+                        self.notifier.publish(TaskStats.model_validate(snap))
                 self._publish()
 
     def _request(
-        self, req: dict[str, Any], now: float, commands: list[Command]
-    ) -> tuple[dict[str, Any], Any]:
-        kind = req.get("type")
+        self, req: DialerRequest, now: float, commands: list[Command]
+    ) -> tuple[DialerRequest, Reply | None]:
+        """Run one web request inside the current batch; the core's commands join `commands`."""
+        handler = self._handlers.get(type(req))
+        if handler is None:
+            return req, None
+        self._commands = commands
         try:
-            if kind in ("agent_ready", "agent_state", "task_state"):
-                commands += self.core.agent_changed(now)
-                return req, None
-            if kind == "preview_dial":
-                commands += self.core.preview_dial(str(req["call_id"]), int(req["agent_id"]), now)
-                return req, {"ok": True}
-            if kind == "preview_skip":
-                commands += self.core.preview_skip(str(req["call_id"]), int(req["agent_id"]), now)
-                return req, {"ok": True}
+            return req, handler(req, now)
         except DomainError as exc:
-            return req, {"ok": False, "error": exc.message, "status": exc.status}
-        return req, None
+            return req, Reply(ok=False, error=exc.message, status=exc.status)
 
-    async def _reply(self, request: dict[str, Any], reply: Any) -> None:
-        if reply is None or not request.get("request_id") or self.redis is None:
+    def _agent_changed(self, req: AgentChanged | TaskChanged, now: float) -> None:
+        self._commands += self.core.agent_changed(now)
+
+    def _preview_dial(self, req: PreviewDial, now: float) -> Reply:
+        self._commands += self.core.preview_dial(req.call_id, req.agent_id, now)
+        return Reply(ok=True)
+
+    def _preview_skip(self, req: PreviewSkip, now: float) -> Reply:
+        self._commands += self.core.preview_skip(req.call_id, req.agent_id, now)
+        return Reply(ok=True)
+
+    async def _reply(self, request: DialerRequest, reply: Reply | None) -> None:
+        if reply is None or not request.request_id or self.redis is None:
             return
-        key = reply_key(str(request["request_id"]))
-        self.redis.lpush(key, json.dumps(reply))
+        key = reply_key(request.request_id)
+        self.redis.lpush(key, reply.model_dump_json())
         self.redis.expire(key, REPLY_TTL_S)
 
-    async def _spy(self, req: dict[str, Any]) -> None:
-        gw = self.gateways.get(str(req.get("gateway") or "default"))
+    async def _spy(self, req: SpyRequest) -> None:
+        gw = self.gateways.get(req.gateway or "default")
         try:
             if gw is None:
-                raise GatewayError(f"no gateway {req.get('gateway')}")
+                raise GatewayError(f"no gateway {req.gateway}")
             spy_id = await asyncio.wait_for(
                 gw.spy(
-                    target_extension=str(req["target_extension"]),
-                    supervisor_extension=str(req["supervisor_extension"]),
-                    mode=SpyMode(req["mode"]),
+                    target_extension=req.target_extension,
+                    supervisor_extension=req.supervisor_extension,
+                    mode=SpyMode(req.mode),
                 ),
                 self.command_timeout_s,
             )
-            reply: dict[str, Any] = {"ok": True, "spy_id": spy_id}
-        except (GatewayError, DomainError, TimeoutError, ValueError, KeyError) as exc:
-            reply = {"ok": False, "error": getattr(exc, "message", None) or str(exc) or type(exc).__name__}
+            reply = Reply(ok=True, spy_id=spy_id)
+        except (GatewayError, DomainError, TimeoutError, ValueError) as exc:
+            reply = Reply(ok=False, error=getattr(exc, "message", None) or str(exc) or type(exc).__name__)
         await self._reply(req, reply)
 
     async def _listen(self) -> None:
@@ -327,11 +338,12 @@ class DialerRunner:
                     continue
                 try:
                     req = decode(msg["data"])
-                except ValueError:
+                except ValueError as exc:
+                    log.warning("ignored a bad request on the dialer topic: %s", exc)
                     continue
-                if req["type"] == "spy":
+                if isinstance(req, SpyRequest):  # waits on the PBX: outside the batch
                     self._spawn(self._spy(req), "spy")
-                else:
+                elif isinstance(req, DialerRequest):
                     self.requests.append(req)
                     self.wake.set()
         finally:

@@ -14,10 +14,12 @@ from sqlalchemy.engine import Engine
 
 from callcenter.clock import HeapScheduler
 from callcenter.engine.commands import Command, ConnectAgent, Hangup, Originate, PlayAndHangup
-from callcenter.engine.dialer import DialerCore, make_pacer
+from callcenter.engine.dialer import DialerCore
 from callcenter.engine.events import GatewayEvent
 from callcenter.engine.pacing import Pacer
-from callcenter.engine.store import AgentRow, CampaignConf, SqlStore
+from callcenter.engine.sqlstore import SqlStore
+from callcenter.engine.store import AgentRow, CampaignConf
+from callcenter.engine.tasks import make_pacer
 from callcenter.gateways.base import GatewayError
 from callcenter.gateways.simulated import Script, SimProfile, SimulatedGateway
 

@@ -10,7 +10,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from callcenter.db import make_engine, upgrade
-from callcenter.engine.dialer import make_pacer
 from callcenter.engine.pacing import (
     AdaptAveragePacer,
     AgentSlot,
@@ -21,6 +20,7 @@ from callcenter.engine.pacing import (
     ratio_target,
 )
 from callcenter.engine.simulation import Simulation, seed_world
+from callcenter.engine.tasks import make_pacer
 from callcenter.gateways.simulated import Dist, SimProfile
 from callcenter.models import AgentState
 
@@ -134,7 +134,7 @@ def test_engine_never_exceeds_its_caps_over_random_sequences(
     engine, calls up stay within max concurrency and in ratio mode within floor(ready x ratio); and
     the task never has more calls up than max concurrency."""
     from callcenter import agents as agent_table
-    from callcenter.engine.store import SqlStore
+    from callcenter.engine.sqlstore import SqlStore
 
     workdir = tempfile.mkdtemp()
     url = f"sqlite:///{workdir}/p.db"

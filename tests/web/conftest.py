@@ -20,10 +20,10 @@ import redis
 import uvicorn
 from sqlalchemy.engine import Engine
 
+from callcenter.bus import DIALER_TOPIC
 from callcenter.db import make_engine
 from callcenter.redis_server import free_port
 from tests.conftest import TEST_SECRET, make_settings
-from webui.dialer_requests import dialers_listening
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -244,7 +244,7 @@ class DialerProcess:
         log.close()
         # Ready once it listens on the dialer topic (a channel subscription, not the web's pattern).
         deadline = time.monotonic() + 30
-        while not dialers_listening(self.live.redis):
+        while not self.live.redis.pubsub_numsub(DIALER_TOPIC)[0][1]:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("the dialer did not start:\n" + self.log())
             time.sleep(0.05)

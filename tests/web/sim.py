@@ -16,6 +16,7 @@ from callcenter import agents
 from callcenter.agents import AgentEvent
 from callcenter.bus import Bus
 from callcenter.db import session_scope
+from callcenter.messages import AgentCallEnded, AgentStateChanged
 from callcenter.models import Agent, Call, CallState, Campaign, CampaignState, Lead, SkillGroup
 from callcenter.notifier import Notifier
 from callcenter.screenpop import pop_payload
@@ -62,15 +63,7 @@ def _publish_state(notifier: Notifier, engine: Engine, agent: int, reason: str |
     with session_scope(engine) as s:
         row = s.get(Agent, agent)
         assert row is not None
-        notifier.agent_state(
-            agent_id=agent,
-            extension=row.extension,
-            state=row.state,
-            since=row.state_since,
-            call_id=row.call_id,
-            campaign_id=row.campaign_id,
-            reason=reason,
-        )
+        notifier.publish(AgentStateChanged.of_agent(row).model_copy(update={"reason": reason}))
 
 
 def set_ready(engine: Engine, redis: Any, agent: int) -> None:
@@ -144,7 +137,7 @@ def connect(
         with session_scope(engine) as s:
             payload = pop_payload(s, call_id)
         assert payload is not None
-        notifier.screen_pop(agent_id=agent, payload=payload)
+        notifier.publish(payload)
     return call_id
 
 
@@ -163,4 +156,4 @@ def hang_up(engine: Engine, redis: Any, *, agent: int, call_id: str, talk_s: flo
         agents.apply(s, agent_id=agent, event=AgentEvent.HANGUP, now=time.time())
     notifier = Notifier(Bus(redis))
     _publish_state(notifier, engine, agent)
-    notifier.call_ended(agent_id=agent, call_id=call_id, result="answered", at=at)
+    notifier.publish(AgentCallEnded(agent_id=agent, call_id=call_id, result="answered", at=at))

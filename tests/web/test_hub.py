@@ -11,6 +11,7 @@ from starlette.websockets import WebSocketState
 from callcenter.accounts import Principal
 from callcenter.bus import MONITOR_TOPIC, agent_topic, encode
 from callcenter.http import AppContext
+from callcenter.messages import AgentChanged, AgentStateChanged, TaskStats
 from callcenter.models import Permission
 from webui import ws as push
 
@@ -60,15 +61,17 @@ async def test_messages_are_routed_by_topic_and_permission(sqlite_engine, tmp_pa
         hub.register(conn)
     assert ann.streams == {"agent"} and sue.streams == {"monitor"}
 
-    state = encode("agent_state", {"agent_id": 7, "state": "ready", "since": 1.0})
+    state = AgentStateChanged(agent_id=7, state="ready", since=1.0).encode()
+    stats = TaskStats(campaign_id=1).encode()
     hub.dispatch(agent_topic(7), state)
-    hub.dispatch(MONITOR_TOPIC, encode("task_stats", {"campaign_id": 1}))
-    hub.dispatch("cc:dialer", encode("agent_ready", {"agent_id": 7}))
+    hub.dispatch(MONITOR_TOPIC, stats)
+    hub.dispatch("cc:dialer", AgentChanged(agent_id=7).encode())
+    hub.dispatch(agent_topic(7), encode("agent_state", {"agent_id": 7}))  # malformed: dropped, logged
     hub.dispatch(agent_topic(99), state)  # nobody here: nothing happens, nothing is read
     hub.dispatch("cc:agent:not-a-number", state)
     assert _drain(ann) == [state]  # forwarded as the exact text Redis delivered
     assert _drain(bob) == []
-    assert [m for m in _drain(sue) if isinstance(m, str)] == [encode("task_stats", {"campaign_id": 1})]
+    assert [m for m in _drain(sue) if isinstance(m, str)] == [stats]
     hub.unregister(ann)
     assert 7 not in hub.by_agent
     hub._pool.shutdown()
@@ -85,9 +88,9 @@ async def test_a_socket_that_falls_behind_is_dropped_not_waited_for(
     hub.register(slow)
     hub.register(fast)
     for i in range(3):
-        hub.dispatch(agent_topic(7), encode("agent_state", {"agent_id": 7, "since": float(i)}))
+        hub.dispatch(agent_topic(7), AgentStateChanged(agent_id=7, state="ready", since=float(i)).encode())
         _drain(fast)  # this one keeps up
-    hub.dispatch(agent_topic(7), encode("agent_state", {"agent_id": 7, "since": 9.0}))
+    hub.dispatch(agent_topic(7), AgentStateChanged(agent_id=7, state="ready", since=9.0).encode())
     await asyncio.gather(*hub.tasks)
     assert slow.dropped and slow.ws.closed == push.CLOSE_TOO_SLOW  # type: ignore[attr-defined]
     assert not fast.dropped and len(_drain(fast)) == 1

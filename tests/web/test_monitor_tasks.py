@@ -15,6 +15,7 @@ from callcenter import campaigns
 from callcenter.bus import Bus
 from callcenter.campaigns import CampaignEvent
 from callcenter.db import session_scope
+from callcenter.messages import GatewayLinkChanged, TaskStats
 from callcenter.models import Call, CallState, CampaignState
 from callcenter.notifier import Notifier
 from tests.web import sim
@@ -23,28 +24,10 @@ from tests.web.test_task_pages import task_row
 pytestmark = pytest.mark.browser
 
 
-def stats(campaign_id: int, **counters: object) -> dict[str, object]:
+def stats(campaign_id: int, **counters: object) -> TaskStats:
     """A `task_stats` message as the dialer builds it (`DialerCore.snapshot`)."""
-    base: dict[str, object] = {
-        "campaign_id": campaign_id,
-        "dialled": 0,
-        "ringing": 0,
-        "answered": 0,
-        "connected": 0,
-        "abandoned": 0,
-        "machine": 0,
-        "failed_by_cause": {},
-        "leads_left": 0,
-        "lines_per_agent": 0.0,
-        "abandon_rolling_pct": 0.0,
-        "abandon_pct": 0.0,
-        "state": "running",
-        "name": "",
-        "pacing_mode": "ratio",
-        "at": time.time(),
-    }
-    base.update(counters)
-    return base
+    base: dict[str, object] = {"state": "running", "pacing_mode": "ratio", "at": time.time()}
+    return TaskStats.model_validate({"campaign_id": campaign_id, **base, **counters})
 
 
 def calls(engine, campaign_id: int, rows: list[dict[str, object]]) -> None:  # type: ignore[no-untyped-def]
@@ -96,7 +79,7 @@ def test_monitor_shows_current_numbers_at_once_then_follows_pushes(pages, live_s
     )
     notifier = Notifier(Bus(live_server.redis))
     # What the dialer published a moment ago: the page must show it at once, before the next push.
-    notifier.task_stats(stats(running, dialled=7, connected=3, answered=4, leads_left=12, name="Renewals"))
+    notifier.publish(stats(running, dialled=7, connected=3, answered=4, leads_left=12, name="Renewals"))
 
     page = pages.open("sue", "/monitor")
     expect(page.locator("#task-cards .task-card")).to_have_count(2)
@@ -117,9 +100,9 @@ def test_monitor_shows_current_numbers_at_once_then_follows_pushes(pages, live_s
     assert page.evaluate(f"CC.monitor.tasks.get({running}).series.t.length") == 60
 
     page.evaluate("window.__same_page = true")
-    notifier.task_stats(stats(running, dialled=8, connected=3, abandoned=0, name="Renewals"))
+    notifier.publish(stats(running, dialled=8, connected=3, abandoned=0, name="Renewals"))
     expect(card_value(page, running, "dialled")).to_have_text("8")
-    notifier.task_stats(
+    notifier.publish(
         stats(
             running,
             dialled=11,
@@ -154,9 +137,7 @@ def test_monitor_shows_current_numbers_at_once_then_follows_pushes(pages, live_s
             s, campaign_id=stopped, event=CampaignEvent.START, actor="x", now=time.time()
         )
     for m in moves:
-        notifier.task_state(
-            campaign_id=m.campaign_id, name=m.name, old=m.old.value, new=m.new.value, by="x", at=m.at
-        )
+        notifier.publish(m.message())
     expect(page.locator(f"#task-{stopped} .task-state")).to_have_text("Running")
     expect(page.locator("#task-cards .task-card")).to_have_count(3)
     page.locator(f'#task-{paused} button[data-action="stop"]').click()
@@ -164,9 +145,11 @@ def test_monitor_shows_current_numbers_at_once_then_follows_pushes(pages, live_s
     page.click("#confirm-yes")
     expect(page.locator(f"#task-{paused}")).to_have_count(0)
 
-    notifier.gateway_link(gateway="default", up=False, detail="connection refused", at=time.time())
+    notifier.publish(
+        GatewayLinkChanged(gateway="default", up=False, detail="connection refused", at=time.time())
+    )
     expect(page.locator('#gateway-alerts [data-gateway="default"]')).to_contain_text("default is down")
-    notifier.gateway_link(gateway="default", up=True, detail="", at=time.time())
+    notifier.publish(GatewayLinkChanged(gateway="default", up=True, detail="", at=time.time()))
     expect(page.locator('#gateway-alerts [data-gateway="default"]')).to_have_count(0)
     assert page.evaluate("window.__same_page") is True
 

@@ -101,7 +101,7 @@ def test_admin_creates_a_task_and_follows_the_import_to_the_report(pages, live_s
         assert task is not None and task.state == "initializing"
         assert (task.max_concurrency, task.pacing_mode, task.caller_id) == (4, "progressive", "+861012345678")
         assert (task.window_start, task.window_end, task.window_days) == ("09:00", "20:30", "012345")
-        assert json.loads(task.retry_delays) == {"busy": 120, "failed": 3600, "lost": 300}
+        assert json.loads(task.retry_delays) == {"busy": 120, "congestion": 1800, "failed": 3600, "lost": 300}
         assert json.loads(task.dispositions) == ["有意向", "无意向"]
 
     live_server.run_imports()
@@ -208,9 +208,7 @@ def test_buttons_follow_the_state_and_state_changes_arrive_by_push(pages, live_s
             s, campaign_id=stopped, event=CampaignEvent.PAUSE, actor="sue", now=time.time()
         )
     for m in moves:
-        Notifier(Bus(live_server.redis)).task_state(
-            campaign_id=m.campaign_id, name=m.name, old=m.old.value, new=m.new.value, by=m.actor, at=m.at
-        )
+        Notifier(Bus(live_server.redis)).publish(m.message())
     expect_buttons(page, stopped, CampaignState.PAUSED)
 
     # Stop asks first; cancelling changes nothing.

@@ -12,6 +12,7 @@ import uuid
 from callcenter import accounts
 from callcenter.bus import Bus
 from callcenter.db import session_scope
+from callcenter.messages import GatewayLinkChanged, TaskStateChanged, TaskStats
 from callcenter.models import Agent, Call, CallState, Campaign, CampaignState, GatewayRow, Lead
 from callcenter.notifier import Notifier
 from tests.web import sim
@@ -97,8 +98,8 @@ def test_monitor_hello_carries_every_live_task_with_its_latest_numbers(web) -> N
     running = _task(web)
     paused = _task(web, state=CampaignState.PAUSED)
     _task(web, state=CampaignState.STOPPED)
-    Notifier(Bus(web.redis)).task_stats(
-        {"campaign_id": running, "dialled": 42, "connected": 9, "state": "running", "at": time.time()}
+    Notifier(Bus(web.redis)).publish(
+        TaskStats(campaign_id=running, dialled=42, connected=9, state="running", at=time.time())
     )
     with web.client.websocket_connect("/ws?streams=monitor", headers=web.headers("sue")) as ws:
         hello = recv(ws)
@@ -150,12 +151,16 @@ def test_tasks_stream_is_opt_in_and_carries_task_state_only(web) -> None:  # typ
     with web.client.websocket_connect("/ws?streams=tasks", headers=web.headers("root")) as ws:
         assert recv(ws)["streams"] == ["tasks"]
         sim.set_ready(web.engine, web.redis, ann)  # agent_state on the monitor topic: not for this stream
-        notifier.task_stats({"campaign_id": 5, "dialled": 1})
-        notifier.task_state(campaign_id=5, name="T", old="stopped", new="running", by="sue", at=time.time())
+        notifier.publish(TaskStats(campaign_id=5, dialled=1))
+        notifier.publish(
+            TaskStateChanged(campaign_id=5, name="T", old="stopped", new="running", by="sue", at=time.time())
+        )
         msg = recv_until(ws, "task_state")
         assert msg["campaign_id"] == 5
-        notifier.gateway_link(gateway="default", up=False, detail="", at=time.time())
-        notifier.task_state(campaign_id=5, name="T", old="running", new="paused", by="sue", at=time.time())
+        notifier.publish(GatewayLinkChanged(gateway="default", up=False, detail="", at=time.time()))
+        notifier.publish(
+            TaskStateChanged(campaign_id=5, name="T", old="running", new="paused", by="sue", at=time.time())
+        )
         assert recv(ws)["new"] == "paused"  # nothing else came between
     with web.client.websocket_connect("/ws", headers=web.headers("root")) as ws:
         assert "tasks" not in recv(ws)["streams"]  # only when asked for

@@ -9,6 +9,7 @@ import pytest
 from starlette.websockets import WebSocketDisconnect
 
 from callcenter.bus import Bus
+from callcenter.messages import AgentCallEnded, GatewayLinkChanged, PreviewOffer, TaskStats
 from callcenter.notifier import Notifier
 from tests.web import sim
 from tests.web.wsclient import Closed, recv, recv_until
@@ -24,7 +25,9 @@ def _agents(web) -> dict[str, int]:  # type: ignore[no-untyped-def]
 def _marker(web, agent: int, call_id: str = "marker") -> None:  # type: ignore[no-untyped-def]
     """A message for `agent` only: sent after something that must not reach it, it arrives first if
     that something never did (one subscription delivers in publish order)."""
-    Notifier(Bus(web.redis)).call_ended(agent_id=agent, call_id=call_id, result="answered", at=time.time())
+    Notifier(Bus(web.redis)).publish(
+        AgentCallEnded(agent_id=agent, call_id=call_id, result="answered", at=time.time())
+    )
 
 
 # --- authentication --------------------------------------------------------------------------------
@@ -154,8 +157,10 @@ def test_pop_reaches_only_its_agent_and_monitor_data_only_supervisors(web_factor
         assert recv(bob)["call_id"] == "bob-marker"
 
         # Monitor data never reaches an agent socket.
-        Notifier(Bus(web.redis)).task_stats({"campaign_id": task, "dialled": 5})
-        Notifier(Bus(web.redis)).gateway_link(gateway="pbx", up=False, detail="lost", at=time.time())
+        Notifier(Bus(web.redis)).publish(TaskStats(campaign_id=task, dialled=5))
+        Notifier(Bus(web.redis)).publish(
+            GatewayLinkChanged(gateway="pbx", up=False, detail="lost", at=time.time())
+        )
         _marker(web, ids["ann"], "ann-marker")
         assert recv(ann)["call_id"] == "ann-marker"
         assert recv(sue)["type"] == "task_stats" and recv(sue)["type"] == "gateway_link"
@@ -176,9 +181,10 @@ def test_a_preview_lead_gets_the_crm_part_too(web) -> None:  # type: ignore[no-u
     ids = _agents(web)
     with web.client.websocket_connect("/ws", headers=web.headers("ann")) as ann:
         recv(ann)
-        Notifier(Bus(web.redis)).preview(
-            agent_id=ids["ann"],
-            payload={"call_id": "p1", "number": "+8613800138000", "lead_fields": {"name": "Li Lei"}},
+        Notifier(Bus(web.redis)).publish(
+            PreviewOffer(
+                agent_id=ids["ann"], call_id="p1", number="+8613800138000", lead_fields={"name": "Li Lei"}
+            )
         )
         offered = recv(ann)
     assert offered["type"] == "preview" and offered["direction"] == "preview"

@@ -10,11 +10,11 @@ from sqlmodel import Session
 
 from callcenter import agents as agent_states
 from callcenter.accounts import Principal
-from callcenter.bus import DIALER_TOPIC
 from callcenter.http import get_ctx, get_session, require
+from callcenter.messages import AgentStateChanged
 from callcenter.models import Agent, AgentState, Permission
 from callcenter.notifier import Notifier
-from webui.dialer_requests import ask_dialer
+from webui.dialer_client import dialer
 
 router = APIRouter(prefix="/api/agent")
 
@@ -75,35 +75,29 @@ def set_state(
     move = agent_states.apply(session, agent_id=agent.id or 0, event=event, now=time.time())
     session.commit()
     session.refresh(agent)
-    ctx = get_ctx(request)
-    Notifier(ctx.bus).agent_state(
-        agent_id=move.agent_id,
-        extension=agent.extension,
-        state=move.new.value,
-        since=agent.state_since,
-        call_id=agent.call_id,
-        campaign_id=agent.campaign_id,
-    )
-    if move.new is AgentState.READY:
-        ctx.bus.publish(DIALER_TOPIC, "agent_ready", {"agent_id": move.agent_id})
+    Notifier(get_ctx(request).bus).publish(AgentStateChanged.of_agent(agent))
+    # Every change, not only to ready: the dialer must never route to an agent who just left.
+    dialer(request).agent_changed(move.agent_id)
     return _me(agent)
 
 
 @router.post("/preview/{call_id}/dial")
-def preview_dial(
+async def preview_dial(
     call_id: str, request: Request, principal: Principal = require(Permission.CALLCENTER_AGENT)
 ) -> dict[str, object]:
     """Dial the lead the dialer offered this agent in preview mode; it is connected to them on answer."""
     if principal.agent_id is None:
         raise HTTPException(409, "this user has no SIP extension")
-    return ask_dialer(request, "preview_dial", {"call_id": call_id, "agent_id": principal.agent_id})
+    await dialer(request).preview_dial(call_id=call_id, agent_id=principal.agent_id)
+    return {"ok": True}
 
 
 @router.post("/preview/{call_id}/skip")
-def preview_skip(
+async def preview_skip(
     call_id: str, request: Request, principal: Principal = require(Permission.CALLCENTER_AGENT)
 ) -> dict[str, object]:
     """Pass on an offered lead (it goes back to the list; the agent gets the next one)."""
     if principal.agent_id is None:
         raise HTTPException(409, "this user has no SIP extension")
-    return ask_dialer(request, "preview_skip", {"call_id": call_id, "agent_id": principal.agent_id})
+    await dialer(request).preview_skip(call_id=call_id, agent_id=principal.agent_id)
+    return {"ok": True}

@@ -18,9 +18,9 @@ from sqlmodel import Session, col, select
 
 from callcenter import campaigns, dnc, leads
 from callcenter.accounts import Principal
-from callcenter.bus import DIALER_TOPIC, decode
 from callcenter.campaigns import ACTIONS, CampaignEvent, CampaignSpec
 from callcenter.http import get_ctx, get_session, require
+from callcenter.messages import TaskStats, decode, stats_key
 from callcenter.models import (
     Agent,
     Call,
@@ -33,9 +33,9 @@ from callcenter.models import (
     Permission,
     SkillGroup,
 )
-from callcenter.notifier import Notifier, stats_key
+from callcenter.notifier import Notifier
 from callcenter.stats import snapshot_from_db
-from webui.dialer_requests import ask_dialer
+from webui.dialer_client import dialer
 from webui.live import gateway_of
 
 router = APIRouter()
@@ -268,13 +268,10 @@ def _enqueue_import(request: Request, campaign_id: int, path: Path, phone_column
 
 
 def _publish_moves(request: Request, moves: list[campaigns.Move]) -> None:
-    ctx = get_ctx(request)
-    notifier = Notifier(ctx.bus)
+    notifier = Notifier(get_ctx(request).bus)
     for m in moves:
-        notifier.task_state(
-            campaign_id=m.campaign_id, name=m.name, old=m.old.value, new=m.new.value, by=m.actor, at=m.at
-        )
-    ctx.bus.publish(DIALER_TOPIC, "task_state", {"campaign_id": moves[-1].campaign_id if moves else None})
+        notifier.publish(m.message())
+    dialer(request).task_changed(moves[-1].campaign_id if moves else None)
 
 
 @router.post("/api/tasks", status_code=201)
@@ -350,7 +347,7 @@ def edit_task(
     changes = body.model_dump(exclude_none=True)
     campaign = campaigns.edit(session, campaign_id=task_id, changes=changes, actor=principal.username)
     session.commit()
-    get_ctx(request).bus.publish(DIALER_TOPIC, "task_state", {"campaign_id": task_id})
+    dialer(request).task_changed(task_id)
     return _public(request, session, campaign)
 
 
@@ -441,9 +438,9 @@ def task_snapshot(
     """Live counters: the dialer's (published each second) when fresh, else counted from the rows."""
     campaign = campaigns.get(session, task_id)
     raw = get_ctx(request).redis.get(stats_key(task_id))
-    if raw:
-        data = decode(raw)
-        data.pop("type", None)
+    stats = decode(raw) if raw else None
+    if isinstance(stats, TaskStats):
+        data = stats.model_dump()
         data["source"] = "dialer"
     else:
         data = snapshot_from_db(session.connection(), task_id).as_dict()
@@ -587,15 +584,15 @@ def remove_dnc(
 # --- requests the dialer answers (preview clicks, spy) ---------------------------------------------
 
 
-class SpyRequest(BaseModel):
+class SpyIn(BaseModel):
     agent_id: int
     mode: Literal["listen", "whisper", "barge"] = "listen"
     supervisor_extension: str | None = Field(None, pattern=r"^[0-9A-Za-z_]{1,32}$")
 
 
 @router.post("/api/monitor/spy")
-def spy(
-    body: SpyRequest,
+async def spy(
+    body: SpyIn,
     request: Request,
     principal: Principal = require(Permission.MONITOR),
     session: Session = Depends(get_session),
@@ -615,8 +612,7 @@ def spy(
                 }
             ],
         )
-    return ask_dialer(
-        request,
-        "spy",
-        {"target_extension": target.extension, "supervisor_extension": extension, "mode": body.mode},
+    reply = await dialer(request).spy(
+        target_extension=target.extension, supervisor_extension=extension, mode=body.mode
     )
+    return {"ok": True, "spy_id": reply.spy_id}
