@@ -3,7 +3,7 @@
 A thin translator (see `callcenter.gateways.base` for the rules it follows): commands go out as
 `bgapi originate` / `api uuid_*` lines built only from validated values, and a handful of ESL events
 come back as domain events. The wire (framing, parsing, the authenticated connection) lives in
-`esl_client.py`; this module owns the policy: ids, the call table, the cause mapping, keepalive,
+`esl_wire.py`; this module owns the policy: ids, the call table, the cause mapping, keepalive,
 reconnect with capped exponential backoff, and the resync after a reconnect.
 
 Why our own asyncio ESL client and not greenswitch 0.0.19
@@ -97,7 +97,7 @@ from callcenter.gateways.base import (
     check_spy_request,
     render_template,
 )
-from callcenter.gateways.esl_client import (
+from callcenter.gateways.esl_wire import (
     EslClosed,
     EslError,
     EslEvent,
