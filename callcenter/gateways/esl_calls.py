@@ -1,9 +1,9 @@
 """From ESL events to domain events: the state of every call and spy leg the FreeSWITCH driver follows.
 
 Pure bookkeeping on the event loop: `on_event` gets each ESL event that `esl_wire` parsed (`wanted`
-decides, before parsing, which ones are worth it) and calls `emit` with the domain events of
-`callcenter.engine.events`; `resync` does the same from the `show channels as json` rows read after a
-(re)connect. The commands and the link are `freeswitch.py`.
+decides, before parsing, which ones are worth it: docs/decisions/0006) and calls `emit` with the domain
+events of `callcenter.engine.events`; `resync` does the same from the `show channels as json` rows read
+after a (re)connect. The commands and the link are `freeswitch.py`.
 
 Mapping (the same situations as the Asterisk driver reports, see base.py rule 3): `BACKGROUND_JOB`
 `+OK <uuid>` means answered; `-ERR <CAUSE>` and `CHANNEL_HANGUP_COMPLETE` end the call, whichever

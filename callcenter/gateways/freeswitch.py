@@ -5,43 +5,10 @@ A thin translator (see `callcenter.gateways.base` for the rules it follows): com
 come back as domain events. The wire (framing, parsing, the authenticated connection) lives in
 `esl_wire.py`; the call table and the mapping of ESL events to domain events in `esl_calls.py`; this
 module owns the commands and the link: ids, keepalive, reconnect with capped exponential backoff, and
-the resync after a reconnect.
+the resync after a reconnect. What each command lands on in the shipped dialplan: freeswitch/README.md.
 
-Why our own asyncio ESL client and not greenswitch 0.0.19
---------------------------------------------------------
-The issue asked for greenswitch (gevent) in a thread of its own. Its source (esl.py, 640 lines) and
-small experiments against a loopback server showed faults that no wrapper around it can contain:
-- `ESLProtocol._read_socket` loops on `sock.read()` until it has Content-Length bytes; after EOF in
-  the middle of a body `read()` returns b'' forever, so the receive greenlet spins at 100 % CPU and
-  never yields. Every greenlet of that hub stops, `gevent.Timeout` can no longer fire, and a Python
-  thread cannot be killed: measured 2.99 CPU-seconds in 3 s of wall time, then a heap-corruption abort
-  at interpreter exit. Only replacing `_read_socket` / `receive_events` (forking the library) helps.
-- `send()` waits on an `AsyncResult` with no timeout. For inbound connections nothing ever fails the
-  pending results when the socket drops (`on_disconnect` exists only in `OutboundSession`), so a
-  command in flight during a TCP drop blocks forever (confirmed: still blocked after 5 s), and there is
-  no reconnect or keepalive at all.
-- `ESLEvent.parse_data` URL-decodes the whole event before splitting it into lines, so the
-  BACKGROUND_JOB result is glued onto the inner `Content-Length` value (`'15\\n\\n-ERR USER_BUSY'`, the
-  result never reaches `.data`), and any decoded `%0A` in a value becomes a fake header line.
-- An exception in `handle_event` (an unsolicited reply pops an empty list; a message without
-  Content-Type raises KeyError) kills the receive greenlet while `connected` stays True.
-- The thread hop costs: every event crosses gevent -> queue -> `call_soon_threadsafe` with the GIL
-  shared between two busy threads, before the asyncio side even looks at it.
-The replacement is ~300 lines of asyncio with byte-counted framing, one FIFO of reply futures failed on
-disconnect, a timeout on every command and a keepalive watchdog; it runs on the caller's loop, so
-`emit` is called on that loop with no hop, and it lets the driver look at each raw event's name and
-Unique-ID before paying for the parse. Evidence and numbers: freeswitch/README.md.
-
-Connecting a customer to an agent: `uuid_transfer`, not `uuid_bridge`
---------------------------------------------------------------------
-`connect_agent` sends `api uuid_transfer <call> agent_<ext> XML campaign-answered`; the shipped dialplan
-bridges the agent (`hangup_after_bridge`, ring timeout, back to `park` if the agent leg fails). With
-`uuid_bridge` the controller would originate the agent leg itself, wait for its answer and then bridge:
-two round trips, and between them FreeSWITCH knows nothing of the pairing, so a customer who hangs up
-while the agent rings, or a link drop at that moment, leaves an orphaned agent leg that the controller
-must clean up. With the transfer FreeSWITCH owns both legs from the start: the agent leg is cancelled
-when the customer leaves, and a lost link changes nothing for the call. The customer keeps its
-Unique-ID (our call id), CHANNEL_BRIDGE on it names the agent leg, which is what eavesdrop needs.
+Decisions (docs/decisions/): 0003 our own asyncio ESL client, not greenswitch; 0004 agents connected
+by `uuid_transfer` into the dialplan, not `uuid_bridge`; 0006 few events, dropped before parsing.
 """
 
 from __future__ import annotations
