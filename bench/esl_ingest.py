@@ -80,7 +80,7 @@ from common import (  # noqa: E402
 )
 from sqlalchemy import text as sql  # noqa: E402
 
-from callcenter.gateways.esl_client import EslFramer, parse_event  # noqa: E402
+from callcenter.gateways.esl_wire import EslFramer, parse_event  # noqa: E402
 from callcenter.gateways.freeswitch import FreeswitchGateway  # noqa: E402
 from callcenter.redis_server import EmbeddedRedis  # noqa: E402
 

@@ -18,12 +18,8 @@ from callcenter import accounts
 from callcenter.db import session_scope
 from callcenter.engine.commands import OriginateRequest
 from callcenter.errors import Invalid
-from callcenter.gateways.freeswitch import (
-    ANSWERED_SUBCLASS,
-    MANUAL_SUBCLASS,
-    SUBSCRIBE_COMMAND,
-    FreeswitchGateway,
-)
+from callcenter.gateways.esl_calls import ANSWERED_SUBCLASS, MANUAL_SUBCLASS
+from callcenter.gateways.freeswitch import SUBSCRIBE_COMMAND, FreeswitchGateway
 from callcenter.pbxconfig.fsconfig import AgentUser, FsConfig, a1_hash, render, sip_password
 
 SECRET = "a-test-secret-for-sip-passwords"

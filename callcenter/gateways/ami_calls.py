@@ -1,8 +1,24 @@
 """From AMI events to domain events: the state of every call and spy leg the Asterisk driver follows.
 
 Pure bookkeeping on the event loop: `on_event` gets each AMI event that `ami_wire` let through and
-calls `emit` with the domain events of `base.py`. The rules (which AMI event means what, how the
-OriginateResponse Reason and the Hangup cause map to `EndResult`) are explained in `asterisk.py`.
+calls `emit` with the domain events of `base.py`; `resync` does the same from a `CoreShowChannels` list.
+
+Mapping (base.py rule 3). Our call id is the customer channel's Uniqueid (the Originate's `ChannelId`),
+so every event is looked up by Uniqueid (or Linkedid for the legs it spawns), never by channel name,
+which differs between chan_sip and chan_pjsip.
+- `Newstate` Ringing gives `CallRinging`. The dialplan's `UserEvent(CallCenterAnswered)` gives
+  `CallAnswered` (with the AMD verdict from `AMDSTATUS` when asked); why not the channel going Up:
+  docs/decisions/0005.
+- `CallEnded` comes from the customer channel's `Hangup` (its Q.850 cause), or, when Asterisk reports
+  no channel at all (`OriginateResponse` Reason 0 without a channel, e.g. an unknown peer), from the
+  `OriginateResponse` after a short grace (`end_grace_s`) in which a late `Hangup` would still give
+  the real cause: the traces show the failure `OriginateResponse` both before and after the `Hangup`.
+  A `Hangup` we asked for before answer is `cancelled`; anything after answer is `answered`.
+- `BridgeEnter` gives `CallConnected`; the dialplan's `UserEvent(CallCenterAgentFailed)`, `AgentLegFailed`;
+  `ChanSpyStart`/`ChanSpyStop` give `SpyStarted`/`SpyEnded`.
+- Calls an agent dials by hand show up as a `Newchannel` in the agents' context whose Exten is a number
+  and whose Uniqueid is its own Linkedid: `ManualCallStarted`, then `CallConnected` at `BridgeEnter`,
+  then `CallEnded`.
 """
 
 from __future__ import annotations

@@ -2,11 +2,8 @@
 events before parsing them. No call policy here (that is `asterisk.py`).
 
 Messages that survive the filter are parsed by panoramisk's `Message.from_line`, so the rest of the
-driver reads the same case-insensitive `Message` objects a panoramisk user would. The framing and the
-reply matching are ours because panoramisk's `AMIProtocol` routes an async Originate's
-`OriginateResponse` into the action's future instead of to the event handlers, crashes on an
-Originate without an explicit `Async` header, and parses every message (a third of Asterisk's
-traffic is `VarSet`/`Newexten` noise) before anything can drop it.
+driver reads the same case-insensitive `Message` objects a panoramisk user would. Why the framing and
+the reply matching are ours: docs/decisions/0001; why events are dropped unparsed: 0006.
 
 Every string written goes through `encode_action`, which refuses CR, LF and other control characters
 in any header name or value: a last fence behind `callcenter.validation`.

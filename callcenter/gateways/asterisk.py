@@ -1,60 +1,15 @@
 """The Asterisk driver: the gateway contract (`base.py`) over AMI, on panoramisk 1.4's message parser.
 
-How a call runs (the dialplan is `sip-config/`, its names are `ami_dialplan.Dialplan`):
-1. `originate()` writes one async `Originate` (explicit `Async: true`) with `ChannelId` = our call id
-   and `Variable: CC_CALL_ID=<id>` into `campaign-answered` (or `campaign-answered-amd` when the request
-   asks for AMD) and returns: it never waits for the outcome. The customer channel's Uniqueid is then
-   our call id, so every event is looked up by Uniqueid (or Linkedid for the legs it spawns), never by
-   channel name, which differs between chan_sip and chan_pjsip.
-2. `Newstate` Ringing gives `CallRinging`. The dialplan's `UserEvent(CallCenterAnswered)` gives
-   `CallAnswered` (with the AMD verdict from `AMDSTATUS` when asked): it proves the channel is running
-   our dialplan, so a `Redirect` sent on it cannot race the PBX start-up of the originated channel.
-3. `CallEnded` comes from the customer channel's `Hangup` (its Q.850 cause), or, when Asterisk reports
-   no channel at all (`OriginateResponse` Reason 0 without a channel, e.g. an unknown peer), from the
-   `OriginateResponse` after a short grace (`end_grace_s`) in which a late `Hangup` would still give
-   the real cause: the traces show the failure `OriginateResponse` both before and after the `Hangup`.
-   A `Hangup` we asked for before answer is `cancelled`; anything after answer is `answered`.
-
-Connecting to an agent: `Redirect` of the customer channel into `agent-connect,<extension>,1`, whose
-`Dial()` rings the agent endpoint and bridges it (`CallConnected` at `BridgeEnter`). We chose it over
-an originated agent leg plus `Bridge` because it is one action instead of three (Originate, wait for
-the answer, Bridge), the bridge and the tear-down are Asterisk's own (the customer hangs up when the
-agent does, and the reverse, with no orphaned leg if the controller dies mid-way), the agent leg's
-Linkedid is the customer's Uniqueid (our call id) so it needs no bookkeeping of its own, and the
-agent's phone shows the customer's caller ID. It is also what the recorded traces show. The price is
-that the agent is not pre-dialled; the dialer accounts for that in its pacing.
-
-The abandon message is `Setvar CC_SOUND` then `Redirect` into `abandon-message`, which plays it and
-hangs up with cause 16. Supervisors: an async Originate of the supervisor's endpoint into
-`supervisor-spy,<listen|whisper|barge>` with `CC_SPY_CHANNEL` = the agent leg's exact channel name;
-`ChanSpyStart`/`ChanSpyStop` give `SpyStarted`/`SpyEnded`. Calls an agent dials by hand show up as a
-`Newchannel` in the agents' context whose Exten is a number and whose Uniqueid is its own Linkedid:
-`ManualCallStarted`, then `CallConnected` at `BridgeEnter`, then `CallEnded`.
-
-Why not panoramisk's `Manager` (we keep its `Message` parser, see `ami_wire.py`): 1.4 has faults a
-dialer cannot live with, each guarded here and covered by a test in `tests/gateways/test_asterisk.py`:
-- an Originate without an explicit `Async` header raises inside its protocol handler, which closes the
-  connection -> every Originate we write carries `Async: true`, and our framing does not inspect it;
-- an awaited async Originate resolves only at the final `OriginateResponse`, which then never reaches
-  event callbacks -> we never await an Originate: its reply and its `OriginateResponse` are handled
-  as messages, keyed by our call id;
-- after a drop it re-sends every action that had no reply yet (an Originate could dial twice) and
-  leaves the futures of actions with a partial reply pending forever -> on a drop every pending
-  request fails at once with `GatewayUnavailable`, nothing is ever re-sent, and calls are followed up
-  by a `CoreShowChannels` resync: tracked calls whose channel is gone end as `lost` (or with their real
-  outcome when their `OriginateResponse` already told it), unknown channels are reported;
-- its ping never checks the reply, so a half-open link looks alive -> our keepalive sends `Ping` every
-  `keepalive_s / 2` and drops the link when a reply takes longer than that, so a dead or silent link
-  is noticed within `keepalive_s`; then we reconnect with capped exponential backoff.
-Every await on the PBX has a timeout (`timeout_s`).
-
 Layout: `ami_wire.py` frames bytes and matches replies (the wire), `ami_calls.py` turns AMI events into
 domain events (the call bookkeeping), `ami_dialplan.py` names what the dialplan and the driver share,
-and this module owns the commands and the link (login, keepalive, reconnect, resync).
+and this module owns the commands and the link (login, keepalive, reconnect, resync). `originate()`
+writes one async `Originate` with `ChannelId` = our call id and returns; the other commands redirect
+the customer channel or originate into the shipped dialplan (`sip-config/README.md`). Every await on
+the PBX has a timeout (`timeout_s`); `emit` is called on the loop, inside `data_received`, and must not
+block.
 
-The subscription is `Events: call,user` (no `dialplan` class: no `VarSet`/`Newexten`), the shipped
-manager.conf adds event filters, and `ami_wire` drops any event we have no handler for by its name
-before parsing it. `emit` is called on the loop, inside `data_received`; it must not block.
+Decisions (docs/decisions/): 0001 our own AMI client on panoramisk's parser, not its `Manager`;
+0002 agents connected by `Redirect` into a dialplan context; 0006 few events, dropped before parsing.
 """
 
 from __future__ import annotations
@@ -245,7 +200,7 @@ class AsteriskGateway:
                 raise Invalid("caller name must not contain quotes, < > or \\", field="caller_name")
             number = validate_number(request.caller_id, field="caller_id") if request.caller_id else ""
             headers.append(("CallerID", f'"{request.caller_name}" <{number}>'))
-        headers.append(("Async", "true"))  # explicit, always: see the module docstring
+        headers.append(("Async", "true"))  # explicit, always: docs/decisions/0001
         headers += [("Variable", f"{name}={value}") for name, value in variables.items()]
         headers.append(("ChannelId", validate_call_id(request.call_id)))
         return headers

@@ -3,55 +3,12 @@
 A thin translator (see `callcenter.gateways.base` for the rules it follows): commands go out as
 `bgapi originate` / `api uuid_*` lines built only from validated values, and a handful of ESL events
 come back as domain events. The wire (framing, parsing, the authenticated connection) lives in
-`esl_client.py`; this module owns the policy: ids, the call table, the cause mapping, keepalive,
-reconnect with capped exponential backoff, and the resync after a reconnect.
+`esl_wire.py`; the call table and the mapping of ESL events to domain events in `esl_calls.py`; this
+module owns the commands and the link: ids, keepalive, reconnect with capped exponential backoff, and
+the resync after a reconnect. What each command lands on in the shipped dialplan: freeswitch/README.md.
 
-Why our own asyncio ESL client and not greenswitch 0.0.19
---------------------------------------------------------
-The issue asked for greenswitch (gevent) in a thread of its own. Its source (esl.py, 640 lines) and
-small experiments against a loopback server showed faults that no wrapper around it can contain:
-- `ESLProtocol._read_socket` loops on `sock.read()` until it has Content-Length bytes; after EOF in
-  the middle of a body `read()` returns b'' forever, so the receive greenlet spins at 100 % CPU and
-  never yields. Every greenlet of that hub stops, `gevent.Timeout` can no longer fire, and a Python
-  thread cannot be killed: measured 2.99 CPU-seconds in 3 s of wall time, then a heap-corruption abort
-  at interpreter exit. Only replacing `_read_socket` / `receive_events` (forking the library) helps.
-- `send()` waits on an `AsyncResult` with no timeout. For inbound connections nothing ever fails the
-  pending results when the socket drops (`on_disconnect` exists only in `OutboundSession`), so a
-  command in flight during a TCP drop blocks forever (confirmed: still blocked after 5 s), and there is
-  no reconnect or keepalive at all.
-- `ESLEvent.parse_data` URL-decodes the whole event before splitting it into lines, so the
-  BACKGROUND_JOB result is glued onto the inner `Content-Length` value (`'15\\n\\n-ERR USER_BUSY'`, the
-  result never reaches `.data`), and any decoded `%0A` in a value becomes a fake header line.
-- An exception in `handle_event` (an unsolicited reply pops an empty list; a message without
-  Content-Type raises KeyError) kills the receive greenlet while `connected` stays True.
-- The thread hop costs: every event crosses gevent -> queue -> `call_soon_threadsafe` with the GIL
-  shared between two busy threads, before the asyncio side even looks at it.
-The replacement is ~300 lines of asyncio with byte-counted framing, one FIFO of reply futures failed on
-disconnect, a timeout on every command and a keepalive watchdog; it runs on the caller's loop, so
-`emit` is called on that loop with no hop, and it lets the driver look at each raw event's name and
-Unique-ID before paying for the parse. Evidence and numbers: freeswitch/README.md.
-
-Connecting a customer to an agent: `uuid_transfer`, not `uuid_bridge`
---------------------------------------------------------------------
-`connect_agent` sends `api uuid_transfer <call> agent_<ext> XML campaign-answered`; the shipped dialplan
-bridges the agent (`hangup_after_bridge`, ring timeout, back to `park` if the agent leg fails). With
-`uuid_bridge` the controller would originate the agent leg itself, wait for its answer and then bridge:
-two round trips, and between them FreeSWITCH knows nothing of the pairing, so a customer who hangs up
-while the agent rings, or a link drop at that moment, leaves an orphaned agent leg that the controller
-must clean up. With the transfer FreeSWITCH owns both legs from the start: the agent leg is cancelled
-when the customer leaves, and a lost link changes nothing for the call. The customer keeps its
-Unique-ID (our call id), CHANNEL_BRIDGE on it names the agent leg, which is what eavesdrop needs.
-
-Mapping (the same situations as the Asterisk driver reports, see base.py rule 3)
------------------------------------------------------------------------------
-`BACKGROUND_JOB` `+OK <uuid>` means answered; `-ERR <CAUSE>` and `CHANNEL_HANGUP_COMPLETE` end the
-call, whichever comes first (the traces show both orders). Once answered, the end is `answered`.
-Before answer: USER_BUSY (17) -> busy; NO_ANSWER (19), NO_USER_RESPONSE (18), ALLOTTED_TIMEOUT,
-PROGRESS_TIMEOUT -> no_answer; NORMAL_CLEARING / ORIGINATOR_CANCEL after our `uuid_kill` -> cancelled
-(uuid_kill reports NORMAL_CLEARING like a normal end, so the driver keeps its own record); everything
-else (41 for a 503 or an unreachable host, 102 for no response, 34, 3, 1, ...) -> failed. The cause
-reported is `variable_hangup_cause_q850` when present, else the Q.850 code of the cause name
-(FreeSWITCH's own causes above 127 count as 16, as `switch_channel_cause_q850` does).
+Decisions (docs/decisions/): 0003 our own asyncio ESL client, not greenswitch; 0004 agents connected
+by `uuid_transfer` into the dialplan, not `uuid_bridge`; 0006 few events, dropped before parsing.
 """
 
 from __future__ import annotations
@@ -66,28 +23,10 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from callcenter.engine.commands import OriginateRequest
-from callcenter.engine.events import (
-    ActiveCall,
-    AgentLegFailed,
-    AnswerKind,
-    CallAnswered,
-    CallConnected,
-    CallEnded,
-    CallRinging,
-    EndResult,
-    EventSink,
-    GatewayEvent,
-    GatewayLink,
-    ManualCallStarted,
-    SpyEnded,
-    SpyMode,
-    SpyStarted,
-    UnknownChannel,
-)
+from callcenter.engine.events import ActiveCall, EventSink, GatewayEvent, GatewayLink, SpyMode
 from callcenter.errors import Invalid
 from callcenter.gateways.base import (
     CallNotFound,
@@ -97,14 +36,22 @@ from callcenter.gateways.base import (
     check_spy_request,
     render_template,
 )
-from callcenter.gateways.esl_client import (
+from callcenter.gateways.esl_calls import (
+    AGENT_FAILED_SUBCLASS,
+    ANSWERED_SUBCLASS,
+    EVENTS,
+    MANUAL_SUBCLASS,
+    Call,
+    CallTracker,
+    Spy,
+)
+from callcenter.gateways.esl_wire import (
     EslClosed,
     EslError,
     EslEvent,
     EslProtocol,
     EslReply,
     open_connection,
-    peek_header,
 )
 from callcenter.validation import (
     validate_call_id,
@@ -116,109 +63,17 @@ from callcenter.validation import (
 
 log = logging.getLogger(__name__)
 
-# The dialplan names the shipped configuration defines (freeswitch/templates/dialplan.xml.j2).
+# The dialplan names the shipped configuration defines (freeswitch/templates/dialplan/callcenter.xml.j2).
 DEFAULT_CONTEXT = "campaign-answered"
 DEFAULT_WAIT_EXTENSION = "wait"
 DEFAULT_AMD_EXTENSION = "wait_amd"
 DEFAULT_AGENT_PREFIX = "agent_"
 DEFAULT_ABANDON_PREFIX = "abandon_"
-ANSWERED_SUBCLASS = "callcenter::answered"  # fired by `wait` / `wait_amd` (header cc_amd with AMD)
-MANUAL_SUBCLASS = "callcenter::manual"  # fired by the agents' context (headers cc_agent, cc_number)
-# fired by the agent extension when the bridge to the agent failed (headers cc_agent, cc_status)
-AGENT_FAILED_SUBCLASS = "callcenter::agent_failed"
-
-# Only what the mapping reads: about a third of `ALL` by volume (see the burst trace's notes).
-EVENTS = (
-    "CHANNEL_PROGRESS",
-    "CHANNEL_PROGRESS_MEDIA",
-    "CHANNEL_ANSWER",
-    "CHANNEL_BRIDGE",
-    "CHANNEL_HANGUP_COMPLETE",
-    "BACKGROUND_JOB",
-)
 SUBSCRIBE_COMMAND = "event plain " + " ".join(
     (*EVENTS, "CUSTOM", ANSWERED_SUBCLASS, MANUAL_SUBCLASS, AGENT_FAILED_SUBCLASS)
 )
 KEEPALIVE_COMMAND = "api status"
 UUID_MAX_LEN = 36  # SWITCH_UUID_FORMATTED_LENGTH
-
-# FreeSWITCH cause names (switch_types.h) -> Q.850 code; names above 127 are FreeSWITCH's own.
-HANGUP_CAUSES: dict[str, int] = {
-    "UNSPECIFIED": 0,
-    "UNALLOCATED_NUMBER": 1,
-    "NO_ROUTE_TRANSIT_NET": 2,
-    "NO_ROUTE_DESTINATION": 3,
-    "CHANNEL_UNACCEPTABLE": 6,
-    "CALL_AWARDED_DELIVERED": 7,
-    "NORMAL_CLEARING": 16,
-    "USER_BUSY": 17,
-    "NO_USER_RESPONSE": 18,
-    "NO_ANSWER": 19,
-    "SUBSCRIBER_ABSENT": 20,
-    "CALL_REJECTED": 21,
-    "NUMBER_CHANGED": 22,
-    "REDIRECTION_TO_NEW_DESTINATION": 23,
-    "EXCHANGE_ROUTING_ERROR": 25,
-    "DESTINATION_OUT_OF_ORDER": 27,
-    "INVALID_NUMBER_FORMAT": 28,
-    "FACILITY_REJECTED": 29,
-    "RESPONSE_TO_STATUS_ENQUIRY": 30,
-    "NORMAL_UNSPECIFIED": 31,
-    "NORMAL_CIRCUIT_CONGESTION": 34,
-    "NETWORK_OUT_OF_ORDER": 38,
-    "NORMAL_TEMPORARY_FAILURE": 41,
-    "SWITCH_CONGESTION": 42,
-    "ACCESS_INFO_DISCARDED": 43,
-    "REQUESTED_CHAN_UNAVAIL": 44,
-    "PRE_EMPTED": 45,
-    "FACILITY_NOT_SUBSCRIBED": 50,
-    "OUTGOING_CALL_BARRED": 52,
-    "INCOMING_CALL_BARRED": 54,
-    "BEARERCAPABILITY_NOTAUTH": 57,
-    "BEARERCAPABILITY_NOTAVAIL": 58,
-    "SERVICE_UNAVAILABLE": 63,
-    "BEARERCAPABILITY_NOTIMPL": 65,
-    "CHAN_NOT_IMPLEMENTED": 66,
-    "FACILITY_NOT_IMPLEMENTED": 69,
-    "SERVICE_NOT_IMPLEMENTED": 79,
-    "INVALID_CALL_REFERENCE": 81,
-    "INCOMPATIBLE_DESTINATION": 88,
-    "INVALID_MSG_UNSPECIFIED": 95,
-    "MANDATORY_IE_MISSING": 96,
-    "MESSAGE_TYPE_NONEXIST": 97,
-    "WRONG_MESSAGE": 98,
-    "IE_NONEXIST": 99,
-    "INVALID_IE_CONTENTS": 100,
-    "WRONG_CALL_STATE": 101,
-    "RECOVERY_ON_TIMER_EXPIRE": 102,
-    "MANDATORY_IE_LENGTH_ERROR": 103,
-    "PROTOCOL_ERROR": 111,
-    "INTERWORKING": 127,
-    "SUCCESS": 142,
-    "ORIGINATOR_CANCEL": 487,
-    "CRASH": 700,
-    "SYSTEM_SHUTDOWN": 701,
-    "LOSE_RACE": 502,
-    "MANAGER_REQUEST": 503,
-    "BLIND_TRANSFER": 600,
-    "ATTENDED_TRANSFER": 601,
-    "ALLOTTED_TIMEOUT": 602,
-    "USER_CHALLENGE": 603,
-    "MEDIA_TIMEOUT": 604,
-    "PICKED_OFF": 605,
-    "USER_NOT_REGISTERED": 606,
-    "PROGRESS_TIMEOUT": 607,
-    "INVALID_GATEWAY": 608,
-    "GATEWAY_DOWN": 609,
-    "INVALID_URL": 610,
-    "INVALID_PROFILE": 611,
-    "NO_PICKUP": 612,
-    "SRTP_READ_ERROR": 613,
-}
-_BUSY_CAUSES = frozenset({"USER_BUSY"})
-_NO_ANSWER_CAUSES = frozenset({"NO_ANSWER", "NO_USER_RESPONSE", "ALLOTTED_TIMEOUT", "PROGRESS_TIMEOUT"})
-_CANCEL_CAUSES = frozenset({"NORMAL_CLEARING", "ORIGINATOR_CANCEL"})
-_AMD_VERDICTS = {"HUMAN": AnswerKind.HUMAN, "MACHINE": AnswerKind.MACHINE}
 
 # Inside `{name=value,...}` of an originate: these end the value, the list or the command, or expand.
 _ORIGINATE_META = re.compile(r"[{}\[\],'\"^|;=$\\\x00-\x1f\x7f]")
@@ -228,36 +83,6 @@ _RESERVED_VARIABLE = re.compile(
     r"|api_|execute_|exec_|bridge_pre_execute|(transfer|park)_after_bridge$|.*_hook$)"
 )
 _NO_SUCH_CHANNEL = re.compile(r"(?i)no such channel|invalid uuid|not found")
-
-
-def q850_of(cause_name: str | None) -> int:
-    """Q.850 code of a FreeSWITCH cause name; FreeSWITCH's own causes (> 127) count as 16, unknown 0."""
-    code = HANGUP_CAUSES.get((cause_name or "").strip().upper(), 0)
-    return 16 if code > 127 else code
-
-
-def classify_end(cause_name: str | None, *, answered: bool, cancelled: bool) -> EndResult:
-    """How a call that ended with `cause_name` counts (base.py rule 3).
-
-    >>> classify_end("USER_BUSY", answered=False, cancelled=False)
-    <EndResult.BUSY: 'busy'>
-    >>> classify_end("NORMAL_CLEARING", answered=False, cancelled=True)
-    <EndResult.CANCELLED: 'cancelled'>
-    >>> classify_end("NORMAL_TEMPORARY_FAILURE", answered=False, cancelled=False)
-    <EndResult.FAILED: 'failed'>
-    """
-    if answered:
-        return EndResult.ANSWERED
-    name = (cause_name or "").strip().upper()
-    if name in _BUSY_CAUSES:
-        return EndResult.BUSY
-    if name in _NO_ANSWER_CAUSES:
-        return EndResult.NO_ANSWER
-    if name in _CANCEL_CAUSES and cancelled:
-        return EndResult.CANCELLED
-    if name == "ORIGINATOR_CANCEL":  # the agent gave up a call dialled by hand
-        return EndResult.CANCELLED
-    return EndResult.FAILED
 
 
 def originate_timeout_for(ring_timeout_s: float) -> int:
@@ -280,30 +105,6 @@ def _quoted(value: str) -> str:
     # FreeSWITCH splits originate arguments on spaces; a value with spaces goes in single quotes (a
     # quote inside is refused by check_originate_value, so the quoting cannot be broken out of).
     return f"'{value}'" if " " in value else value
-
-
-@dataclass(slots=True)
-class _Call:
-    call_id: str
-    amd: bool = False
-    manual: bool = False
-    job_uuid: str | None = None
-    extension: str | None = None  # agent asked for by connect_agent, or the agent who dialled
-    agent_uuid: str | None = None  # the agent's leg (what eavesdrop listens to)
-    ringing: bool = False
-    answered: bool = False
-    answer_reported: bool = False
-    connected: bool = False
-    cancelled: bool = False  # we hung it up before answer
-
-
-@dataclass(slots=True)
-class _Spy:
-    spy_id: str
-    job_uuid: str
-    target_extension: str
-    mode: SpyMode
-    started: bool = False
 
 
 class FreeswitchGateway:
@@ -370,19 +171,10 @@ class FreeswitchGateway:
         self._closing = False
         self._supervisor: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
-        self._calls: dict[str, _Call] = {}
-        self._spies: dict[str, _Spy] = {}
-        self._jobs: dict[str, tuple[str, str]] = {}  # Job-UUID -> ("call" | "spy", id)
-        self._handlers: dict[str, Callable[[EslEvent], None]] = {
-            "CHANNEL_PROGRESS": self._on_progress,
-            "CHANNEL_PROGRESS_MEDIA": self._on_progress,
-            "CHANNEL_ANSWER": self._on_answer,
-            "CHANNEL_BRIDGE": self._on_bridge,
-            "CHANNEL_HANGUP_COMPLETE": self._on_hangup_complete,
-            "BACKGROUND_JOB": self._on_background_job,
-            "CUSTOM": self._on_custom,
-        }
-        self._handled = frozenset(name.encode() for name in self._handlers)
+        self._tracker = CallTracker(emit=self._emit, clock=clock)
+        self._calls = self._tracker.calls
+        self._spies = self._tracker.spies
+        self._jobs = self._tracker.jobs
         self.reconnects = 0
 
     @classmethod
@@ -481,7 +273,7 @@ class FreeswitchGateway:
         if request.call_id in self._calls:
             raise Invalid(f"call id {request.call_id} is already in use", field="call_id")
         job = str(uuid.uuid4())
-        call = _Call(request.call_id, amd=request.amd, job_uuid=job)
+        call = Call(request.call_id, amd=request.amd, job_uuid=job)
         fut = self._send("bgapi " + line, {"Job-UUID": job})
         self._calls[call.call_id] = call
         self._jobs[job] = ("call", call.call_id)
@@ -540,7 +332,7 @@ class FreeswitchGateway:
         dial = render_template(self.agent_template, extension=supervisor_extension)
         line = f"bgapi originate {{{','.join(variables)}}}{dial} &eavesdrop({target})"
         fut = self._send(line, {"Job-UUID": job})
-        self._spies[spy_id] = _Spy(spy_id, job, target_extension, mode)
+        self._spies[spy_id] = Spy(spy_id, job, target_extension, mode)
         self._jobs[job] = ("spy", spy_id)
         try:
             reply = await self._await_reply(fut, "bgapi originate (spy)")
@@ -582,7 +374,7 @@ class FreeswitchGateway:
         row = next((r for r in rows if r.get("uuid") == call_id), None)
         if row is None:
             return False
-        call = _Call(call_id)
+        call = Call(call_id)
         state = (row.get("callstate") or "").upper()
         # The caller of adopt knows the past: only what happens from now on is reported.
         call.ringing = True
@@ -603,7 +395,7 @@ class FreeswitchGateway:
             self._password,
             timeout=self.timeout_s,
             on_event=self._on_event,
-            want=self._wanted if self.prefilter else None,
+            want=self._tracker.wanted if self.prefilter else None,
         )
         self._conn = conn
         reply = await self._command(SUBSCRIBE_COMMAND)
@@ -720,233 +512,28 @@ class FreeswitchGateway:
         return [r for r in rows or [] if isinstance(r, dict)]
 
     async def _resync(self) -> None:
-        """After (re)connect: calls FreeSWITCH no longer has end as lost; channels that none of our
-        calls or spies explain are reported as UnknownChannel; missed answers and bridges are caught up."""
-        rows = await self._show_channels()
-        now = self._clock()
-        by_uuid = {r.get("uuid", ""): r for r in rows}
-        for call in list(self._calls.values()):
-            row = by_uuid.get(call.call_id)
-            if row is None:
-                self._end(call, EndResult.LOST, 0, "gone from FreeSWITCH after the link came back")
-                continue
-            state = (row.get("callstate") or "").upper()
-            if state in ("ACTIVE", "HELD") and not call.manual and not call.answered:
-                call.answered = True
-                self._report_answer(call, AnswerKind.UNKNOWN, now)
-            if call.extension and not call.connected:
-                for other in rows:
-                    if (
-                        other.get("call_uuid") == call.call_id
-                        and other.get("uuid") != call.call_id
-                        and (other.get("callstate") or "").upper() == "ACTIVE"
-                    ):
-                        self._connected(call, other.get("uuid"), now)
-        for spy in list(self._spies.values()):
-            if spy.spy_id not in by_uuid:
-                self._spy_ended(spy, now)
-        for row in rows:
-            uid = row.get("uuid", "")
-            owner = row.get("call_uuid") or uid
-            if uid in self._calls or owner in self._calls or uid in self._spies:
-                continue
-            if any(c.agent_uuid == uid for c in self._calls.values()):
-                continue
-            self._emit(
-                UnknownChannel(
-                    row.get("name", uid),
-                    now,
-                    f"uuid {uid} {row.get('callstate', '')} dest {row.get('dest', '')}".strip(),
-                )
-            )
+        """After (re)connect: hand FreeSWITCH's channel list to the tracker (see `CallTracker.resync`)."""
+        self._tracker.resync(await self._show_channels())
 
     # --- events ------------------------------------------------------------------------------
 
-    def _wanted(self, body: bytes) -> bool:
-        """Before parsing: is this event one the mapping reads? Events of other names, and channel
-        events of legs no call or spy of ours owns (agent legs, b-legs, other controllers' calls),
-        are dropped without parsing their 5-10 KB of headers."""
-        name = peek_header(body, b"Event-Name")
-        if name not in self._handled:
-            return False
-        if name == b"BACKGROUND_JOB" or name == b"CUSTOM":
-            return True
-        uid = peek_header(body, b"Unique-ID")
-        if uid is None:
-            return True
-        key = uid.decode("ascii", "replace")
-        return key in self._calls or key in self._spies
-
     def _on_event(self, event: EslEvent) -> None:
-        handler = self._handlers.get(event.header("Event-Name") or "")
-        if handler is not None:
-            try:
-                handler(event)
-            except Exception:  # one bad event must not take the link down
-                log.exception("FreeSWITCH event %s could not be handled", event.name)
-
-    def _on_progress(self, event: EslEvent) -> None:
-        call = self._calls.get(event.header("Unique-ID") or "")
-        if call is not None and not call.ringing and not call.manual:
-            call.ringing = True
-            self._emit(CallRinging(call.call_id, self._clock()))
-
-    def _on_answer(self, event: EslEvent) -> None:
-        call = self._calls.get(event.header("Unique-ID") or "")
-        if call is None or call.manual:
-            return
-        call.answered = True
-        if not call.amd:
-            self._report_answer(call, AnswerKind.UNKNOWN, self._clock())
-
-    def _on_custom(self, event: EslEvent) -> None:
-        subclass = event.get("Event-Subclass")
-        if subclass == ANSWERED_SUBCLASS:
-            call = self._calls.get(event.header("Unique-ID") or "")
-            if call is None or call.manual:
-                return
-            call.answered = True
-            verdict = _AMD_VERDICTS.get((event.get("cc_amd") or "").upper(), AnswerKind.UNKNOWN)
-            self._report_answer(call, verdict if call.amd else AnswerKind.UNKNOWN, self._clock())
-        elif subclass == MANUAL_SUBCLASS:
-            self._on_manual(event)
-        elif subclass == AGENT_FAILED_SUBCLASS:
-            call = self._calls.get(event.header("Unique-ID") or "")
-            if call is None or call.manual or call.connected or call.extension is None:
-                return
-            extension, call.extension = call.extension, None
-            status = event.get("cc_status") or ""
-            log.info("call %s: agent %s did not answer (%s)", call.call_id, extension, status)
-            self._emit(AgentLegFailed(call.call_id, self._clock(), extension, status))
-
-    def _on_manual(self, event: EslEvent) -> None:
-        uid = event.header("Unique-ID") or ""
-        agent = event.get("cc_agent") or ""
-        number = event.get("cc_number") or ""
         try:
-            validate_call_id(uid)
-            validate_extension(agent, field="cc_agent")
-            validate_number(number, field="cc_number")
-        except Invalid as exc:
-            log.warning("ignoring a manual call event with bad fields: %s", exc)
-            return
-        if uid in self._calls:
-            return
-        self._calls[uid] = _Call(uid, manual=True, extension=agent)
-        self._emit(ManualCallStarted(uid, self._clock(), agent, number))
-
-    def _on_bridge(self, event: EslEvent) -> None:
-        call = self._calls.get(event.header("Unique-ID") or "")
-        if call is None:
-            return
-        if call.extension is None:
-            agent = event.get("variable_cc_agent")
-            if agent:
-                with contextlib.suppress(Invalid):
-                    call.extension = validate_extension(agent)
-        if call.extension is not None:
-            other = event.get("Other-Leg-Unique-ID")
-            self._connected(call, call.call_id if call.manual else other, self._clock())
-
-    def _on_background_job(self, event: EslEvent) -> None:
-        job = self._jobs.get(event.header("Job-UUID") or "")
-        if job is None:
-            return
-        kind, ident = job
-        result = event.body.strip()
-        now = self._clock()
-        if kind == "spy":
-            spy = self._spies.get(ident)
-            if spy is None:
-                return
-            if result.startswith("+OK") and not spy.started:
-                spy.started = True
-                self._emit(SpyStarted(spy.spy_id, now, spy.target_extension, spy.mode))
-            elif not result.startswith("+OK"):
-                self._spy_ended(spy, now)
-            return
-        call = self._calls.get(ident)
-        if call is None:
-            return
-        if result.startswith("+OK"):
-            call.answered = True
-            if not call.amd:
-                self._report_answer(call, AnswerKind.UNKNOWN, now)
-            return
-        cause = result.removeprefix("-ERR").strip().split(" ", 1)[0]
-        result_kind = classify_end(cause, answered=call.answered, cancelled=call.cancelled)
-        self._end(call, result_kind, q850_of(cause), f"BACKGROUND_JOB -ERR {cause}".strip())
-
-    def _on_hangup_complete(self, event: EslEvent) -> None:
-        uid = event.header("Unique-ID") or ""
-        call = self._calls.get(uid)
-        if call is None:
-            spy = self._spies.get(uid)
-            if spy is not None:
-                self._spy_ended(spy, self._clock())
-            return
-        cause = event.get("Hangup-Cause") or event.get("variable_hangup_cause") or ""
-        q850 = event.get("variable_hangup_cause_q850")
-        code = int(q850) if q850 and q850.isdigit() else q850_of(cause)
-        answered = (
-            call.answered or call.connected or (event.get("Caller-Channel-Answered-Time") or "0") != "0"
-        )
-        if call.manual:
-            answered = call.connected
-        result = classify_end(cause, answered=answered, cancelled=call.cancelled)
-        detail = cause
-        sip = event.get("variable_sip_term_status")
-        if sip:
-            detail += f", sip {sip}"
-        disposition = event.get("variable_sip_hangup_disposition")
-        if disposition:
-            detail += f", {disposition}"
-        if answered and not call.manual:
-            call.answered = True
-        self._end(call, result, code, detail)
-
-    # --- call table --------------------------------------------------------------------------
+            self._tracker.on_event(event)
+        except Exception:  # one bad event must not take the link down
+            log.exception("FreeSWITCH event %s could not be handled", event.name)
 
     def _on_originate_reply(self, call_id: str, fut: asyncio.Future[EslReply]) -> None:
         if fut.cancelled() or fut.exception() is not None:
             # No reply (link dropped or timed out): the call is followed again by the resync.
             return
         reply = fut.result()
-        call = self._calls.get(call_id)
-        if call is None or reply.ok:
-            return
-        cause = reply.text.removeprefix("-ERR").strip()
-        self._end(call, EndResult.FAILED, q850_of(cause), f"bgapi refused: {reply.text}")
+        if not reply.ok:
+            self._tracker.refused(call_id, reply.text)
 
-    def _report_answer(self, call: _Call, answer: AnswerKind, at: float) -> None:
-        if not call.answer_reported:
-            call.answer_reported = True
-            self._emit(CallAnswered(call.call_id, at, answer))
+    # --- helpers -----------------------------------------------------------------------------
 
-    def _connected(self, call: _Call, agent_uuid: str | None, at: float) -> None:
-        if call.connected or call.extension is None:
-            return
-        call.connected = True
-        call.agent_uuid = agent_uuid
-        self._emit(CallConnected(call.call_id, at, call.extension))
-
-    def _end(self, call: _Call, result: EndResult, cause: int, detail: str) -> None:
-        if self._calls.pop(call.call_id, None) is None:
-            return
-        if call.job_uuid:
-            self._jobs.pop(call.job_uuid, None)
-        now = self._clock()
-        if result is EndResult.ANSWERED and not call.manual:
-            # AMD verdict never came (hung up during detection): the answer still precedes the end.
-            self._report_answer(call, AnswerKind.UNKNOWN, now)
-        self._emit(CallEnded(call.call_id, now, result, cause, detail))
-
-    def _spy_ended(self, spy: _Spy, at: float) -> None:
-        if self._spies.pop(spy.spy_id, None) is not None:
-            self._jobs.pop(spy.job_uuid, None)
-            self._emit(SpyEnded(spy.spy_id, at))
-
-    def _call(self, call_id: str) -> _Call:
+    def _call(self, call_id: str) -> Call:
         validate_call_id(call_id)
         call = self._calls.get(call_id)
         if call is None:

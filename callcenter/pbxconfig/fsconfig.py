@@ -28,15 +28,13 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from callcenter.config import SAMPLE_SECRETS
 from callcenter.errors import Invalid
+from callcenter.gateways.esl_calls import AGENT_FAILED_SUBCLASS, ANSWERED_SUBCLASS, MANUAL_SUBCLASS
 from callcenter.gateways.freeswitch import (
-    AGENT_FAILED_SUBCLASS,
-    ANSWERED_SUBCLASS,
     DEFAULT_ABANDON_PREFIX,
     DEFAULT_AGENT_PREFIX,
     DEFAULT_AMD_EXTENSION,
     DEFAULT_CONTEXT,
     DEFAULT_WAIT_EXTENSION,
-    MANUAL_SUBCLASS,
 )
 from callcenter.validation import validate_extension, validate_number
 

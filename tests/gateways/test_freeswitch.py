@@ -28,8 +28,9 @@ from callcenter.engine.events import (
 )
 from callcenter.errors import Invalid
 from callcenter.gateways.base import CallNotFound, CommandTimeout, GatewayUnavailable
-from callcenter.gateways.esl_client import encode_command
-from callcenter.gateways.freeswitch import FreeswitchGateway, classify_end, q850_of
+from callcenter.gateways.esl_calls import classify_end, q850_of
+from callcenter.gateways.esl_wire import encode_command
+from callcenter.gateways.freeswitch import FreeswitchGateway
 from tests.gateways.contract import EventLog, assert_well_ordered, new_call_id
 from tests.gateways.harness_freeswitch import make_gateway
 from tests.peers.esl import EslPeer

@@ -26,7 +26,7 @@ from callcenter.engine.events import (
     SpyMode,
     SpyStarted,
 )
-from callcenter.gateways.esl_client import EslFramer, parse_event
+from callcenter.gateways.esl_wire import EslFramer, parse_event
 from callcenter.gateways.freeswitch import FreeswitchGateway
 from tests.gateways.contract import EventLog, assert_well_ordered, kinds, new_call_id
 from tests.gateways.harness_freeswitch import make_gateway

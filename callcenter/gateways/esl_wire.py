@@ -1,8 +1,8 @@
 """FreeSWITCH event socket (ESL) on asyncio: framing, parsing and one authenticated connection.
 
-This is the wire half of the FreeSWITCH driver (the policy half, `freeswitch.py`, owns reconnect,
-keepalive, resync and the mapping to domain events). It replaces greenswitch 0.0.19; the reasons and
-the evidence are in the docstring of `callcenter.gateways.freeswitch` and in `freeswitch/README.md`.
+This is the wire of the FreeSWITCH driver (`esl_calls.py` maps events to domain events; `freeswitch.py`
+owns the commands, reconnect, keepalive and resync). It replaces greenswitch 0.0.19: the reasons and the
+evidence are in docs/decisions/0003.
 
 Wire format (FreeSWITCH 1.10, mod_event_socket, inbound mode):
 - every message is a header block of `Name: value\\n` lines closed by an empty line, then exactly
