@@ -152,9 +152,12 @@ EventSink = Callable[[GatewayEvent], None]
 
 @dataclass(frozen=True, slots=True)
 class ActiveCall:
-    """A call the PBX reports as up (for resync). `call_id` is ours when the PBX knows it."""
+    """A call the PBX has now (for resync after a restart). `call_id` is ours when the PBX knows it;
+    `answered` says the customer's channel is up (answered, maybe while the dialer was away);
+    `extension` names the agent it is bridged to, when it is."""
 
     channel: str
     call_id: str | None
     state: str
     extension: str | None = None
+    answered: bool = False
