@@ -121,6 +121,22 @@ class SkillGroup(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(unique=True, max_length=64)
     description: str = ""
+    # The dialer that paces this group's tasks and routes to its agents, until `lease_until`: with
+    # several dialers on one database, a group's agents are never counted or reserved by two.
+    dialer_id: str | None = Field(default=None, max_length=64)
+    lease_until: float | None = None
+
+
+class Dialer(SQLModel, table=True):
+    """A dialer process: it beats every second; one silent for long is dead and others take over."""
+
+    __tablename__ = "dialer"
+    id: str = Field(primary_key=True, max_length=64)
+    host: str = Field(default="", max_length=255)
+    pid: int = 0
+    started_at: float = Field(default_factory=now)
+    heartbeat_at: float = Field(default_factory=now)
+    stopped_at: float | None = None
 
 
 class AgentState(StrEnum):
@@ -176,6 +192,9 @@ class GatewayRow(SQLModel, table=True):
     dial_template: str = Field("", max_length=255)
     agent_template: str = Field("", max_length=255)
     enabled: bool = True
+    # The dialer never sends more new calls than this per second through this PBX (a token bucket):
+    # below the PBX's own limit (FreeSWITCH sessions-per-second), which the rendered config matches.
+    originates_per_s: float = Field(default=10.0, sa_column_kwargs={"server_default": "10"})
 
 
 # --- outbound tasks (campaigns), leads, calls ----------------------------------------------------
