@@ -7,6 +7,7 @@ from itertools import pairwise
 from sqlalchemy import insert, text, update
 from sqlalchemy.engine import Engine
 
+from callcenter.engine.events import GatewayLink
 from callcenter.gateways.simulated import Outcome, Script
 from callcenter.models import Agent, DncEntry
 from tests.dialer.conftest import T0, busy, human, no_answer, quiet_profile
@@ -295,11 +296,15 @@ def test_no_new_call_is_placed_through_a_gateway_that_is_down(sqlite_engine: Eng
     before = len(w.calls())
     assert before >= 2
     with w.sim.store.transaction():
-        w.sim._execute(w.sim.core.link_changed("default", False, "test: link down", w.sim.now))
+        w.sim._execute(
+            w.sim.core.gateway_changed("default", GatewayLink(False, w.sim.now, "test: link down"), w.sim.now)
+        )
     w.sim.run_for(60)
     during = len(w.calls())
     assert during - before <= 1  # at most the call already being placed
     with w.sim.store.transaction():
-        w.sim._execute(w.sim.core.link_changed("default", True, "test: link up", w.sim.now))
+        w.sim._execute(
+            w.sim.core.gateway_changed("default", GatewayLink(True, w.sim.now, "test: link up"), w.sim.now)
+        )
     w.sim.run_for(10)
     assert len(w.calls()) > during + 2
