@@ -16,7 +16,7 @@ import pytest
 
 from tests.servers import free_port
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.processes
 
 
 def test_demo_serves_logs_in_and_runs_the_demo_task(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from callcenter.engine.simulation import seed_world
 from tests.conftest import WebFactory
 from tests.dialer.test_processes import start_dialer, wait_for
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.processes
 
 
 def test_preview_dial_and_spy_go_through_the_dialer(

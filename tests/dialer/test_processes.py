@@ -21,7 +21,7 @@ from callcenter.db import make_engine
 from callcenter.engine.simulation import seed_world
 from tests.conftest import TEST_SECRET
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.processes
 
 
 def start_dialer(db_url: str, redis_url: str, dialer_id: str, tmp_path: Path) -> subprocess.Popen[bytes]:

@@ -19,7 +19,7 @@ from callcenter.db import session_scope
 from callcenter.models import Agent, Call, Campaign, CampaignState, Lead, PacingMode
 from tests.web.conftest import DialerProcess, LiveServer, Pages
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
+pytestmark = [pytest.mark.browser, pytest.mark.processes]
 
 A = "+8613800000001"  # called twice, by two tasks
 B = "+8613800000002"
