@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 
 from callcenter.db import make_engine, upgrade
 from callcenter.engine.pacing import (
-    AdaptAveragePacer,
     AgentSlot,
     Pacer,
     PacingView,
@@ -83,18 +82,15 @@ def test_ratio_pacer_never_passes_its_caps(view: PacingView, ratio: float) -> No
 
 @settings(max_examples=200, deadline=None)
 @given(view=views, answered=st.integers(0, 200), dials=st.integers(30, 400))
-def test_predictive_and_baseline_never_pass_max_concurrency(
-    view: PacingView, answered: int, dials: int
-) -> None:
+def test_predictive_never_passes_max_concurrency(view: PacingView, answered: int, dials: int) -> None:
     pred = PredictivePacer(PredictiveSettings(min_agents=1))
     for i in range(dials):
         pred.observe_dial(human=i < answered, ring_s=3 + i % 11, now=0)
     for i in range(min(answered, dials)):
         pred.observe_talk(60 + i % 90)
-    for pacer in (pred, AdaptAveragePacer()):
-        n = pacer.place(view)
-        assert n >= 0
-        assert view.active + n <= max(view.active, view.max_concurrency)
+    n = pred.place(view)
+    assert n >= 0
+    assert view.active + n <= max(view.active, view.max_concurrency)
 
 
 class CheckedPacer(Pacer):
