@@ -114,11 +114,16 @@ def test_dialer_killed_mid_task_resumes_without_losing_or_repeating(
         first.wait(10)
     open_at_kill = {r["id"] for r in rows(engine, "SELECT id FROM call WHERE state != 'ended'")}
     assert open_at_kill, "nothing was in flight at the kill"
-    # A crash between claiming a lead and writing its call: the claim must go back to the queue.
+    # A crash between claiming a lead and writing its call: the claim must go back to the queue, its
+    # attempt given back. The lead is the next one due that was never dialled, so the restarted dialer
+    # reaches it at once (the claim order is next_at, id).
     with engine.begin() as c:
         stranded = c.execute(
-            text("SELECT id FROM lead WHERE status = 'pending' ORDER BY id DESC LIMIT 1")
-        ).scalar()
+            text(
+                "SELECT id FROM lead WHERE status = 'pending' AND attempts = 0 AND id NOT IN "
+                "(SELECT lead_id FROM call WHERE lead_id IS NOT NULL) ORDER BY next_at, id LIMIT 1"
+            )
+        ).scalar_one()
         c.execute(
             text("UPDATE lead SET status = 'claimed', claimed_by = 'd1', attempts = 1 WHERE id = :i"),
             {"i": stranded},
@@ -128,6 +133,7 @@ def test_dialer_killed_mid_task_resumes_without_losing_or_repeating(
     second = start_dialer(sqlite_url, redis_url, "d1", tmp_path)
     try:
         wait_for(lambda: len(rows(engine, "SELECT id FROM call")) > calls_before + 10)
+        wait_for(lambda: rows(engine, f"SELECT id FROM call WHERE lead_id = {stranded}"))
         wait_for(
             lambda: all(
                 r["state"] == "ended"
@@ -141,8 +147,12 @@ def test_dialer_killed_mid_task_resumes_without_losing_or_repeating(
     settled = {r["id"]: r for r in rows(engine, "SELECT id, result, detail FROM call")}
     for call_id in open_at_kill:  # the simulated PBX died with the process: those calls are gone
         assert settled[call_id]["result"] == "lost", settled[call_id]
-    lead = rows(engine, f"SELECT status, claimed_by FROM lead WHERE id = {stranded}")[0]
-    assert lead["status"] != "claimed" or lead["claimed_by"] == "d1"
+    # The stranded claim was dialled normally after the restart: first as attempt 1, which it is only if
+    # the claim's attempt was given back (still claimed, it would never have been dialled at all).
+    first_try = rows(
+        engine, f"SELECT attempt, dialer_id FROM call WHERE lead_id = {stranded} ORDER BY created_at LIMIT 1"
+    )[0]
+    assert (first_try["attempt"], first_try["dialer_id"]) == (1, "d1"), first_try
     assert_never_dialled_twice_at_once(engine)
     # No call row is lost: every attempt a lead counts has its row.
     for lead in rows(engine, "SELECT id, attempts, status FROM lead WHERE status IN ('done', 'pending')"):
