@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import redis
-from sqlalchemy import event
+from sqlalchemy import event, update
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from callcenter import accounts
 from callcenter.db import session_scope
@@ -110,10 +110,11 @@ def test_broken_lead_json_gives_empty_fields_not_an_error(engine: Engine, redis_
     with session_scope(engine) as s:
         from callcenter.models import Campaign, Lead
 
-        lead_row, task_row = s.get(Lead, lead), s.get(Campaign, task)
-        assert lead_row is not None and task_row is not None
+        lead_row = s.get(Lead, lead)
+        assert lead_row is not None
         lead_row.fields = "not json"
-        task_row.dispositions = "{}"
+        # Not a list: the column takes a string as JSON text already, as a raw insert would write it.
+        s.exec(update(Campaign).where(col(Campaign.id) == task).values(dispositions="{}"))
     call_id = sim.connect(
         engine,
         redis_client,

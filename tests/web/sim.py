@@ -36,7 +36,7 @@ def campaign(engine: Engine, *, name: str = "", dispositions: list[str] | None =
             skill_group_id=group.id,
         )
         if dispositions is not None:
-            row.dispositions = json.dumps(dispositions)
+            row.dispositions = dispositions
         s.add(row)
         s.flush()
         assert row.id is not None
