@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import phonenumbers
+import sqlalchemy as sa
 from sqlalchemy import bindparam, delete, func, or_
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
@@ -113,7 +114,8 @@ class ContactView:
 
 # The read path's statements are built once, with bound parameters: the screen pop runs them for
 # every connected call, and building a statement costs more than running it on an indexed column.
-# They run on the session's connection (Core), so they see what the session has flushed.
+# They run on the session's connection (Core), so they see what the session has flushed; they are
+# SQLAlchemy's `select`, typed for any number of columns (SQLModel's is typed for four at most).
 _CONTACT_COLUMNS = (
     col(Contact.id),
     col(Contact.name),
@@ -123,9 +125,9 @@ _CONTACT_COLUMNS = (
     col(Contact.created_at),
     col(Contact.updated_at),
 )
-_CONTACT_BY_ID = select(*_CONTACT_COLUMNS).where(col(Contact.id) == bindparam("contact_id"))
+_CONTACT_BY_ID = sa.select(*_CONTACT_COLUMNS).where(col(Contact.id) == bindparam("contact_id"))
 _CONTACT_BY_NUMBER = (
-    select(*_CONTACT_COLUMNS)
+    sa.select(*_CONTACT_COLUMNS)
     .join(ContactPhone, col(ContactPhone.contact_id) == col(Contact.id))
     .where(col(ContactPhone.number) == bindparam("number"))
 )
@@ -141,7 +143,7 @@ _TAGS = (
     .order_by(func.lower(Tag.name))
 )
 _NOTES = (
-    select(
+    sa.select(
         col(Note.id),
         col(Note.created_at),
         col(Note.body),
@@ -155,7 +157,7 @@ _NOTES = (
     .limit(bindparam("limit"))
 )
 _CALLS = (
-    select(
+    sa.select(
         col(Call.id),
         col(Call.created_at),
         col(Call.direction),
@@ -220,7 +222,9 @@ def _contact_id_by_e164(session: Session, e164: str) -> int | None:
 
 def search_contacts(session: Session, *, query: str = "", region: str, limit: int = 50) -> list[ContactView]:
     """Contacts whose name, company or email contains `query`, or whose phone is `query`."""
-    stmt = select(*_CONTACT_COLUMNS).order_by(col(Contact.updated_at).desc()).limit(max(1, min(limit, 200)))
+    stmt = (
+        sa.select(*_CONTACT_COLUMNS).order_by(col(Contact.updated_at).desc()).limit(max(1, min(limit, 200)))
+    )
     q = query.strip()
     if q:
         like = f"%{q}%"
@@ -361,7 +365,7 @@ def _clean_email(email: str) -> str:
 
 
 def _clean_tags(tags: Iterable[str]) -> list[str]:
-    out = []
+    out: list[str] = []
     for tag in tags:
         name = " ".join(str(tag).split())
         if not name:
