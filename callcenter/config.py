@@ -92,6 +92,12 @@ class Settings(BaseSettings):
     )
     gateway_timeout_s: float = Field(5.0, gt=0, description="timeout of every gateway command, seconds")
     gateway_keepalive_s: float = Field(10.0, gt=0, description="keepalive interval of gateway links, seconds")
+    pbx_max_calls: int = Field(
+        2500,
+        gt=0,
+        le=16000,
+        description="calls one PBX is configured for at most (config render refuses task sets above it)",
+    )
 
     @field_validator("log_level")
     @classmethod
