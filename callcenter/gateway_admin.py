@@ -238,3 +238,49 @@ def latest_statuses(redis: Any, keys: list[str]) -> dict[str, dict[str, Any]]:
             if isinstance(msg, GatewayStatus):
                 out[key] = msg.payload()
     return out
+
+
+# --- rows ---------------------------------------------------------------------------------------
+
+
+def create_gateway(session: Any, *, fields: Mapping[str, Any]) -> Any:
+    """Add a gateway row after checking every field that reaches a PBX."""
+    from sqlmodel import col, select
+
+    from callcenter.errors import Conflict
+    from callcenter.models import GatewayRow
+
+    values = {k: v for k, v in fields.items() if k in GatewayRow.model_fields and k != "id"}
+    defaults = {n: f.default for n, f in GatewayRow.model_fields.items() if n not in ("id", "name", "kind")}
+    check_fields({**defaults, **values})
+    if session.exec(select(GatewayRow).where(col(GatewayRow.name) == values["name"])).first():
+        raise Conflict(f"gateway {values['name']!r} exists", field="name")
+    row = GatewayRow(**values)
+    session.add(row)
+    session.flush()
+    return row
+
+
+def update_gateway(session: Any, gateway_id: int, *, changes: Mapping[str, Any]) -> Any:
+    """Change some fields of a gateway row (its kind stays); the result is checked as a whole."""
+    from sqlmodel import col, select
+
+    from callcenter.errors import Conflict, NotFound
+    from callcenter.models import GatewayRow
+
+    row = session.get(GatewayRow, gateway_id)
+    if row is None:
+        raise NotFound("no such gateway")
+    merged = {**row.model_dump(), **{k: v for k, v in changes.items() if k in GatewayRow.model_fields}}
+    merged["id"], merged["kind"] = row.id, row.kind
+    check_fields(merged)
+    if (
+        merged["name"] != row.name
+        and session.exec(select(GatewayRow).where(col(GatewayRow.name) == merged["name"])).first()
+    ):
+        raise Conflict(f"gateway {merged['name']!r} exists", field="name")
+    for key, value in merged.items():
+        setattr(row, key, value)
+    session.add(row)
+    session.flush()
+    return row

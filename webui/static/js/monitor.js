@@ -2,7 +2,8 @@
 
    Tasks: `hello` carries every running or paused task with its latest counters; each task's card then
    follows `task_stats` (the dialer publishes it every second), `task_state` adds, updates or removes
-   cards, and `gateway_link` raises or clears a PBX alert. The chart of the last hour starts from
+   cards, and `gateway_status` (the dialer's view of each PBX: up, degraded, draining, down, disabled)
+   shows a pill for every PBX that is not up (`gateway_link` too, for a dialer that sends only that). The chart of the last hour starts from
    `GET /api/tasks/<id>/history` and goes on from the pushed counters (their growth per minute).
 
    Agents: the grid arrives with `hello` and every `agent_state` updates one row (the web process adds
@@ -447,6 +448,17 @@
     }
   }
 
+  function onGatewayStatus(msg) {
+    const box = $("gateway-alerts");
+    const old = box.querySelector('[data-gateway="' + CSS.escape(msg.gateway) + '"]');
+    if (old) old.remove();
+    if (msg.state === "up") return;
+    const text = t("mon.gateway_state")
+      .replace("{name}", msg.name || msg.gateway)
+      .replace("{state}", t("gw.state_" + msg.state));
+    box.append(h("span", { class: "pill gw-" + msg.state, dataset: { gateway: msg.gateway }, title: msg.detail || "" }, text));
+  }
+
   // --- messages -----------------------------------------------------------------------------------
 
   function onMessage(msg) {
@@ -481,6 +493,9 @@
         break;
       case "gateway_link":
         onGatewayLink(msg);
+        break;
+      case "gateway_status":
+        onGatewayStatus(msg);
         break;
       default:
         break;
