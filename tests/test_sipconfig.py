@@ -378,7 +378,20 @@ NEEDED = {
     "format_wav": None,
     "codec_ulaw": None,
 }
-CORE_FILES = {"asterisk.conf", "modules.conf", "logger.conf", "manager.conf", "udptl.conf", "cdr.conf"}
+# the core reads these at start-up and logs an error or warning without them (seen on Asterisk 20.20.1)
+CORE_FILES = {
+    "asterisk.conf",
+    "modules.conf",
+    "logger.conf",
+    "manager.conf",
+    "udptl.conf",
+    "cdr.conf",
+    "cel.conf",
+    "ccss.conf",
+    "features.conf",
+    "indications.conf",
+    "acl.conf",
+}
 
 
 def test_the_rendered_folder_is_a_whole_etc_asterisk_that_loads_only_what_it_uses(tmp_path: Path) -> None:
