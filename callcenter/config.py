@@ -98,6 +98,12 @@ class Settings(BaseSettings):
         description="new calls per second through the default gateway (rows set their own)",
     )
     gateway_keepalive_s: float = Field(10.0, gt=0, description="keepalive interval of gateway links, seconds")
+    pbx_max_calls: int = Field(
+        2500,
+        gt=0,
+        le=16000,
+        description="calls one PBX is configured for at most (config render refuses task sets above it)",
+    )
 
     @field_validator("log_level")
     @classmethod

@@ -15,6 +15,7 @@ from sqlalchemy import case, func
 from sqlalchemy.engine import Connection, Engine, Row
 from sqlmodel import Session, col, select
 
+from callcenter import gateway_admin
 from callcenter.accounts import Principal
 from callcenter.campaigns import ACTIONS
 from callcenter.messages import AgentStateChanged, ScreenPop, TaskStats, decode, stats_key
@@ -221,6 +222,14 @@ def monitor_tasks(session: Session, *, redis: Any, default_gateway: str) -> list
     return out
 
 
+def gateway_statuses(session: Session, *, redis: Any) -> list[dict[str, Any]]:
+    """The latest `GatewayStatus` the dialer kept for the default gateway and each enabled row."""
+    keys = ["default"] + [
+        f"gw{g.id}" for g in session.exec(select(GatewayRow).where(col(GatewayRow.enabled)))
+    ]
+    return list(gateway_admin.latest_statuses(redis, keys).values())
+
+
 def hello(
     session: Session,
     *,
@@ -256,6 +265,7 @@ def hello(
     if "monitor" in streams:
         out["grid"] = grid(session)
         out["tasks"] = monitor_tasks(session, redis=redis, default_gateway=default_gateway)
+        out["gateways"] = gateway_statuses(session, redis=redis)
     return out
 
 

@@ -81,14 +81,18 @@ def default_dialer_id() -> str:
 
 
 def settings_for_row(settings: Settings, row: Any) -> Settings:
-    """Settings with a gateway row's address, user, secret (from the environment variable it names)
-    and dial templates in place of the defaults, so every driver is built by its `from_settings`."""
+    """Settings with a gateway row's address, user, secret and dial templates in place of the
+    defaults, so every driver is built by its `from_settings`. The secret comes only from the
+    CALLCENTER_GATEWAY_SECRET_* variable the row names (`gateway_admin.gateway_secret`): a row never
+    logs in with the default gateway's secret, nor with any other variable (raises Invalid)."""
     from pydantic import SecretStr
+
+    from callcenter.gateway_admin import gateway_secret
 
     prefix = {GatewayKind.ASTERISK.value: "ami", GatewayKind.FREESWITCH.value: "esl"}.get(row.kind)
     if prefix is None:
         return settings
-    secret = SecretStr(os.environ.get(row.secret_env, "")) if row.secret_env else None
+    secret = SecretStr(gateway_secret(row))
     update: dict[str, Any] = {
         f"{prefix}_host": row.host or None,
         f"{prefix}_port": row.port or None,

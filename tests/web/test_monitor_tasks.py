@@ -17,7 +17,7 @@ from callcenter import campaigns
 from callcenter.bus import Bus
 from callcenter.campaigns import CampaignEvent
 from callcenter.db import session_scope
-from callcenter.messages import GatewayLinkChanged, TaskStats
+from callcenter.messages import GatewayState, GatewayStatus, TaskStats
 from callcenter.models import Call, CallState, CampaignState
 from callcenter.notifier import Notifier
 from tests.web import sim
@@ -163,10 +163,13 @@ def test_monitor_shows_current_numbers_at_once_then_follows_pushes(
     expect(page.locator(f"#task-{paused}")).to_have_count(0)
 
     notifier.publish(
-        GatewayLinkChanged(gateway="default", up=False, detail="connection refused", at=time.time())
+        GatewayStatus(gateway="default", state=GatewayState.DOWN, detail="connection refused", at=time.time())
     )
-    expect(page.locator('#gateway-alerts [data-gateway="default"]')).to_contain_text("default is down")
-    notifier.publish(GatewayLinkChanged(gateway="default", up=True, detail="", at=time.time()))
+    expect(page.locator('#gateway-alerts [data-gateway="default"]')).to_contain_text("default")
+    expect(page.locator('#gateway-alerts [data-gateway="default"]')).to_have_attribute(
+        "title", "connection refused"
+    )
+    notifier.publish(GatewayStatus(gateway="default", state=GatewayState.UP, at=time.time()))
     expect(page.locator('#gateway-alerts [data-gateway="default"]')).to_have_count(0)
     assert page.evaluate("window.__same_page") is True
 

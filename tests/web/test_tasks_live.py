@@ -14,7 +14,7 @@ import pytest
 from callcenter import accounts
 from callcenter.bus import Bus
 from callcenter.db import session_scope
-from callcenter.messages import GatewayLinkChanged, TaskStateChanged, TaskStats
+from callcenter.messages import GatewayState, GatewayStatus, TaskStateChanged, TaskStats
 from callcenter.models import Agent, Call, CallState, Campaign, CampaignState, GatewayRow, Lead
 from callcenter.notifier import Notifier
 from tests.conftest import WebHarness
@@ -166,7 +166,7 @@ def test_tasks_stream_is_opt_in_and_carries_task_state_only(web: WebHarness) -> 
         )
         msg = recv_until(ws, "task_state")
         assert msg["campaign_id"] == 5
-        notifier.publish(GatewayLinkChanged(gateway="default", up=False, detail="", at=time.time()))
+        notifier.publish(GatewayStatus(gateway="default", state=GatewayState.DOWN, at=time.time()))
         notifier.publish(
             TaskStateChanged(campaign_id=5, name="T", old="running", new="paused", by="sue", at=time.time())
         )

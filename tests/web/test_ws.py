@@ -10,7 +10,7 @@ from sqlalchemy.engine import Engine
 from starlette.websockets import WebSocketDisconnect
 
 from callcenter.bus import Bus
-from callcenter.messages import AgentCallEnded, GatewayLinkChanged, PreviewOffer, TaskStats
+from callcenter.messages import AgentCallEnded, GatewayState, GatewayStatus, PreviewOffer, TaskStats
 from callcenter.notifier import Notifier
 from tests.conftest import WebFactory, WebHarness
 from tests.web import sim
@@ -163,11 +163,11 @@ def test_pop_reaches_only_its_agent_and_monitor_data_only_supervisors(
         # Monitor data never reaches an agent socket.
         Notifier(Bus(web.redis)).publish(TaskStats(campaign_id=task, dialled=5))
         Notifier(Bus(web.redis)).publish(
-            GatewayLinkChanged(gateway="pbx", up=False, detail="lost", at=time.time())
+            GatewayStatus(gateway="pbx", state=GatewayState.DOWN, detail="lost", at=time.time())
         )
         _marker(web, ids["ann"], "ann-marker")
         assert recv(ann)["call_id"] == "ann-marker"
-        assert recv(sue)["type"] == "task_stats" and recv(sue)["type"] == "gateway_link"
+        assert recv(sue)["type"] == "task_stats" and recv(sue)["type"] == "gateway_status"
     assert not web.app.state.hub.conns and not web.app.state.hub.by_agent
 
 

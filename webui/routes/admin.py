@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
-from pydantic import BaseModel, Field
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import delete, select
 from sqlmodel import Session, col
 
-from callcenter import accounts
+from callcenter import accounts, gateway_admin
 from callcenter.config import GatewayKind
 from callcenter.errors import Conflict, NotFound
-from callcenter.http import get_session, require
+from callcenter.http import get_ctx, get_session, require
 from callcenter.models import (
     Agent,
     AgentSkill,
@@ -100,19 +102,46 @@ class AgentPublic(BaseModel):
 
 
 class GatewayCreate(BaseModel):
+    """A PBX the dialer drives. Every field that reaches the PBX is checked again by
+    `gateway_admin.check_fields` (host, port, user, templates, the secret's variable)."""
+
     name: str = Field(min_length=1, max_length=64)
     kind: GatewayKind
     host: str = Field("", max_length=255)
     port: int = Field(0, ge=0, le=65535)
     username: str = Field("", max_length=64)
-    secret_env: str = Field("", max_length=64, pattern=r"^[A-Z0-9_]*$")
+    secret_env: str = Field("", max_length=64)
     dial_template: str = Field("", max_length=255)
     agent_template: str = Field("", max_length=255)
     enabled: bool = True
+    originates_per_s: float = Field(10.0, gt=0, le=1000)
+
+
+class GatewayUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = Field(None, min_length=1, max_length=64)
+    host: str | None = Field(None, max_length=255)
+    port: int | None = Field(None, ge=0, le=65535)
+    username: str | None = Field(None, max_length=64)
+    secret_env: str | None = Field(None, max_length=64)
+    dial_template: str | None = Field(None, max_length=255)
+    agent_template: str | None = Field(None, max_length=255)
+    enabled: bool | None = None
+    originates_per_s: float | None = Field(None, gt=0, le=1000)
 
 
 class GatewayPublic(GatewayCreate):
+    """A gateway as pages see it: its secret never, only whether the variable it names is set."""
+
     id: int
+    key: str  # the dialer's name for it ("gw<id>"), as in GatewayStatus
+    secret_set: bool
+    status: dict[str, Any] | None = None  # the latest GatewayStatus
+
+
+class GatewayTest(BaseModel):
+    ok: bool
+    detail: str
 
 
 def _user_public(session: Session, user: User) -> UserPublic:
@@ -309,17 +338,60 @@ def update_agent(agent_id: int, body: AgentUpdate, session: Session = Depends(ge
     return _agent_public(session, agent)
 
 
-@router.get("/gateways")
-def list_gateways(session: Session = Depends(get_session)) -> list[GatewayPublic]:
+def _gateway_public(row: GatewayRow, statuses: dict[str, dict[str, Any]]) -> GatewayPublic:
+    assert row.id is not None
+    key = gateway_admin.gateway_key(row.id)
+    data = row.model_dump(exclude={"id"})
+    return GatewayPublic(
+        **data,
+        id=row.id,
+        key=key,
+        secret_set=gateway_admin.secret_is_set(row),
+        status=statuses.get(key),
+    )
+
+
+def gateways_public(session: Session, redis: Any) -> list[GatewayPublic]:
     rows = session.execute(select(GatewayRow).order_by(GatewayRow.name)).scalars().all()
-    return [GatewayPublic.model_validate(r, from_attributes=True) for r in rows]
+    statuses = gateway_admin.latest_statuses(redis, [gateway_admin.gateway_key(r.id) for r in rows])
+    return [_gateway_public(r, statuses) for r in rows]
+
+
+@router.get("/gateways")
+def list_gateways(request: Request, session: Session = Depends(get_session)) -> list[GatewayPublic]:
+    return gateways_public(session, get_ctx(request).redis)
 
 
 @router.post("/gateways", status_code=201)
-def create_gateway(body: GatewayCreate, session: Session = Depends(get_session)) -> GatewayPublic:
-    if session.execute(select(GatewayRow).where(col(GatewayRow.name) == body.name)).first():
-        raise Conflict(f"gateway {body.name!r} exists", field="name")
-    row = GatewayRow(**body.model_dump(mode="json"))
-    session.add(row)
-    session.flush()
-    return GatewayPublic.model_validate(row, from_attributes=True)
+def create_gateway(
+    body: GatewayCreate, request: Request, session: Session = Depends(get_session)
+) -> GatewayPublic:
+    row = gateway_admin.create_gateway(session, fields=body.model_dump(mode="json"))
+    return _gateway_public(row, {})
+
+
+@router.patch("/gateways/{gateway_id}")
+def update_gateway(
+    gateway_id: int, body: GatewayUpdate, request: Request, session: Session = Depends(get_session)
+) -> GatewayPublic:
+    changes = body.model_dump(exclude_unset=True, mode="json")
+    row = gateway_admin.update_gateway(session, gateway_id, changes=changes)
+    assert row.id is not None
+    key = gateway_admin.gateway_key(row.id)
+    return _gateway_public(row, gateway_admin.latest_statuses(get_ctx(request).redis, [key]))
+
+
+@router.post("/gateways/{gateway_id}/test")
+async def test_gateway(gateway_id: int, request: Request) -> GatewayTest:
+    """Log in to the gateway's AMI or event socket from this web process (a few seconds at most)
+    and say what happened. Sends nothing else."""
+    from sqlmodel import Session as SyncSession
+
+    ctx = get_ctx(request)
+    with SyncSession(ctx.engine) as session:
+        row = session.get(GatewayRow, gateway_id)
+        if row is None:
+            raise NotFound("no such gateway")
+        session.expunge(row)
+    result = await gateway_admin.probe(row, ctx.settings, timeout_s=min(3.0, ctx.settings.gateway_timeout_s))
+    return GatewayTest(ok=result.ok, detail=result.detail)
