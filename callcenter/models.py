@@ -508,3 +508,29 @@ class Call(SQLModel, table=True):
     cause: int = 0
     detail: str = ""
     disposition: str = Field(default="", max_length=64)
+
+
+class CallEvent(SQLModel, table=True):
+    """One step of a call's life, in time order: what the PBX reported and what the dialer did (the
+    ladder support reads to answer "what happened to this call")."""
+
+    __tablename__ = "call_event"
+    __table_args__ = (Index("ix_call_event_call", "call_id", "at"),)
+    id: int | None = Field(default=None, primary_key=True)
+    call_id: str = Field(max_length=64)
+    at: float
+    kind: str = Field(max_length=32)  # originate, ringing, answered, agent, connected, abandon, ended ...
+    detail: str = Field(default="", max_length=500)
+
+
+class AgentStateLog(SQLModel, table=True):
+    """Every agent state change: reports add up the time in each state and the not-ready reasons."""
+
+    __tablename__ = "agent_state_log"
+    __table_args__ = (Index("ix_agent_state_log_agent", "agent_id", "at"),)
+    id: int | None = Field(default=None, primary_key=True)
+    agent_id: int
+    at: float
+    state: str = Field(max_length=16)
+    reason: str | None = Field(default=None, max_length=32)
+    call_id: str | None = Field(default=None, max_length=64)

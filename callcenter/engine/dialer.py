@@ -221,6 +221,7 @@ class DialerCore:
 
     def tick(self, now: float) -> list[Command]:
         """Timers, wrap-up ends, task state changes, completion, and pacing of every running task."""
+        self._now = now
         refreshed = now >= self._next_refresh
         if refreshed:
             self._refresh(now)
@@ -282,6 +283,7 @@ class DialerCore:
         return self._flush(now)
 
     def preview_dial(self, call_id: str, agent_id: int, now: float) -> list[Command]:
+        self._now = now
         call = self._offered(call_id, agent_id)
         task = self.tasks.get(call.campaign_id or -1)
         if task is None or task.conf.state is not CampaignState.RUNNING:
@@ -392,6 +394,7 @@ class DialerCore:
         call = self.calls.get(getattr(event, "call_id", ""))
         if call is None:
             return  # another dialer's call, a spy leg, already settled, or a gateway event
+        self.store.log_call(call.id, now, *_ladder(event))
         if isinstance(event, CallRinging | CallAnswered | CallConnected):
             self._went_through(call.gateway, now)
         if isinstance(event, CallRinging):
@@ -599,6 +602,9 @@ class DialerCore:
         if call.note:
             detail = f"{call.note}; {detail}" if detail else call.note
         self.store.end_call(call.id, now=now, result=result.value, cause=cause, detail=detail)
+        self.store.log_call(
+            call.id, now, "settled", f"{result.value} (cause {cause}){': ' + detail if detail else ''}"
+        )
         if call.lead_id is not None and task is not None:
             status, next_at, attempts = after_attempt(
                 result, attempts=call.attempt, policy=task.policy, now=now, agent_guaranteed=call.preview
@@ -667,6 +673,7 @@ class DialerCore:
         call.agent_at = now
         self._move(call, CallEvent.RESERVE)
         self.store.update_call(call.id, state=call.state.value, agent_id=agent.id, agent_at=now)
+        self.store.log_call(call.id, now, "agent", f"agent {agent.extension} reserved, phone rung")
         self._out.append(ConnectAgent(call.gateway, call.id, agent.extension))
 
     def _route_waiting(self, now: float) -> None:
@@ -719,6 +726,7 @@ class DialerCore:
         self._unreserve(call, now, missed=missed)
         call.note = why
         self.store.update_call(call.id, state=call.state.value, detail=why)
+        self.store.log_call(call.id, now, "abandon", why)
         sound = task.conf.abandon_sound if task else "abandon"
         self._out.append(PlayAndHangup(call.gateway, call.id, sound))
 
@@ -726,6 +734,7 @@ class DialerCore:
         """Hang up a call still ringing (task paused or stopped): once."""
         self._move(call, CallEvent.HANG_UP)
         self.store.update_call(call.id, state=call.state.value)
+        self.store.log_call(call.id, self._now, "hangup", "task no longer running: hung up before answer")
         self._out.append(Hangup(call.gateway, call.id))
 
     def _move_agent(self, agent_id: int, event: AE, now: float, **kw: Any) -> AgentState:
@@ -848,6 +857,7 @@ class DialerCore:
             return
         task.counters.dialled += 1
         self.originated += 1
+        self.store.log_call(call.id, self._now, "originate", f"{call.number} via {call.gateway}")
         self._out.append(Originate(call.gateway, request))
 
     def _offered(self, call_id: str, agent_id: int) -> LiveCall:
@@ -949,3 +959,18 @@ class DialerCore:
         self._dirty.clear()
         out, self._out = self._out, []
         return out
+
+
+def _ladder(event: GatewayEvent) -> tuple[str, str]:
+    """(kind, detail) of a gateway event for the call's ladder."""
+    if isinstance(event, CallRinging):
+        return "ringing", ""
+    if isinstance(event, CallAnswered):
+        return "answered", event.answer.value
+    if isinstance(event, CallConnected):
+        return "connected", f"bridged to {event.extension}"
+    if isinstance(event, AgentLegFailed):
+        return "agent_failed", f"{event.extension}: {event.detail}"
+    if isinstance(event, CallEnded):
+        return "pbx_end", f"{event.result.value} cause {event.cause} {event.detail}".strip()
+    return type(event).__name__, ""

@@ -24,6 +24,7 @@ from callcenter.models import (
     AgentSkill,
     AgentState,
     Call,
+    CallEvent,
     CallState,
     Campaign,
     CampaignState,
@@ -43,6 +44,7 @@ AGENT = Agent.__table__  # type: ignore[attr-defined]
 AGENT_SKILL = AgentSkill.__table__  # type: ignore[attr-defined]
 DNC = DncEntry.__table__  # type: ignore[attr-defined]
 DIALER = Dialer.__table__  # type: ignore[attr-defined]
+CALL_EVENT = CallEvent.__table__  # type: ignore[attr-defined]
 GROUP = SkillGroup.__table__  # type: ignore[attr-defined]
 
 OPEN_CALL_STATES = [s.value for s in CallState if s is not CallState.ENDED]
@@ -364,6 +366,18 @@ class SqlStore:
                 detail="",
                 disposition="",
             )
+        )
+
+    def log_call(self, call_id: str, at: float, kind: str, detail: str = "") -> None:
+        self._run_prepared(
+            "log_call",
+            lambda: insert(CALL_EVENT).values(
+                call_id=bindparam("call_id"),
+                at=bindparam("at"),
+                kind=bindparam("kind"),
+                detail=bindparam("detail"),
+            ),
+            {"call_id": call_id, "at": at, "kind": kind, "detail": detail[:500]},
         )
 
     def end_call(self, call_id: str, *, now: float, result: str, cause: int, detail: str) -> None:

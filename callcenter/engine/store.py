@@ -128,6 +128,10 @@ class Store(Protocol):
 
     def end_call(self, call_id: str, *, now: float, result: str, cause: int, detail: str) -> None: ...
 
+    def log_call(self, call_id: str, at: float, kind: str, detail: str = "") -> None:
+        """One step of the call's ladder (what the PBX said, what the dialer did)."""
+        ...
+
     def settle_lead(
         self, lead_id: int, *, status: str, next_at: float, attempts: int, result: str
     ) -> None: ...

@@ -325,3 +325,25 @@ def test_no_new_call_is_placed_through_a_gateway_that_is_down(
         )
     w.sim.run_for(10)
     assert len(w.calls()) > during + 2
+
+
+def test_each_call_keeps_the_ladder_of_what_happened_and_agents_their_history(
+    sqlite_engine: Engine, world_factory: WorldFactory
+) -> None:
+    w = world_factory(sqlite_engine, agents=1, script={"+8613800000001": human(ring=2, talk=20)})
+    w.sim.run_for(40)
+    call = w.calls()[0]
+    ladder = w.rows("SELECT kind, detail FROM call_event WHERE call_id = :c ORDER BY at, id", c=call["id"])
+    assert [k for k, _ in ladder] == [
+        "originate",
+        "ringing",
+        "answered",
+        "agent",
+        "connected",
+        "pbx_end",
+        "settled",
+    ], ladder
+    assert ladder[-1][1].startswith("answered (cause 16)")
+    history = w.rows("SELECT state, call_id FROM agent_state_log WHERE agent_id = 1 ORDER BY at, id")
+    assert [s for s, _ in history] == ["reserved", "on_call", "wrap_up", "ready"]
+    assert history[0][1] == call["id"]
