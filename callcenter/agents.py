@@ -149,6 +149,11 @@ def apply(
     elif new in (S.READY, S.NOT_READY, S.AWAY, S.OFFLINE):
         values["call_id"] = None
         values["campaign_id"] = None
+    if event is AgentEvent.MANUAL_CALL:
+        # A call dialled by hand while not ready (or away) goes back there after its wrap-up.
+        values["after_wrap"] = expect.value if expect in (S.NOT_READY, S.AWAY) else None
+    elif new not in (S.ON_CALL, S.WRAP_UP):
+        values["after_wrap"] = None
     result = conn.execute(_cas(tuple(sorted(values))), {"aid": agent_id, "old": expect.value, **values})
     if result.rowcount != 1:  # type: ignore[attr-defined]
         current = conn.execute(_STATE, {"aid": agent_id}).first()

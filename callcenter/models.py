@@ -166,6 +166,9 @@ class Agent(SQLModel, table=True):
     campaign_id: int | None = None
     # Simulated agents (demo, benchmarks) are driven by the simulated PBX, not by a person.
     simulated: bool = False
+    # Where a call started by hand from not ready (or away) returns after its wrap-up: the agent
+    # dialled out on purpose, not to be handed campaign calls (None: back to ready).
+    after_wrap: str | None = Field(default=None, max_length=16)
 
 
 class AgentSkill(SQLModel, table=True):

@@ -50,7 +50,14 @@ from callcenter.engine.events import (
     UnknownChannel,
 )
 from callcenter.engine.health import BURST_COUNT, BURST_WINDOW_S, PBX_SIDE_AGENT_FAILURES, GatewayHealth
-from callcenter.engine.pacing import ABANDON_AFTER_S, Pacer, PacingView, PredictivePacer, PreviewPacer
+from callcenter.engine.pacing import (
+    ABANDON_AFTER_S,
+    AgentSlot,
+    Pacer,
+    PacingView,
+    PredictivePacer,
+    PreviewPacer,
+)
 from callcenter.engine.roster import Roster
 from callcenter.engine.store import AgentRow, CampaignConf, Store
 from callcenter.engine.tasks import TaskRuntime, make_pacer, pacing_key, warm
@@ -72,6 +79,12 @@ _NOT_DIALS = (CallResult.CANCELLED, CallResult.NOT_DIALLED, CallResult.REFUSED)
 # A dialer whose heartbeat is older than this is dead: its calls and skill groups are taken over.
 DEAD_AFTER_S = 15.0
 LEASE_TTL_S = 10.0
+# A task that found nothing due takes no share of its group's agents until it looks again.
+DRY_RECHECK_S = 5.0
+_AFTER_WRAP = {
+    AgentState.NOT_READY.value: (AE.SET_NOT_READY, "after_manual_call"),
+    AgentState.AWAY.value: (AE.SET_AWAY, "after_manual_call"),
+}
 # Results of a line that never rang which may be the PBX's doing when many come at once.
 _INSTANT = (CallResult.FAILED, CallResult.CONGESTION)
 
@@ -87,6 +100,7 @@ class DialerCore:
         abandon_after_s: float = ABANDON_AFTER_S,
         refresh_s: float = REFRESH_S,
         originates_per_s: float = 10.0,
+        normalise: Callable[[str], str] | None = None,
     ) -> None:
         self.store = store
         self.notifier = notifier
@@ -106,10 +120,14 @@ class DialerCore:
         self._now = 0.0
         self.originated = 0
         self.originates_per_s = originates_per_s  # for a gateway `set_gateways` did not name
+        # E.164 of a number as an agent's phone dialled it (Invalid when it is not a phone number).
+        self.normalise = normalise or (lambda number: number)
         self.health: dict[str, GatewayHealth] = {}
         # Calls that failed instantly, held for BURST_WINDOW_S before their lead is settled: a burst
         # of identical ones is the PBX's fault (refused), not the customers' (see health.py).
         self._held: dict[str, tuple[LiveCall, CallEnded, float]] = {}
+        # Per skill group: the split of its ready agents between its tasks, and what it was made for.
+        self._shares: dict[int, tuple[tuple[int, tuple[int, ...]], dict[int, float]]] = {}
         # Calls loaded from the database (start, take-over) not yet checked against their PBX.
         self._unverified: dict[str, str] = {}
 
@@ -761,8 +779,10 @@ class DialerCore:
             if row is None or row.state != AgentState.WRAP_UP.value:
                 continue
             before = replace(row, groups=set(row.groups))
+            # A call dialled by hand from not ready (or away) returns there, not to campaign calls.
+            event, reason = _AFTER_WRAP.get(row.after_wrap or "", (AE.WRAP_UP_DONE, None))
             try:
-                self._move_agent(agent_id, AE.WRAP_UP_DONE, now, expect=AgentState.WRAP_UP)
+                self._move_agent(agent_id, event, now, expect=AgentState.WRAP_UP, reason=reason)
             except Conflict:
                 continue
             self._observe_wrap(before, now)
@@ -795,6 +815,8 @@ class DialerCore:
         gw = self.gateway(task.gateway)
         if not task.held:
             return  # another dialer paces this skill group
+        if now < task.dry_until:
+            return  # nothing was due a moment ago; looked at again on a tick after `dry_until`
         if conf.state is not CampaignState.RUNNING or gw.allowance(now) <= 0:
             if conf.state is CampaignState.RUNNING:
                 wake = gw.wake_at(now)
@@ -809,16 +831,11 @@ class DialerCore:
         if isinstance(task.pacer, PreviewPacer):
             self._offer_previews(task, group_agents, tz_filter, now)
             return
-        sharing = sum(
-            1
-            for t in self.tasks.values()
-            if t.conf.state is CampaignState.RUNNING and t.conf.skill_group_id == conf.skill_group_id
-        )
         view = PacingView(
             now=now,
             max_concurrency=conf.max_concurrency - task.others_active,
             agents=slots,
-            share=1.0 / max(1, sharing),
+            share=self._share(task, slots, now),
             ringing_since=tuple(task.ringing.values()),
             waiting=len(task.waiting),
             agent_ringing=len(task.agent_ringing),
@@ -834,11 +851,40 @@ class DialerCore:
             self._timer(wake, "gateway", gw.key)
         claimed, dnc = self.store.claim(conf, n, now=now, tz_keys=tz_filter, gateway=task.gateway)
         gw.placed(len(claimed), now)
+        if not claimed and not dnc:  # nothing due now: it takes no share of the group's agents
+            task.dry_until = now + DRY_RECHECK_S
         task.counters.leads_left -= len(dnc)
         for cl in claimed:
             call = LiveCall(cl.call_id, conf.id, cl.lead_id, cl.number, task.gateway, now, cl.attempt)
             self._follow(call)
             self._originate(task, call)
+
+    def _share(self, task: TaskRuntime, slots: tuple[AgentSlot, ...], now: float) -> float:
+        """The part of its skill group's agents this task paces for: ready agents are shared as whole
+        agents between the group's tasks that have something to dial (`routing.apportion`). The split
+        holds while the ready count and those tasks stay the same, so a leftover agent one task is
+        already dialling for is not handed to the next task too; it moves on when agents move."""
+        group = task.conf.skill_group_id
+        active = [
+            t
+            for t in self.tasks.values()
+            if t.conf.skill_group_id == group
+            and t.conf.state is CampaignState.RUNNING
+            and t.held
+            and now >= t.dry_until
+        ]
+        ready = sum(1 for s in slots if s.state is AgentState.READY)
+        key = (ready, tuple(t.conf.id for t in active))
+        cached = self._shares.get(group)
+        if cached is None or cached[0] != key:
+            allotted = routing.apportion(ready, [(t.conf.id, t.last_extra) for t in active])
+            base = ready // max(1, len(active))
+            for t in active:
+                if allotted[t.conf.id] > base:
+                    t.last_extra = now
+            shares = {tid: (n / ready if ready else 1.0 / len(active)) for tid, n in allotted.items()}
+            cached = self._shares[group] = (key, shares)
+        return cached[1].get(task.conf.id, 0.0)
 
     def _originate(self, task: TaskRuntime, call: LiveCall) -> None:
         conf = task.conf
@@ -906,13 +952,18 @@ class DialerCore:
 
     def _manual_started(self, event: ManualCallStarted, now: float) -> None:
         agent_id = self.roster.by_extension(event.extension)
+        try:
+            number = self.normalise(event.number)  # stored in E.164 like every campaign call
+        except Invalid:
+            number = event.number  # an internal extension or a service code: as dialled
         call = LiveCall(
-            event.call_id, None, None, event.number, "default", now, direction="manual", agent_id=agent_id
+            event.call_id, None, None, number, "default", now, direction="manual", agent_id=agent_id
         )
         self._follow(call)
         self.store.insert_manual_call(
-            call_id=call.id, number=event.number, agent_id=agent_id, gateway=call.gateway, now=now
+            call_id=call.id, number=number, agent_id=agent_id, gateway=call.gateway, now=now
         )
+        self.store.log_call(call.id, now, "manual", f"dialled {event.number} from {event.extension}")
         if agent_id is not None:
             try:
                 self._move_agent(agent_id, AE.MANUAL_CALL, now, call_id=call.id)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import os
@@ -44,7 +45,7 @@ from callcenter.clock import LoopScheduler
 from callcenter.config import GatewayKind, Settings
 from callcenter.engine.commands import Command, ConnectAgent, Hangup, Originate, PlayAndHangup
 from callcenter.engine.dialer import DEAD_AFTER_S, DialerCore
-from callcenter.engine.events import GatewayDraining, GatewayEvent, GatewayLink, SpyMode
+from callcenter.engine.events import GatewayDraining, GatewayEvent, GatewayLink, ManualCallStarted, SpyMode
 from callcenter.engine.sqlstore import SqlStore
 from callcenter.engine.store import AgentRow
 from callcenter.errors import DomainError
@@ -189,8 +190,10 @@ class DialerRunner:
         clock: Callable[[], float] = time.time,
         command_timeout_s: float = 5.0,
         originates_per_s: float = 10.0,
+        region: str = "CN",
     ) -> None:
         self.engine = engine
+        self.region = region
         self.slots: dict[str, GatewaySlot] = {
             key: gw if isinstance(gw, GatewaySlot) else GatewaySlot(key, key, originates_per_s, gw)
             for key, gw in gateways.items()
@@ -233,7 +236,14 @@ class DialerRunner:
             gw = self.gateways.get("default")
             return gw.sample_wrap_up() if agent.simulated and isinstance(gw, SimulatedGateway) else None
 
-        core = DialerCore(self.store, notifier=self.notifier, wrap_sampler=wrap_sampler)
+        from callcenter.leads import normalise_one
+
+        core = DialerCore(
+            self.store,
+            notifier=self.notifier,
+            wrap_sampler=wrap_sampler,
+            normalise=functools.partial(normalise_one, region=self.region),
+        )
         core.set_gateways({key: (s.name, s.originates_per_s) for key, s in self.slots.items()})
         for slot in self.slots.values():
             if not slot.started:  # nothing is placed through it until its link reports up
@@ -277,6 +287,8 @@ class DialerRunner:
             if isinstance(event, GatewayLink | GatewayDraining):
                 self.links.append((key, event))
                 self.wake.set()
+            elif isinstance(event, ManualCallStarted):
+                self._emit(dataclasses.replace(event, gateway=key))
             else:
                 self._emit(event)
 
@@ -655,6 +667,7 @@ def run_dialer(settings: Settings, *, dialer_id: str | None = None) -> None:
             dialer_id=dialer_id,
             command_timeout_s=settings.gateway_timeout_s,
             originates_per_s=settings.gateway_originates_per_s,
+            region=settings.default_region,
         )
         log.info("dialer %s running", runner.store.dialer_id)
         try:

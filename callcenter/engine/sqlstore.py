@@ -199,6 +199,7 @@ class SqlStore:
                     AGENT.c.call_id,
                     AGENT.c.campaign_id,
                     AGENT.c.simulated,
+                    AGENT.c.after_wrap,
                 ),
             )
         ).all()

@@ -39,6 +39,7 @@ class AgentRow:
     call_id: str | None
     campaign_id: int | None
     simulated: bool
+    after_wrap: str | None = None  # not_ready / away: where a hand-dialled call's wrap-up returns to
     groups: set[int] = field(default_factory=set)
 
 

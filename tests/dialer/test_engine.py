@@ -10,7 +10,7 @@ from sqlmodel import col
 
 from callcenter.engine.events import GatewayLink
 from callcenter.gateways.simulated import Outcome, Script
-from callcenter.models import Agent, DncEntry
+from callcenter.models import Agent, Campaign, DncEntry, Lead
 from tests.dialer.conftest import T0, World, WorldFactory, busy, human, no_answer, quiet_profile
 
 
@@ -347,3 +347,77 @@ def test_each_call_keeps_the_ladder_of_what_happened_and_agents_their_history(
     history = w.rows("SELECT state, call_id FROM agent_state_log WHERE agent_id = 1 ORDER BY at, id")
     assert [s for s, _ in history] == ["reserved", "on_call", "wrap_up", "ready"]
     assert history[0][1] == call["id"]
+
+
+def test_two_tasks_on_one_group_with_one_ready_agent_both_get_calls(
+    sqlite_engine: Engine, world_factory: WorldFactory
+) -> None:
+    """floor(1 ready agent / 2 tasks) used to give each task 0 agents: task B dialled nothing while
+    the agent sat ready. The leftover agent now goes to the task that got one longest ago."""
+    first = [f"+86138000000{i:02d}" for i in range(1, 7)]
+    others = [f"+86139000000{i:02d}" for i in range(1, 4)]
+    w = world_factory(
+        sqlite_engine,
+        agents=1,
+        script={n: human(ring=1, talk=5) for n in first + others},
+        numbers=first,
+        campaign={"agent_ratio": 1.0, "wrap_up_s": 1},
+    )
+    with sqlite_engine.begin() as c:  # a second task on the same skill group, with its own leads
+        row = dict(
+            c.execute(text("SELECT * FROM campaign WHERE id = :i"), {"i": w.campaign_id}).one()._mapping
+        )
+        row.pop("id")
+        row["name"] = "second task"
+        key = c.execute(insert(Campaign).values(**row)).inserted_primary_key
+        assert key is not None
+        second = key[0]
+        for i in range(1, 4):
+            c.execute(
+                insert(Lead).values(
+                    campaign_id=second,
+                    row_no=i,
+                    number=f"+86139000000{i:02d}",
+                    tz="Asia/Shanghai",
+                    fields="{}",
+                )
+            )
+    w.sim.agents_changed()
+    w.sim.run_for(120)
+    by_task = dict(
+        w.rows("SELECT campaign_id, COUNT(*) FROM call WHERE connected_at IS NOT NULL GROUP BY campaign_id")
+    )
+    assert by_task.get(w.campaign_id, 0) >= 2 and by_task.get(second, 0) >= 2, by_task
+
+
+def test_a_task_with_nothing_due_takes_no_share_of_the_agents(
+    sqlite_engine: Engine, world_factory: WorldFactory
+) -> None:
+    w = world_factory(
+        sqlite_engine,
+        agents=2,
+        script={f"+86138000000{i:02d}": human(ring=1, talk=5) for i in range(1, 9)},
+        campaign={"agent_ratio": 1.0, "wrap_up_s": 1},
+    )
+    with sqlite_engine.begin() as c:  # an empty second task on the same skill group
+        row = dict(
+            c.execute(text("SELECT * FROM campaign WHERE id = :i"), {"i": w.campaign_id}).one()._mapping
+        )
+        row.pop("id")
+        row["name"] = "empty task"
+        c.execute(insert(Campaign).values(**row))
+    w.sim.agents_changed()
+    w.sim.run_for(10)
+    # Both agents work the task that has leads: two calls up at once, not one.
+    assert max_calls_at_once(w) == 2
+
+
+def max_calls_at_once(w: World) -> int:
+    edges = []
+    for created, ended in w.rows("SELECT created_at, ended_at FROM call"):
+        edges += [(created, 1), (ended if ended is not None else float("inf"), -1)]
+    level = peak = 0
+    for _, step in sorted(edges):
+        level += step
+        peak = max(peak, level)
+    return peak

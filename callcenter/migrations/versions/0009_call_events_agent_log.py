@@ -1,5 +1,6 @@
 """call_event: the ladder of what happened to each call (gateway events and the dialer's own moves);
-agent_state_log: every agent state change, for reports (time in each state, not-ready reasons)
+agent_state_log: every agent state change, for reports (time in each state, not-ready reasons);
+agent.after_wrap: where a call dialled by hand from not ready returns after its wrap-up
 
 Revision ID: 0009
 Revises: 0005
@@ -40,9 +41,15 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
     )
     op.create_index("ix_agent_state_log_agent", "agent_state_log", ["agent_id", "at"])
+    with op.batch_alter_table("agent", schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column("after_wrap", sqlmodel.sql.sqltypes.AutoString(length=16), nullable=True)
+        )
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("agent", schema=None) as batch_op:
+        batch_op.drop_column("after_wrap")
     op.drop_index("ix_agent_state_log_agent", table_name="agent_state_log")
     op.drop_table("agent_state_log")
     op.drop_index("ix_call_event_call", table_name="call_event")
