@@ -325,10 +325,14 @@ class FreeswitchGateway:
             # No DTMF: a listener must not be able to start whispering or barging by pressing a key.
             "eavesdrop_enable_dtmf=false",
         ]
-        if mode in (SpyMode.WHISPER, SpyMode.BARGE):
-            variables.append("eavesdrop_whisper_aleg=true")  # the agent (the eavesdropped leg) hears
+        # We eavesdrop on the agent's leg. `whisper_bleg` mixes the supervisor into what that leg sends to
+        # the agent's phone (ED_MUX_WRITE); `whisper_aleg` into what it passes on to the bridged party, the
+        # customer (ED_MUX_READ): mod_dptools.c:931-942, switch_ivr_async.c:2076-2121, and the bed's RTP
+        # (tests/fixtures/freeswitch-faults/README.md, eavesdrop-whisper-variants.jsonl).
         if mode is SpyMode.BARGE:
-            variables.append("eavesdrop_whisper_bleg=true")  # ... and so does the customer
+            variables.append("eavesdrop_whisper_aleg=true")  # the customer hears the supervisor ...
+        if mode in (SpyMode.WHISPER, SpyMode.BARGE):
+            variables.append("eavesdrop_whisper_bleg=true")  # ... the agent hears the supervisor
         dial = render_template(self.agent_template, extension=supervisor_extension)
         line = f"bgapi originate {{{','.join(variables)}}}{dial} &eavesdrop({target})"
         fut = self._send(line, {"Job-UUID": job})

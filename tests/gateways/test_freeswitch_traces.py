@@ -132,17 +132,36 @@ async def test_agent_bridged_recording_connects_after_uuid_transfer() -> None:
     assert outcome(log, call_id) == ["CallRinging", "CallAnswered", "CallConnected", "CallEnded"]
 
 
-@pytest.mark.parametrize(
-    ("mode", "variables"),
-    [
-        (SpyMode.LISTEN, []),
-        (SpyMode.WHISPER, ["eavesdrop_whisper_aleg=true"]),
-        (SpyMode.BARGE, ["eavesdrop_whisper_aleg=true", "eavesdrop_whisper_bleg=true"]),
-    ],
-)
-async def test_eavesdrop_recording_reports_spy_start_and_end_for_each_mode(
-    mode: SpyMode, variables: list[str]
-) -> None:
+def _spy_variables(command: str) -> dict[str, str]:
+    """The `{...}` variables of a spy originate, without the per-call ids."""
+    inner = command[command.index("{") + 1 : command.index("}")]
+    pairs = dict(part.split("=", 1) for part in inner.split(","))
+    pairs.pop("origination_uuid", None)
+    return pairs
+
+
+def _recorded_spies() -> dict[str, dict[str, str]]:
+    """The three spy originates of eavesdrop-whisper-variants.jsonl, by which party can hear the supervisor
+    (freeswitch-faults/README.md, "Which party a whisper reaches"): aleg = the customer, bleg = the agent."""
+    t = trace("freeswitch-faults/eavesdrop-whisper-variants")
+    spies = [m.data for m in t.msgs if m.out and "&eavesdrop(" in m.data]
+    by_party = {}
+    for command in spies:
+        variables = _spy_variables(command.split("\n", 1)[0])
+        key = "+".join(k.removeprefix("eavesdrop_whisper_") for k in sorted(variables) if "whisper" in k)
+        by_party[key or "none"] = variables
+    assert set(by_party) == {"aleg", "bleg", "none"}
+    return by_party
+
+
+# What each mode must send, from the recorded variants: with `&eavesdrop(<agent leg>)`, whisper_aleg mixes the
+# supervisor into the audio the agent leg passes on to the customer (ED_MUX_READ), whisper_bleg into the audio
+# sent to the agent's phone (ED_MUX_WRITE); measured on the bed's RTP too (freeswitch-faults/README.md).
+SPY_VARIANTS = {SpyMode.LISTEN: set(), SpyMode.WHISPER: {"bleg"}, SpyMode.BARGE: {"aleg", "bleg"}}
+
+
+@pytest.mark.parametrize("mode", list(SpyMode))
+async def test_spy_sends_the_whisper_variables_that_reach_the_right_party(mode: SpyMode) -> None:
     log = EventLog()
     async with EslPeer() as peer, driver(peer, log) as gw:
         call_id = await place(gw, "10000008")
@@ -153,13 +172,22 @@ async def test_eavesdrop_recording_reports_spy_start_and_end_for_each_mode(
         started = await log.wait_for(lambda e: isinstance(e, SpyStarted) and e.spy_id == spy_id)
         await log.ended(call_id)
         await log.wait_for(lambda e: isinstance(e, SpyEnded) and e.spy_id == spy_id)
-        spy_command = next(c for c in peer.commands if "&eavesdrop(" in c)
     assert (started.target_extension, started.mode) == ("1001", mode)
+    # The bytes the switch received, not what the driver meant to send.
+    wire = bytes(peer.received).decode()
+    line = next(ln for ln in wire.split("\n") if "&eavesdrop(" in ln)
     agent_leg = peer.calls[call_id].agent_uuid
-    assert spy_command.endswith(f"user/1002 &eavesdrop({agent_leg})")  # the agent's leg, not ours
-    assert "eavesdrop_enable_dtmf=false" in spy_command
-    for var in ("eavesdrop_whisper_aleg=true", "eavesdrop_whisper_bleg=true"):
-        assert (var in spy_command) == (var in variables)
+    assert line.endswith(f"user/1002 &eavesdrop({agent_leg})")  # the agent's leg, not ours
+    sent = _spy_variables(line)
+    assert sent["eavesdrop_enable_dtmf"] == "false"
+    whisper = {k.rpartition("_")[2] for k, v in sent.items() if "_whisper_" in k and v == "true"}
+    assert whisper == SPY_VARIANTS[mode]
+    recorded = _recorded_spies()
+    if mode is not SpyMode.BARGE:  # the recording has no barge: aleg alone, bleg alone, neither
+        expected = recorded["bleg" if mode is SpyMode.WHISPER else "none"]
+        assert {k: v for k, v in sent.items() if k.startswith("eavesdrop_")} == {
+            k: v for k, v in expected.items() if k.startswith("eavesdrop_")
+        }
 
 
 @pytest.mark.parametrize("prefilter", [True, False])

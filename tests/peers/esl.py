@@ -55,6 +55,8 @@ from urllib.parse import quote, unquote
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 TRACE_DIR = FIXTURES / "freeswitch"
+# The fault recordings (freeswitch-faults/README.md), asked for as "freeswitch-faults/<file>".
+FAULTS_DIR = FIXTURES / "freeswitch-faults"
 
 DEFAULT_PASSWORD = "ClueCon-test"
 DISCONNECT_BODY = "Disconnected, goodbye.\nSee you at ClueCon! http://www.cluecon.com/\n"
@@ -177,7 +179,8 @@ class Ev:
 class Trace:
     def __init__(self, name: str) -> None:
         self.name = name
-        path = TRACE_DIR / f"{name}.jsonl"
+        # "originate-busy" is read from freeswitch/, "freeswitch-faults/session-rate-throttle" from there.
+        path = (FIXTURES if "/" in name else TRACE_DIR) / f"{name}.jsonl"
         self.msgs = [
             Msg(r["t"], r["dir"] == "out", r["data"])
             for r in (json.loads(line) for line in path.read_text().splitlines() if line.strip())
