@@ -61,6 +61,7 @@ class EventLog:
 
 class Harness(Protocol):
     name: str
+    driver: type  # the driver class it runs (every driver in callcenter/gateways/ needs a harness)
     numbers: dict[str, str]  # scenario name (SCENARIOS) -> customer number that produces it
     agent: str  # an agent extension that answers
     supervisor: str  # a supervisor extension that answers

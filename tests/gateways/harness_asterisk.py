@@ -1,15 +1,18 @@
 """Contract harness for the Asterisk driver: `AsteriskGateway` over a real loopback socket against the
-AMI test peer, which replays the recorded Asterisk 20 conversations (tests/peers/ami.py)."""
+AMI test peer, which replays recorded Asterisk 20 conversations (tests/peers/ami.py). This module plays
+the chan_sip recordings (tests/fixtures/asterisk-20/); `harness_asterisk_pjsip.py` the same scenarios on
+the chan_pjsip ones (tests/fixtures/asterisk-20-pjsip/), whose causes and event order differ."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from callcenter.gateways.asterisk import AsteriskGateway
 from callcenter.gateways.base import Gateway
 from tests.gateways.contract import EventLog
-from tests.peers.ami import AmiPeer
+from tests.peers.ami import CHAN_SIP, AmiPeer, TraceSet
 
 USERNAME, SECRET = "callcenter", "s3cret-ami"
 
@@ -23,7 +26,7 @@ NUMBERS = {
 }
 AMD_NUMBER = "+8610000042"
 
-# Dialled digits -> the recorded conversation the peer replays for them.
+# Dialled digits -> the recorded conversation the peer replays for them (chan_sip set).
 SCENARIOS = {
     NUMBERS["answer"].lstrip("+"): "originate-answered-agent-bridged.jsonl",
     NUMBERS["busy"].lstrip("+"): "originate-busy.jsonl",
@@ -35,12 +38,12 @@ SCENARIOS = {
 }
 
 
-def make_peer(**kw: object) -> AmiPeer:
-    return AmiPeer(SCENARIOS, username=USERNAME, secret=SECRET, **kw)  # type: ignore[arg-type]
+def make_peer(traces: TraceSet = CHAN_SIP, scenarios: dict[str, str] | None = None, **kw: Any) -> AmiPeer:
+    return AmiPeer(scenarios or SCENARIOS, traces=traces, username=USERNAME, secret=SECRET, **kw)
 
 
-def make_gateway(peer: AmiPeer, **kw: object) -> AsteriskGateway:
-    options: dict[str, object] = {
+def make_gateway(peer: AmiPeer, **kw: Any) -> AsteriskGateway:
+    options: dict[str, Any] = {
         "timeout_s": 2.0,
         "keepalive_s": 2.0,
         "reconnect_initial_s": 0.05,
@@ -48,28 +51,25 @@ def make_gateway(peer: AmiPeer, **kw: object) -> AsteriskGateway:
         "end_grace_s": 0.2,
     }
     options.update(kw)
-    return AsteriskGateway(
-        host=peer.host,
-        port=peer.port,
-        username=USERNAME,
-        secret=SECRET,
-        **options,  # type: ignore[arg-type]
-    )
+    return AsteriskGateway(host=peer.host, port=peer.port, username=USERNAME, secret=SECRET, **options)
 
 
 class AsteriskHarness:
-    name = "asterisk"
+    driver = AsteriskGateway
     numbers = NUMBERS
     agent = "1001"
     supervisor = "1002"
     ring_timeout_s = 1.0
 
-    def __init__(self) -> None:
+    def __init__(self, name: str, traces: TraceSet, scenarios: dict[str, str]) -> None:
+        self.name = name
+        self.traces = traces
+        self.scenarios = scenarios
         self._peers: dict[int, AmiPeer] = {}
 
     @asynccontextmanager
     async def run(self, log: EventLog) -> AsyncIterator[Gateway]:
-        async with make_peer() as peer:
+        async with make_peer(self.traces, self.scenarios) as peer:
             gw = make_gateway(peer)
             await gw.start(log.emit)
             self._peers[id(gw)] = peer
@@ -86,4 +86,4 @@ class AsteriskHarness:
         self._peers[id(gateway)].unreachable_agents.add(extension)
 
 
-HARNESS = AsteriskHarness()
+HARNESS = AsteriskHarness("asterisk", CHAN_SIP, SCENARIOS)

@@ -39,6 +39,7 @@ def make_gateway(peer: EslPeer, **overrides: Any) -> FreeswitchGateway:
 
 class FreeswitchHarness:
     name = "freeswitch"
+    driver = FreeswitchGateway
     numbers = NUMBERS
     agent = "1001"
     supervisor = "1002"

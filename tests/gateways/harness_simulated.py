@@ -22,6 +22,7 @@ NUMBERS = {
 
 class SimulatedHarness:
     name = "simulated"
+    driver = SimulatedGateway
     numbers = NUMBERS
     agent = "1001"
     supervisor = "1002"

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import pkgutil
 from pathlib import Path
 
 import pytest
 
+from callcenter import gateways
 from callcenter.engine.commands import OriginateRequest
 from callcenter.engine.events import (
     AgentLegFailed,
@@ -22,18 +24,46 @@ from callcenter.engine.events import (
     SpyStarted,
 )
 from callcenter.errors import Invalid
-from tests.gateways.contract import EventLog, assert_well_ordered, kinds, new_call_id
+from callcenter.gateways.base import Gateway
+from tests.gateways.contract import EventLog, Harness, assert_well_ordered, kinds, new_call_id
 
 HARNESSES = sorted(p.stem.removeprefix("harness_") for p in Path(__file__).parent.glob("harness_*.py"))
 
 
+def _harness(name: str) -> Harness:
+    harness: Harness = importlib.import_module(f"tests.gateways.harness_{name}").HARNESS
+    return harness
+
+
 @pytest.fixture(params=HARNESSES)
-def harness(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
-    return importlib.import_module(f"tests.gateways.harness_{request.param}").HARNESS
+def harness(request: pytest.FixtureRequest) -> Harness:
+    return _harness(request.param)
+
+
+def _drivers() -> dict[str, type]:
+    """Every class in callcenter/gateways/ that implements the Gateway protocol, by qualified name."""
+    found: dict[str, type] = {}
+    for info in pkgutil.iter_modules(gateways.__path__):
+        module = importlib.import_module(f"{gateways.__name__}.{info.name}")
+        for obj in vars(module).values():
+            if (
+                isinstance(obj, type)
+                and obj.__module__ == module.__name__
+                and not getattr(obj, "_is_protocol", False)
+                and issubclass(obj, Gateway)
+            ):
+                found[f"{obj.__module__}.{obj.__qualname__}"] = obj
+    return found
 
 
 def test_every_driver_has_a_harness() -> None:
-    assert "simulated" in HARNESSES
+    drivers = _drivers()
+    assert {"SimulatedGateway", "AsteriskGateway", "FreeswitchGateway"} <= {
+        cls.__name__ for cls in drivers.values()
+    }, drivers  # the discovery itself works
+    covered = {_harness(name).driver for name in HARNESSES}
+    missing = sorted(name for name, cls in drivers.items() if cls not in covered)
+    assert not missing, f"drivers without a contract harness (tests/gateways/harness_*.py): {missing}"
 
 
 async def _originate(gw, harness, scenario: str, **kw):  # type: ignore[no-untyped-def]
