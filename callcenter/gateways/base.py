@@ -21,7 +21,8 @@ Rules every driver follows (the contract suite in `tests/gateways/` checks them 
 3. `CallEnded.result` classifies the end the same way on every PBX:
    - `answered`: the customer had answered (whatever happened next, e.g. an abandon message);
    - `busy` (Q.850 17), `no_answer` (19; also when the ring timeout expires),
-   - `failed`: congestion, unreachable, unknown peer, refused by the PBX (34, 41, 3, 102 ...),
+   - `congestion` (34, 42; chan_pjsip's SIP 503): the network had no room, kept apart from `failed`,
+   - `failed`: unreachable, unallocated, unknown peer (41, 3, 1, 102 ...),
    - `cancelled`: we hung it up before answer (`hangup()` while ringing),
    - `lost`: the driver lost track of it (link drop, then the PBX no longer knows the call).
    `cause` is the Q.850 cause the PBX reported (0 when it reported none) and `detail` a short

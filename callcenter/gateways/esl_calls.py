@@ -9,9 +9,10 @@ Mapping (the same situations as the Asterisk driver reports, see base.py rule 3)
 `+OK <uuid>` means answered; `-ERR <CAUSE>` and `CHANNEL_HANGUP_COMPLETE` end the call, whichever
 comes first (the traces show both orders). Once answered, the end is `answered`. Before answer:
 USER_BUSY (17) -> busy; NO_ANSWER (19), NO_USER_RESPONSE (18), ALLOTTED_TIMEOUT, PROGRESS_TIMEOUT ->
-no_answer; NORMAL_CLEARING / ORIGINATOR_CANCEL after our `uuid_kill` -> cancelled (uuid_kill reports
-NORMAL_CLEARING like a normal end, so the driver keeps its own record); everything else (41 for a 503
-or an unreachable host, 102 for no response, 34, 3, 1, ...) -> failed. The cause reported is
+no_answer; NORMAL_CIRCUIT_CONGESTION (34), SWITCH_CONGESTION (42) -> congestion; NORMAL_CLEARING /
+ORIGINATOR_CANCEL after our `uuid_kill` -> cancelled (uuid_kill reports NORMAL_CLEARING like a normal
+end, so the driver keeps its own record); everything else (41 for a 503 or an unreachable host, 102 for
+no response, 3, 1, ...) -> failed. The cause reported is
 `variable_hangup_cause_q850` when present, else the Q.850 code of the cause name (FreeSWITCH's own
 causes above 127 count as 16, as `switch_channel_cause_q850` does).
 """
@@ -134,6 +135,9 @@ HANGUP_CAUSES: dict[str, int] = {
     "SRTP_READ_ERROR": 613,
 }
 _BUSY_CAUSES = frozenset({"USER_BUSY"})
+# Q.850 34 / 42. FreeSWITCH reports a carrier's plain 503 as NORMAL_TEMPORARY_FAILURE (41), the same as an
+# unreachable address (tests/fixtures/freeswitch/README.md), so only these names say "no room".
+_CONGESTION_CAUSES = frozenset({"NORMAL_CIRCUIT_CONGESTION", "SWITCH_CONGESTION"})
 _NO_ANSWER_CAUSES = frozenset({"NO_ANSWER", "NO_USER_RESPONSE", "ALLOTTED_TIMEOUT", "PROGRESS_TIMEOUT"})
 _CANCEL_CAUSES = frozenset({"NORMAL_CLEARING", "ORIGINATOR_CANCEL"})
 _AMD_VERDICTS = {"HUMAN": AnswerKind.HUMAN, "MACHINE": AnswerKind.MACHINE}
@@ -154,6 +158,8 @@ def classify_end(cause_name: str | None, *, answered: bool, cancelled: bool) -> 
     <EndResult.CANCELLED: 'cancelled'>
     >>> classify_end("NORMAL_TEMPORARY_FAILURE", answered=False, cancelled=False)
     <EndResult.FAILED: 'failed'>
+    >>> classify_end("NORMAL_CIRCUIT_CONGESTION", answered=False, cancelled=False)
+    <EndResult.CONGESTION: 'congestion'>
     """
     if answered:
         return EndResult.ANSWERED
@@ -162,6 +168,8 @@ def classify_end(cause_name: str | None, *, answered: bool, cancelled: bool) -> 
         return EndResult.BUSY
     if name in _NO_ANSWER_CAUSES:
         return EndResult.NO_ANSWER
+    if name in _CONGESTION_CAUSES:
+        return EndResult.CONGESTION
     if name in _CANCEL_CAUSES and cancelled:
         return EndResult.CANCELLED
     if name == "ORIGINATOR_CANCEL":  # the agent gave up a call dialled by hand

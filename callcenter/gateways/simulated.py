@@ -84,6 +84,7 @@ class Outcome(StrEnum):
     MACHINE = "machine"
     BUSY = "busy"
     NO_ANSWER = "no_answer"
+    CONGESTION = "congestion"  # the network had no room (Q.850 34): kept apart from a failed number
     FAILED = "failed"
 
 
@@ -120,6 +121,7 @@ class SimProfile:
     p_machine: float = 0.05
     p_busy: float = 0.10
     p_no_answer: float = 0.40
+    p_congestion: float = 0.0
     ring: Dist = field(default_factory=lambda: Dist.uniform(3.0, 14.0))  # until a person/machine answers
     busy_after: Dist = field(default_factory=lambda: Dist.uniform(0.5, 2.0))
     fail_after: Dist = field(default_factory=lambda: Dist.uniform(0.1, 1.0))
@@ -136,7 +138,9 @@ class SimProfile:
 
     @property
     def p_failed(self) -> float:
-        return max(0.0, 1.0 - self.p_human - self.p_machine - self.p_busy - self.p_no_answer)
+        return max(
+            0.0, 1.0 - self.p_human - self.p_machine - self.p_busy - self.p_no_answer - self.p_congestion
+        )
 
 
 def demo_profile(seed: int | None = None, *, time_scale: float = 1.0) -> SimProfile:
@@ -162,6 +166,14 @@ def demo_profile(seed: int | None = None, *, time_scale: float = 1.0) -> SimProf
         abandon_message_s=3.0 * k,
         seed=seed if seed is not None else int(_time.time()),
     )
+
+
+# Outcomes that end before any ringing: the end each one reports.
+_FAILURES: dict[Outcome, tuple[EndResult, int, str]] = {
+    Outcome.BUSY: (EndResult.BUSY, 17, "busy"),
+    Outcome.CONGESTION: (EndResult.CONGESTION, 34, "congestion"),
+    Outcome.FAILED: (EndResult.FAILED, 41, "temporary failure"),
+}
 
 
 class _Phase(StrEnum):
@@ -247,17 +259,14 @@ class SimulatedGateway:
             ring_s = {
                 Outcome.BUSY: p.busy_after,
                 Outcome.FAILED: p.fail_after,
+                Outcome.CONGESTION: p.fail_after,
             }.get(outcome, p.ring).sample(self.rng)
             talk_s = (p.machine_message if outcome is Outcome.MACHINE else p.talk).sample(self.rng)
             patience_s = p.patience.sample(self.rng)
         call = _SimCall(request.call_id, request.number, outcome, talk_s, patience_s)
         self.calls[request.call_id] = call
-        if outcome in (Outcome.BUSY, Outcome.FAILED):
-            result, cause, detail = (
-                (EndResult.BUSY, 17, "busy")
-                if outcome is Outcome.BUSY
-                else (EndResult.FAILED, 34, "congestion")
-            )
+        if outcome in _FAILURES:
+            result, cause, detail = _FAILURES[outcome]
             self._later(call, ring_s, lambda: self._end(call, result, cause, detail))
             return
         self._later(
@@ -378,6 +387,7 @@ class SimulatedGateway:
             (Outcome.MACHINE, p.p_machine),
             (Outcome.BUSY, p.p_busy),
             (Outcome.NO_ANSWER, p.p_no_answer),
+            (Outcome.CONGESTION, p.p_congestion),
         ):
             if x < prob:
                 return outcome

@@ -17,7 +17,10 @@ NUMBERS = {
     "answer": "10000001",
     "busy": "10000002",
     "no_answer": "10000003",
-    "congestion": "10000004",  # a 503 from the far end: NORMAL_TEMPORARY_FAILURE (41)
+    # No recording has Q.850 34: the peer plays the 503 recording as FreeSWITCH reports a 503 that carries
+    # `Reason: Q.850;cause=34` (NORMAL_CIRCUIT_CONGESTION). A plain 503 is NORMAL_TEMPORARY_FAILURE (41),
+    # like an unreachable address, and stays `failed` (test_freeswitch_traces.py).
+    "congestion": "10000010",
     "unknown": "10000005",  # nothing listens at the address: 41 within a millisecond
     "abandon": "10000006",
 }

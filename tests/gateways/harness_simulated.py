@@ -33,7 +33,7 @@ class SimulatedHarness:
             NUMBERS["answer"]: Script(Outcome.HUMAN, ring_s=0.1, talk_s=0.5, patience_s=1.0),
             NUMBERS["busy"]: Script(Outcome.BUSY, ring_s=0.05),
             NUMBERS["no_answer"]: Script(Outcome.NO_ANSWER),
-            NUMBERS["congestion"]: Script(Outcome.FAILED, ring_s=0.05),
+            NUMBERS["congestion"]: Script(Outcome.CONGESTION, ring_s=0.05),
             NUMBERS["unknown"]: Script(Outcome.FAILED, ring_s=0.01),
             NUMBERS["abandon"]: Script(Outcome.HUMAN, ring_s=0.1, patience_s=0.3),
         }

@@ -595,7 +595,9 @@ def test_settings_are_not_trusted_either() -> None:
         ("NO_ANSWER", False, True, EndResult.NO_ANSWER, 19),  # rang out before our kill landed
         ("NORMAL_CLEARING", False, False, EndResult.FAILED, 16),
         ("NORMAL_TEMPORARY_FAILURE", False, False, EndResult.FAILED, 41),
-        ("NORMAL_CIRCUIT_CONGESTION", False, False, EndResult.FAILED, 34),
+        ("NORMAL_CIRCUIT_CONGESTION", False, False, EndResult.CONGESTION, 34),
+        ("SWITCH_CONGESTION", False, False, EndResult.CONGESTION, 42),
+        ("NORMAL_CIRCUIT_CONGESTION", True, False, EndResult.ANSWERED, 34),
         ("RECOVERY_ON_TIMER_EXPIRE", False, False, EndResult.FAILED, 102),
         ("NO_ROUTE_DESTINATION", False, False, EndResult.FAILED, 3),
         ("UNALLOCATED_NUMBER", False, False, EndResult.FAILED, 1),

@@ -72,6 +72,7 @@ DEFAULT_NUMBERS = {
     "10000007": "no_answer",
     "10000008": "answer",
     "10000009": "no_response",
+    "10000010": "circuit_congestion",
 }
 SCENARIO_TRACES = {
     "answer": "originate-answered-agent-bridged",
@@ -81,6 +82,13 @@ SCENARIO_TRACES = {
     "unreachable": "originate-unreachable",
     "abandon": "answered-then-abandoned",
     "no_response": "originate-no-response",
+    "circuit_congestion": "originate-503-congestion",
+}
+# Synthesized variation: no recording has Q.850 34. The 503 recording with the cause FreeSWITCH reports
+# when the far end's 503 carries `Reason: Q.850;cause=34` (or a TDM gateway runs out of circuits).
+_CIRCUIT_CONGESTION = {
+    "variable_hangup_cause_q850": "34",
+    "variable_sip_term_cause": "34",
 }
 # Headers that carry a dialled number or an extension (rewritten by value, digit-bounded).
 _NUMBER_HEADERS = frozenset(
@@ -462,6 +470,12 @@ class _Session:
             self.reply("-ERR command not found")
 
 
+def _circuit_congestion(ev: Ev) -> dict[str, str] | None:
+    if ev.name == "CHANNEL_HANGUP_COMPLETE":
+        return _CIRCUIT_CONGESTION
+    return None
+
+
 def _is_kill(command: str) -> bool:
     return command.startswith("uuid_kill")
 
@@ -704,7 +718,13 @@ class EslPeer:
         else:
             t = trace(SCENARIO_TRACES[scenario])
             start = t.out_index("bgapi originate")
-            await self._play(call, t, t.events(start + 1, t.out_index("exit")), t.msgs[start].t)
+            subs = self._subs(call, t)
+            edit = None
+            if scenario == "circuit_congestion":  # the cause name also ends the job's `-ERR` line
+                subs["NORMAL_TEMPORARY_FAILURE"] = "NORMAL_CIRCUIT_CONGESTION"
+                edit = _circuit_congestion
+            events = t.events(start + 1, t.out_index("exit"))
+            await self._play(call, t, events, t.msgs[start].t, subs=subs, edit=edit)
 
     def _subs(self, call: FakeCall, t: Trace, nth: int = 0) -> dict[str, str]:
         ids = t.originate(nth)
