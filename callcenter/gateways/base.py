@@ -18,7 +18,11 @@ Rules every driver follows (the contract suite in `tests/gateways/` checks them 
    `AgentLegFailed` when that agent's phone did not take the call (no answer within the PBX's agent
    ring time, busy, unreachable): the customer is still up, waiting, and may be connected to another
    agent. Either may come more than once if `connect_agent` is called again.
-3. `CallEnded.result` classifies the end the same way on every PBX:
+3. A call the PBX still has is never reported ended: `CallEnded` comes when its channel is gone (or
+   when the PBX never created one). An originate's own report (FreeSWITCH's `BACKGROUND_JOB -ERR`,
+   Asterisk's failure `OriginateResponse`) is not the end while a channel exists: after the answer
+   it ends nothing, and `connect_agent` sent at `CallAnswered`, before that report, still connects.
+   `CallEnded.result` classifies the end the same way on every PBX:
    - `answered`: the customer had answered (whatever happened next, e.g. an abandon message);
    - `busy` (Q.850 17), `no_answer` (19; also when the ring timeout expires),
    - `congestion` (34, 42; chan_pjsip's SIP 503): the network had no room, kept apart from `failed`,

@@ -132,6 +132,7 @@ class FreeswitchGateway:
         backoff_max_s: float = 30.0,
         spy_ring_timeout_s: float = 30.0,
         prefilter: bool = True,
+        end_grace_s: float = 0.5,
     ) -> None:
         if timeout_s <= 0 or keepalive_s <= 0 or backoff_initial_s <= 0 or backoff_max_s < backoff_initial_s:
             raise ValueError("timeouts and backoff must be positive, backoff_max_s >= backoff_initial_s")
@@ -171,7 +172,7 @@ class FreeswitchGateway:
         self._closing = False
         self._supervisor: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
-        self._tracker = CallTracker(emit=self._emit, clock=clock)
+        self._tracker = CallTracker(emit=self._emit, clock=clock, end_grace_s=end_grace_s)
         self._calls = self._tracker.calls
         self._spies = self._tracker.spies
         self._jobs = self._tracker.jobs
@@ -218,6 +219,7 @@ class FreeswitchGateway:
             with contextlib.suppress(EslError, GatewayError, TimeoutError, Invalid):
                 await asyncio.wait_for(conn.send("exit"), min(self.timeout_s, 1.0))
         await self._drop_connection()
+        self._tracker.stop_timers()
 
     # --- commands ----------------------------------------------------------------------------
 

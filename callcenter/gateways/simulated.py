@@ -209,6 +209,7 @@ class SimulatedGateway:
         script: dict[str, Script] | None = None,
         *,
         time_scale: float = 1.0,
+        originate_result_s: float = 0.0,
     ) -> None:
         self.scheduler = scheduler
         self.profile = profile or SimProfile()
@@ -221,6 +222,12 @@ class SimulatedGateway:
         # extensions whose phone cannot be reached at all (unregistered: the agent leg fails at once).
         self.unattended: set[str] = set()
         self.unreachable: set[str] = set()
+        # The race of a real PBX (tests/fixtures/freeswitch-faults/, early-transfer-originator-cancel):
+        # the answer is reported before the originate itself returns, `originate_result_s` later. A call
+        # given to an agent in between gets the PBX's "ORIGINATOR_CANCEL" for its originate and goes on;
+        # each originate's result is kept in `originate_results` (call id, "+OK" or that word).
+        self.originate_result_s = originate_result_s
+        self.originate_results: list[tuple[str, str]] = []
         self._emit: EventSink | None = None
         self._ids = itertools.count(1)
         self.originates = 0
@@ -282,6 +289,9 @@ class SimulatedGateway:
         self._later(
             call, delay, lambda: self._send(CallAnswered(call.call_id, self.scheduler.now(), verdict))
         )
+        if self.originate_result_s > 0:
+            # Not one of the call's timers: connect_agent and the end cancel those, not the originate.
+            self.scheduler.call_later(ring_s + self.originate_result_s, lambda: self._originate_result(call))
 
     async def hangup(self, call_id: str) -> None:
         self.hangup_now(call_id)
@@ -407,6 +417,12 @@ class SimulatedGateway:
         self._later(
             call, call.patience_s, lambda: self._end(call, EndResult.ANSWERED, 16, "customer hung up waiting")
         )
+
+    def _originate_result(self, call: _SimCall) -> None:
+        if call.call_id not in self.calls:
+            return  # ended before: its end was its result
+        taken = call.phase in (_Phase.CONNECTING, _Phase.CONNECTED, _Phase.MESSAGE)
+        self.originate_results.append((call.call_id, "ORIGINATOR_CANCEL" if taken else "+OK"))
 
     def _agent_leg_failed(self, call: _SimCall, extension: str) -> None:
         call.extension = None

@@ -18,8 +18,10 @@ from typing import Any, Protocol
 from callcenter.engine.events import CallAnswered, CallConnected, CallEnded, CallRinging, GatewayEvent
 from callcenter.gateways.base import Gateway
 
-# The situations a harness must be able to produce, by customer number.
-SCENARIOS = ("answer", "busy", "no_answer", "congestion", "unknown", "abandon")
+# The situations a harness must be able to produce, by customer number. `answer_race`: the customer
+# answers and the PBX reports the originate's own result (FreeSWITCH's BACKGROUND_JOB, Asterisk's
+# OriginateResponse) only after the controller acted on the answer.
+SCENARIOS = ("answer", "busy", "no_answer", "congestion", "unknown", "abandon", "answer_race")
 
 
 class EventLog:
@@ -28,10 +30,20 @@ class EventLog:
     def __init__(self) -> None:
         self.events: list[GatewayEvent] = []
         self._changed = asyncio.Event()
+        # Called with each event as the driver emits it (e.g. to act on an answer at once).
+        self.hooks: list[Callable[[GatewayEvent], None]] = []
+        # The PBX side's own view, set by the harness: does the PBX still have this call? A CallEnded
+        # while it does breaks the first rule of base.py; `assert_well_ordered` fails on any.
+        self.pbx_has: Callable[[str], bool] | None = None
+        self.ended_early: list[CallEnded] = []
 
     def emit(self, event: GatewayEvent) -> None:
+        if isinstance(event, CallEnded) and self.pbx_has is not None and self.pbx_has(event.call_id):
+            self.ended_early.append(event)
         self.events.append(event)
         self._changed.set()
+        for hook in self.hooks:
+            hook(event)
 
     def of(self, call_id: str) -> list[GatewayEvent]:
         return [e for e in self.events if getattr(e, "call_id", None) == call_id]
@@ -96,6 +108,8 @@ def assert_well_ordered(log: EventLog, call_id: str) -> None:
     assert ranks == sorted(ranks), f"events out of order for {call_id}: {kinds(seq)}"
     assert sum(isinstance(e, CallEnded) for e in seq) == 1, f"CallEnded not exactly once: {kinds(seq)}"
     assert sum(isinstance(e, CallAnswered) for e in seq) <= 1, f"CallAnswered more than once: {kinds(seq)}"
+    early = [e for e in log.ended_early if e.call_id == call_id]
+    assert not early, f"reported ended while the PBX still had it: {early}"
 
 
 async def drain(seconds: float = 0.05) -> AsyncIterator[None]:  # pragma: no cover - helper

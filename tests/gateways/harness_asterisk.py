@@ -23,6 +23,7 @@ NUMBERS = {
     "congestion": "+8640000001",
     "unknown": "+8650000001",
     "abandon": "+8610000002",
+    "answer_race": "+8610000003",
 }
 AMD_NUMBER = "+8610000042"
 
@@ -34,11 +35,14 @@ SCENARIOS = {
     NUMBERS["congestion"].lstrip("+"): "originate-congestion.jsonl",
     NUMBERS["unknown"].lstrip("+"): "originate-unknown-peer.jsonl",
     NUMBERS["abandon"].lstrip("+"): "answered-then-abandoned.jsonl",
+    # chan_sip sent OriginateResponse before the UserEvent (9 of 9): the peer holds it back (late_responses)
+    NUMBERS["answer_race"].lstrip("+"): "originate-answered-agent-bridged.jsonl",
     AMD_NUMBER.lstrip("+"): "answered-amd-verdict.jsonl",
 }
 
 
 def make_peer(traces: TraceSet = CHAN_SIP, scenarios: dict[str, str] | None = None, **kw: Any) -> AmiPeer:
+    kw.setdefault("late_responses", {NUMBERS["answer_race"].lstrip("+")})
     return AmiPeer(scenarios or SCENARIOS, traces=traces, username=USERNAME, secret=SECRET, **kw)
 
 
@@ -70,6 +74,7 @@ class AsteriskHarness:
     @asynccontextmanager
     async def run(self, log: EventLog) -> AsyncIterator[Gateway]:
         async with make_peer(self.traces, self.scenarios) as peer:
+            log.pbx_has = lambda call_id: call_id in peer.channels
             gw = make_gateway(peer)
             await gw.start(log.emit)
             self._peers[id(gw)] = peer

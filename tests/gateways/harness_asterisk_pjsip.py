@@ -15,6 +15,8 @@ SCENARIOS = {
     NUMBERS["congestion"].lstrip("+"): "originate-congestion.jsonl",
     NUMBERS["unknown"].lstrip("+"): CHAN_PJSIP.unknown,
     NUMBERS["abandon"].lstrip("+"): "answered-then-abandoned-in-wait.jsonl",
+    # recorded with the UserEvent before the OriginateResponse, which the peer holds until the Redirect
+    NUMBERS["answer_race"].lstrip("+"): "chanspy-listen-whisper-barge.jsonl",
     AMD_NUMBER.lstrip("+"): "asterisk-20/answered-amd-verdict.jsonl",
 }
 

@@ -23,6 +23,7 @@ NUMBERS = {
     "congestion": "10000010",
     "unknown": "10000005",  # nothing listens at the address: 41 within a millisecond
     "abandon": "10000006",
+    "answer_race": "10000011",  # early-transfer-originator-cancel.jsonl, played as recorded
 }
 
 
@@ -56,6 +57,7 @@ class FreeswitchHarness:
     @asynccontextmanager
     async def run(self, log: EventLog) -> AsyncIterator[Gateway]:
         async with EslPeer(time_scale=self.time_scale) as peer:
+            log.pbx_has = lambda call_id: call_id in peer.channels
             gw = make_gateway(peer)
             await gw.start(log.emit)
             self._peers[id(gw)] = peer

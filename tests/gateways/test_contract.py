@@ -18,6 +18,7 @@ from callcenter.engine.events import (
     CallEnded,
     CallRinging,
     EndResult,
+    GatewayEvent,
     GatewayLink,
     ManualCallStarted,
     SpyMode,
@@ -166,6 +167,32 @@ async def test_answered_customer_who_hangs_up_waiting_is_answered_without_connec
         ended = await log.ended(call_id, timeout=30)
     assert (ended.result, ended.cause) == (EndResult.ANSWERED, 16)
     assert not any(isinstance(e, CallConnected) for e in log.of(call_id))
+    assert_well_ordered(log, call_id)
+
+
+async def test_connect_at_answer_before_the_originate_result_still_connects(harness: Harness) -> None:
+    """`connect_agent` sent the moment CallAnswered arrives, the originate's own result arriving after
+    it (FreeSWITCH: BACKGROUND_JOB `-ERR ORIGINATOR_CANCEL`, early-transfer-originator-cancel.jsonl;
+    Asterisk: OriginateResponse after the dialplan's UserEvent, 4 of 11 chan_pjsip calls): the call
+    still connects, ends answered, and CallEnded comes only when the PBX hangs up."""
+    log = EventLog()
+    async with harness.run(log) as gw:
+        sent: list[asyncio.Task[None]] = []
+
+        def connect_at_once(event: GatewayEvent) -> None:
+            if isinstance(event, CallAnswered):
+                sent.append(asyncio.ensure_future(gw.connect_agent(event.call_id, harness.agent)))
+
+        log.hooks.append(connect_at_once)
+        call_id = await _originate(gw, harness, "answer_race")
+        first = await log.wait_for(
+            lambda e: isinstance(e, CallConnected | CallEnded) and e.call_id == call_id, timeout=15
+        )
+        assert isinstance(first, CallConnected), f"ended before it connected: {first}"
+        assert first.extension == harness.agent
+        await asyncio.gather(*sent)
+        ended = await log.ended(call_id, timeout=30)
+    assert (ended.result, ended.cause) == (EndResult.ANSWERED, 16)
     assert_well_ordered(log, call_id)
 
 

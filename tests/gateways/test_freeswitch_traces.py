@@ -77,18 +77,15 @@ async def test_failed_originate_ends_with_the_recorded_cause(
     assert outcome(log, call_id) == ["CallEnded"]  # no progress, no answer in these recordings
 
 
-async def test_no_answer_recording_rings_then_ends_no_answer_from_the_background_job() -> None:
+async def test_no_answer_recording_ends_no_answer_at_the_channel_hangup_after_the_background_job() -> None:
     log = EventLog()
     async with EslPeer() as peer, driver(peer, log) as gw:
         call_id = await place(gw, "10000003", ring_timeout_s=5)
         ended = await log.ended(call_id, timeout=10)
         assert re.search(r"originate_timeout=6[,}]", next(c for c in peer.commands if "originate" in c))
-    # In this recording BACKGROUND_JOB -ERR NO_ANSWER comes before CHANNEL_HANGUP_COMPLETE.
-    assert (ended.result, ended.cause, ended.detail) == (
-        EndResult.NO_ANSWER,
-        19,
-        "BACKGROUND_JOB -ERR NO_ANSWER",
-    )
+    # In this recording BACKGROUND_JOB -ERR NO_ANSWER comes 0.4 ms before CHANNEL_HANGUP_COMPLETE: the
+    # call ends at the channel's hang-up, when FreeSWITCH no longer has it.
+    assert (ended.result, ended.cause, ended.detail) == (EndResult.NO_ANSWER, 19, "NO_ANSWER, send_cancel")
     assert outcome(log, call_id) == ["CallRinging", "CallEnded"]
 
 
@@ -207,9 +204,9 @@ async def test_burst_recording_replayed_verbatim_resolves_all_twenty_calls(prefi
             ids.append(await place(gw, r["number"], call_id=r["uuid"], ring_timeout_s=ring))
         ends = await asyncio.gather(*(log.ended(i, timeout=20) for i in ids))
         skipped = gw._conn.skipped if gw._conn is not None else -1
-    # The peer sends only the events subscribed to; of those, the 7 CHANNEL_HANGUP_COMPLETEs that
-    # come after a BACKGROUND_JOB -ERR already ended their call are dropped unparsed.
-    assert skipped == (7 if prefilter else 0)
+    # The peer sends only the events subscribed to, all of the calls': a call whose BACKGROUND_JOB -ERR
+    # came first is still followed until its CHANNEL_HANGUP_COMPLETE, so nothing is dropped here.
+    assert skipped == 0
     # Round robin over the SIPp customers, as recorded: answer, busy (486), ring out, 503.
     expected = [("answered", 16), ("busy", 17), ("no_answer", 19), ("failed", 41)]
     assert [(e.result.value, e.cause) for e in ends] == [expected[i % 4] for i in range(20)]
@@ -335,3 +332,46 @@ def test_every_recorded_stream_frames_the_same_in_any_chunking(name: str) -> Non
         assert len(body) == int(headers.get("Content-Length", 0))
         if headers.get("Content-Type") == "text/event-plain":
             assert parse_event(body).name
+
+
+# --- the fault recordings (tests/fixtures/freeswitch-faults/) ------------------------------------
+
+
+def _originates(name: str) -> list[dict[str, str]]:
+    t = trace(name)
+    return [t.originate(i) for i in range(sum(1 for m in t.msgs if m.out and "bgapi originate" in m.data))]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        # the transfer 0.3 ms after CHANNEL_ANSWER; BACKGROUND_JOB -ERR ORIGINATOR_CANCEL 20.7 ms after the
+        # answer, before the agent leg and the bridge
+        "freeswitch-faults/early-transfer-originator-cancel",
+        # the same race with a busy lead dialled meanwhile; the -ERR comes after the agent leg's answer
+        "freeswitch-faults/early-transfer-originator-cancel-while-dialling",
+    ],
+)
+async def test_originator_cancel_of_an_answered_call_is_not_its_end(name: str) -> None:
+    """FreeSWITCH answers `-ERR ORIGINATOR_CANCEL` to an originate whose call our transfer took over at
+    CHANNEL_ANSWER, and the call goes on: it is bridged, talks, and ends at CHANNEL_HANGUP_COMPLETE."""
+    recorded = _originates(name)
+    log = EventLog()
+    async with EslPeer(time_scale=0.05) as peer, driver(peer, log) as gw:
+        session = peer.play_session(name)
+        call_id = await place(gw, recorded[0]["number"])
+        others = [await place(gw, r["number"]) for r in recorded[1:]]
+        await log.wait_type(CallAnswered, call_id)
+        await gw.connect_agent(call_id, "1001")  # at once, as the recorded client did
+        connected = await log.wait_for(
+            lambda e: isinstance(e, CallConnected | CallEnded) and e.call_id == call_id
+        )
+        assert isinstance(connected, CallConnected), f"ended while FreeSWITCH still had it: {connected}"
+        ended = await log.ended(call_id)
+        await asyncio.wait_for(session, 5)
+        other_ends = [await log.ended(i) for i in others]
+    assert kinds(log.of(call_id)) == ["CallRinging", "CallAnswered", "CallConnected", "CallEnded"]
+    assert connected.extension == "1001"
+    assert (ended.result, ended.cause) == (EndResult.ANSWERED, 16)
+    assert "NORMAL_CLEARING" in ended.detail and "recv_bye" in ended.detail  # the customer's BYE
+    assert [(e.result, e.cause) for e in other_ends] == [(EndResult.BUSY, 17)] * len(others)

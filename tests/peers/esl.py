@@ -73,6 +73,7 @@ DEFAULT_NUMBERS = {
     "10000008": "answer",
     "10000009": "no_response",
     "10000010": "circuit_congestion",
+    "10000011": "answer_race",
 }
 SCENARIO_TRACES = {
     "answer": "originate-answered-agent-bridged",
@@ -83,6 +84,11 @@ SCENARIO_TRACES = {
     "abandon": "answered-then-abandoned",
     "no_response": "originate-no-response",
     "circuit_congestion": "originate-503-congestion",
+}
+# Scenarios played from a fault recording with `_Player`: the client's commands are its cues.
+RECORDED_CALLS = {
+    # answers; the transfer sent at CHANNEL_ANSWER races the originate: -ERR ORIGINATOR_CANCEL, then bridged
+    "answer_race": "freeswitch-faults/early-transfer-originator-cancel",
 }
 # Synthesized variation: no recording has Q.850 34. The 503 recording with the cause FreeSWITCH reports
 # when the far end's 503 carries `Reason: Q.850;cause=34` (or a TDM gateway runs out of circuits).
@@ -348,6 +354,80 @@ class FakeCall:
     agent_extension: str | None = None
 
 
+class _Player:
+    """Replays one recorded connection (`EslPeer.play_session`) with the client standing in for the
+    recorded client: each recorded `bgapi originate` waits for the client's next originate (and maps the
+    recorded origination_uuid and Job-UUID to the client's), each recorded `api uuid_transfer` /
+    `api uuid_kill` waits for the client's same command; the events in between are played with their
+    recorded spacing (times `time_scale`) from the moment the client acted. The client's own keepalive,
+    subscription and channel list commands are answered live; the recorded `show channels` reply with
+    rows, if the file has one, is served for them. A `text/disconnect-notice` that FreeSWITCH sent on its
+    own (the shutdown files) is sent, and the connections closed."""
+
+    def __init__(self, peer: EslPeer, t: Trace, subs: dict[str, str] | None = None) -> None:
+        self.peer = peer
+        self.trace = t
+        self.subs = dict(subs or {})
+        self.cues: asyncio.Queue[tuple[str, str, str]] = asyncio.Queue()  # (kind, line or uuid, job)
+        self.done = False
+        self.rows = ""
+        for i, m in enumerate(t.msgs):
+            if m.out and m.data.startswith("api show channels"):
+                reply = t.reply_after(i)
+                if '"rows"' in reply:
+                    self.rows = reply
+
+    def show_channels(self) -> str:
+        text = self.rows
+        for old, new in self.subs.items():
+            text = text.replace(old, new)
+        return text
+
+    async def run(self) -> None:
+        peer, t = self.peer, self.trace
+        loop = asyncio.get_running_loop()
+        first = (
+            t.out_index("bgapi originate")
+            if any(m.out and m.data.startswith("bgapi originate") for m in t.msgs)
+            else next(i for i, m in enumerate(t.msgs) if m.out and m.data.startswith("api uuid_"))
+        )
+        origin, base = loop.time(), t.msgs[first].t
+        for index in range(first, len(t.msgs)):
+            m = t.msgs[index]
+            line = m.data.split("\n", 1)[0]
+            if m.out:
+                if line.startswith("bgapi originate"):
+                    ids = t.originate(
+                        sum(1 for x in t.msgs[:index] if x.out and x.data.startswith("bgapi orig"))
+                    )
+                    kind, uid, job = await self.cues.get()
+                    assert kind == "originate", (kind, uid)
+                    self.subs.update({ids["uuid"]: uid, ids["job"]: job})
+                    if ids["cc_call_id"]:
+                        self.subs[ids["cc_call_id"]] = uid
+                elif line.startswith(("api uuid_transfer", "api uuid_kill")):
+                    want = rebuild(line, self.subs).removeprefix("api ").strip()
+                    while True:
+                        kind, got, _ = await self.cues.get()
+                        if kind == "api" and got.strip() == want:
+                            break
+                elif line == "exit":
+                    break
+                else:
+                    continue  # keepalive, subscriptions, channel lists: answered live
+                origin, base = loop.time(), m.t
+                continue
+            head, _, body = m.data.partition("\n\n")
+            if "Content-Type: text/event-plain" not in head and "text/disconnect-notice" not in head:
+                continue  # a reply: the live session sends its own
+            await asyncio.sleep(max(0.0, origin + (m.t - base) * peer.time_scale - loop.time()))
+            if "text/disconnect-notice" in head:
+                peer.disconnect_all(body)
+                break
+            peer.emit(rebuild(body, self.subs))
+        self.done = True
+
+
 class _Session:
     def __init__(self, peer: EslPeer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.peer = peer
@@ -521,6 +601,8 @@ class EslPeer:
         self.accepted_at: list[float] = []
         self._file: Trace | None = None
         self._file_jobs: dict[str, str] = {}
+        self._player: _Player | None = None  # play_session: the whole-connection replay running
+        self._call_players: dict[str, _Player] = {}  # by call uuid: scenarios played as recorded
         self.drop_on_command: Callable[[str], bool] | None = None
         self.originates = 0
         self._server: asyncio.Server | None = None
@@ -591,6 +673,20 @@ class EslPeer:
         for s in self.sessions:
             s.release()
 
+    def play_session(self, name: str, subs: dict[str, str] | None = None) -> asyncio.Task[None]:
+        """Replay a whole recorded connection with the client in the recorded client's place (`_Player`).
+        `subs` maps recorded ids the client does not originate itself (a call of an earlier connection)."""
+        player = self._player = _Player(self, trace(name), subs)
+        return self._spawn(player.run())
+
+    def disconnect_all(self, body: str) -> None:
+        """FreeSWITCH's own goodbye (`text/disconnect-notice` with `body`), then the close: every session."""
+        data = body.encode()
+        frame = b"Content-Type: text/disconnect-notice\nContent-Length: %d\n\n%s" % (len(data), data)
+        for s in self.sessions:
+            s.write(frame)
+            s.writer.close()
+
     def replay_file(self, name: str) -> None:
         """Replay a whole recording verbatim: the next originates are matched to the recorded ones by
         origination_uuid (the test uses the recorded UUIDs as call ids); when all have arrived, every
@@ -660,6 +756,15 @@ class EslPeer:
 
     def api(self, command: str) -> str:
         verb, _, args = command.partition(" ")
+        player = self._player if self._player is not None and not self._player.done else None
+        if verb in ("uuid_kill", "uuid_transfer"):
+            uid = args.split(" ", 1)[0]
+            player = self._call_players.get(uid) or player
+            if player is not None and not player.done:
+                player.cues.put_nowait(("api", command, ""))
+                return "+OK\n"  # as recorded for both commands
+        if command == "show channels as json" and player is not None and player.show_channels():
+            return player.show_channels()
         if command in ("status", "version"):
             t = trace("auth-ok-then-exit")
             return t.reply_after(t.out_index(f"api {command}"))
@@ -685,6 +790,9 @@ class EslPeer:
         self.originates += 1
         o = parse_originate(command)
         uid = o.variables.get("origination_uuid") or str(uuid.uuid4())
+        if self._player is not None and not self._player.done:
+            self._player.cues.put_nowait(("originate", uid, job))
+            return
         if self._file is not None:
             self._file_originate(uid, job)
             return
@@ -711,7 +819,11 @@ class EslPeer:
             self._spawn(self._play(None, t, events, t.msgs[first].t, subs=dict(self._file_jobs), numbers={}))
 
     async def _run_call(self, call: FakeCall, scenario: str) -> None:
-        if scenario == "no_answer":
+        if scenario in RECORDED_CALLS:  # one call of a fault recording, played as recorded
+            player = self._call_players[call.uuid] = _Player(self, trace(RECORDED_CALLS[scenario]))
+            player.cues.put_nowait(("originate", call.uuid, call.job))
+            await player.run()
+        elif scenario == "no_answer":
             await self._no_answer(call)
         elif scenario in ("answer", "abandon"):
             await self._answered(call, trace(SCENARIO_TRACES[scenario]))
