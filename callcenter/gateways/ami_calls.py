@@ -58,9 +58,11 @@ from callcenter.validation import validate_extension, validate_number
 
 log = logging.getLogger(__name__)
 
-# Events we act on; everything else is dropped by name before parsing.
+# Events we act on; everything else is dropped by name before parsing. `Shutdown` (class system) is
+# the link's business (asterisk.py): Asterisk announces a shutdown or restart with it.
 WANTED_EVENTS = frozenset(
     {
+        "Shutdown",
         "Newchannel",
         "Newstate",
         "Hangup",
@@ -468,10 +470,11 @@ class CallTracker:
             self._recent.discard(self._recent_order.popleft())
 
     def refused(self, target: str, detail: str) -> None:
-        """Asterisk refused the Originate of call or spy `target` outright."""
+        """Asterisk refused the Originate of call or spy `target` outright (`Response: Error`): nothing was
+        queued, no channel exists, the customer's line was never tried."""
         call = self.calls.get(target)
         if call is not None:
-            self._end(call, EndResult.FAILED, 0, detail)
+            self._end(call, EndResult.REFUSED, 0, detail)
         spy = self.spies.get(target)
         if spy is not None:
             log.warning("spy %s: %s", spy.spy_id, detail)

@@ -57,6 +57,8 @@ MANUAL_SUBCLASS = "callcenter::manual"  # fired by the agents' context (headers 
 AGENT_FAILED_SUBCLASS = "callcenter::agent_failed"
 
 # Only what the mapping reads: about a third of `ALL` by volume (see the burst trace's notes).
+# SHUTDOWN comes with SIGTERM and `fsctl shutdown`, SHUTDOWN_REQUESTED with `fsctl shutdown elegant|asap`
+# (freeswitch-faults/README.md); the event socket then stays open about 31 s, refusing every call.
 EVENTS = (
     "CHANNEL_PROGRESS",
     "CHANNEL_PROGRESS_MEDIA",
@@ -64,6 +66,8 @@ EVENTS = (
     "CHANNEL_BRIDGE",
     "CHANNEL_HANGUP_COMPLETE",
     "BACKGROUND_JOB",
+    "SHUTDOWN",
+    "SHUTDOWN_REQUESTED",
 )
 
 # FreeSWITCH cause names (switch_types.h) -> Q.850 code; names above 127 are FreeSWITCH's own.
@@ -165,6 +169,8 @@ def classify_end(cause_name: str | None, *, answered: bool, cancelled: bool) -> 
     <EndResult.FAILED: 'failed'>
     >>> classify_end("NORMAL_CIRCUIT_CONGESTION", answered=False, cancelled=False)
     <EndResult.CONGESTION: 'congestion'>
+    >>> classify_end("SYSTEM_SHUTDOWN", answered=False, cancelled=False)
+    <EndResult.REFUSED: 'refused'>
     """
     if answered:
         return EndResult.ANSWERED
@@ -175,6 +181,8 @@ def classify_end(cause_name: str | None, *, answered: bool, cancelled: bool) -> 
         return EndResult.NO_ANSWER
     if name in _CONGESTION_CAUSES:
         return EndResult.CONGESTION
+    if name == "SYSTEM_SHUTDOWN":  # FreeSWITCH cut the ringing call as it shut down: the customer never
+        return EndResult.REFUSED  # had a chance (graceful-shutdown-while-ringing.jsonl)
     if name in _CANCEL_CAUSES and cancelled:
         return EndResult.CANCELLED
     if name == "ORIGINATOR_CANCEL":  # the agent gave up a call dialled by hand
@@ -215,11 +223,17 @@ class CallTracker:
     the `bgapi` jobs whose BACKGROUND_JOB reports on them."""
 
     def __init__(
-        self, *, emit: Callable[[GatewayEvent], None], clock: Callable[[], float], end_grace_s: float = 0.5
+        self,
+        *,
+        emit: Callable[[GatewayEvent], None],
+        clock: Callable[[], float],
+        end_grace_s: float = 0.5,
+        draining: Callable[[str], None] | None = None,
     ) -> None:
         self._emit = emit
         self.clock = clock
         self.end_grace_s = end_grace_s
+        self._draining = draining  # told when FreeSWITCH announces its shutdown
         self.calls: dict[str, Call] = {}
         self.spies: dict[str, Spy] = {}
         self.jobs: dict[str, tuple[str, str]] = {}  # Job-UUID -> ("call" | "spy", id)
@@ -231,6 +245,8 @@ class CallTracker:
             "CHANNEL_HANGUP_COMPLETE": self._on_hangup_complete,
             "BACKGROUND_JOB": self._on_background_job,
             "CUSTOM": self._on_custom,
+            "SHUTDOWN": self._on_shutdown,
+            "SHUTDOWN_REQUESTED": self._on_shutdown,
         }
         self._handled = frozenset(name.encode() for name in self._handlers)
 
@@ -313,6 +329,10 @@ class CallTracker:
         self._end(call, EndResult.REFUSED, q850_of(cause), f"bgapi refused: {text}")
 
     # --- events ------------------------------------------------------------------------------
+
+    def _on_shutdown(self, event: EslEvent) -> None:
+        if self._draining is not None:
+            self._draining(f"{event.name}: {event.get('Event-Info') or 'FreeSWITCH is shutting down'}")
 
     def _on_progress(self, event: EslEvent) -> None:
         call = self.calls.get(event.header("Unique-ID") or "")

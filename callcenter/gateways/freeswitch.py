@@ -26,7 +26,14 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from callcenter.engine.commands import OriginateRequest
-from callcenter.engine.events import ActiveCall, EventSink, GatewayEvent, GatewayLink, SpyMode
+from callcenter.engine.events import (
+    ActiveCall,
+    EventSink,
+    GatewayDraining,
+    GatewayEvent,
+    GatewayLink,
+    SpyMode,
+)
 from callcenter.errors import Invalid
 from callcenter.gateways.base import (
     CallNotFound,
@@ -73,6 +80,9 @@ SUBSCRIBE_COMMAND = "event plain " + " ".join(
     (*EVENTS, "CUSTOM", ANSWERED_SUBCLASS, MANUAL_SUBCLASS, AGENT_FAILED_SUBCLASS)
 )
 KEEPALIVE_COMMAND = "api status"
+# `api status` says "... is ready" normally and "... is not ready" once FreeSWITCH shuts down
+# (freeswitch-faults/graceful-shutdown-idle-keepalive.jsonl): the keepalive notices a shutdown too.
+_NOT_READY = re.compile(r"\bis not ready\b")
 UUID_MAX_LEN = 36  # SWITCH_UUID_FORMATTED_LENGTH
 
 # Inside `{name=value,...}` of an originate: these end the value, the list or the command, or expand.
@@ -169,10 +179,13 @@ class FreeswitchGateway:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._conn: EslProtocol | None = None
         self._up = False
+        self._draining = False  # GatewayDraining sent on this link
         self._closing = False
         self._supervisor: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
-        self._tracker = CallTracker(emit=self._emit, clock=clock, end_grace_s=end_grace_s)
+        self._tracker = CallTracker(
+            emit=self._emit, clock=clock, end_grace_s=end_grace_s, draining=self._drain
+        )
         self._calls = self._tracker.calls
         self._spies = self._tracker.spies
         self._jobs = self._tracker.jobs
@@ -411,6 +424,7 @@ class FreeswitchGateway:
         self._watchdog = asyncio.create_task(self._keepalive(conn), name="freeswitch-keepalive")
         self._watchdog.add_done_callback(_log_task_failure)
         self._up = True
+        self._draining = False
         self._emit(GatewayLink(True, self._clock(), f"FreeSWITCH {self.host}:{self.port}"))
 
     async def _drop_connection(self) -> None:
@@ -443,6 +457,12 @@ class FreeswitchGateway:
                 try:
                     await self._connect()
                     self.reconnects += 1
+                    log.info(
+                        "FreeSWITCH link to %s:%s up again after %d attempt(s), resynced",
+                        self.host,
+                        self.port,
+                        attempt + 1,
+                    )
                     break
                 except (OSError, TimeoutError, EslError, GatewayError) as exc:
                     log.warning("FreeSWITCH reconnect attempt %d failed: %s", attempt + 1, _describe(exc))
@@ -463,11 +483,26 @@ class FreeswitchGateway:
             if idle >= half and (probe is None or probe.done()):
                 try:
                     probe = conn.send(KEEPALIVE_COMMAND)
-                    probe.add_done_callback(_consume)
+                    probe.add_done_callback(self._on_status)
                 except EslError:
                     return
             wake = conn.last_rx + (self.keepalive_s if idle >= half else half)
             await asyncio.sleep(max(0.01, wake - time.monotonic()))
+
+    def _on_status(self, fut: asyncio.Future[EslReply]) -> None:
+        if fut.cancelled() or fut.exception() is not None:
+            return
+        if _NOT_READY.search(fut.result().body):
+            self._drain("api status: FreeSWITCH is not ready (shutting down)")
+
+    def _drain(self, detail: str) -> None:
+        """FreeSWITCH announced its shutdown (SHUTDOWN, or `api status` says not ready): the socket stays
+        open about 31 s, every originate failing at once, then closes with a disconnect notice."""
+        if self._draining or not self._up:
+            return
+        self._draining = True
+        log.warning("FreeSWITCH %s:%s draining: %s", self.host, self.port, detail)
+        self._emit(GatewayDraining(self._clock(), detail))
 
     def _require_up(self) -> None:
         if not self._up or self._conn is None or not self._conn.is_open:

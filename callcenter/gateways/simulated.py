@@ -1,9 +1,15 @@
 """The simulated PBX: a driver of the gateway contract with no telephony behind it.
 
-Customers answer, are busy, don't answer, fail or are answering machines with configurable
-probabilities; ring, talk, patience and wrap-up times follow configurable distributions drawn from a
-seeded RNG. It runs on an injected `Scheduler`, so the same code serves the demo in real time and the
-benchmarks at thousands of times real speed. Numbers can be scripted one by one (`script`) for tests.
+Customers answer, are busy, don't answer, meet congestion, fail or are answering machines with
+configurable probabilities; ring, talk, patience and wrap-up times follow configurable distributions
+drawn from a seeded RNG. It runs on an injected `Scheduler`, so the same code serves the demo in real
+time and the benchmarks at thousands of times real speed. Numbers can be scripted one by one (`script`)
+for tests.
+
+What real PBXs did to the dialer can be produced too (tests/fixtures/freeswitch-faults/ and
+asterisk-20-pjsip/): the answer reported before the originate returns (`originate_result_s`), a
+graceful shutdown (`shut_down()`, then `restart()`), a session-rate limit (`session_rate`), and a PBX
+that refuses every call (`refusing`).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from callcenter.engine.events import (
     CallRinging,
     EndResult,
     EventSink,
+    GatewayDraining,
     GatewayEvent,
     GatewayLink,
     ManualCallStarted,
@@ -210,6 +217,7 @@ class SimulatedGateway:
         *,
         time_scale: float = 1.0,
         originate_result_s: float = 0.0,
+        session_rate: int = 0,
     ) -> None:
         self.scheduler = scheduler
         self.profile = profile or SimProfile()
@@ -228,6 +236,13 @@ class SimulatedGateway:
         # each originate's result is kept in `originate_results` (call id, "+OK" or that word).
         self.originate_result_s = originate_result_s
         self.originate_results: list[tuple[str, str]] = []
+        # Originates the PBX takes per second (0: no limit); the excess is refused at once, as
+        # FreeSWITCH's sessions-per-second does (session-rate-throttle.jsonl; it lets N-1 through, this
+        # one N). `refusing`: every originate is refused (no channel driver, a PBX that says no).
+        self.session_rate = session_rate
+        self._rate_window: tuple[float, int] = (-1.0, 0)  # (second it counts, originates taken in it)
+        self.refusing = False
+        self.draining = False  # shut_down() until restart(): every originate refused
         self._emit: EventSink | None = None
         self._ids = itertools.count(1)
         self.originates = 0
@@ -256,6 +271,14 @@ class SimulatedGateway:
         if not self.up:
             raise GatewayUnavailable("simulated PBX is not started")
         self.originates += 1
+        refusal = self._refusal()
+        if refusal:
+            # Refused before any line was tried: no ringing, the end comes at once (but not inside the
+            # caller's originate(): events always follow the command that caused them).
+            call = _SimCall(request.call_id, request.number, Outcome.FAILED, 0.0, 0.0)
+            self.calls[request.call_id] = call
+            self._later(call, 0.0, lambda: self._end(call, EndResult.REFUSED, 0, refusal))
+            return
         scripted = self.script.get(request.number)
         p = self.profile
         if scripted is not None:
@@ -292,6 +315,25 @@ class SimulatedGateway:
         if self.originate_result_s > 0:
             # Not one of the call's timers: connect_agent and the end cancel those, not the originate.
             self.scheduler.call_later(ring_s + self.originate_result_s, lambda: self._originate_result(call))
+
+    def shut_down(self, detail: str = "the PBX is shutting down") -> None:
+        """A graceful shutdown, as both PBXs showed it: GatewayDraining, ringing calls cut (refused: the
+        customer never had a chance), answered ones hung up, every later originate refused at once while
+        the link stays up; `restart()` ends it."""
+        now = self.scheduler.now()
+        self.draining = True
+        self._send(GatewayDraining(now, detail))
+        for call in list(self.calls.values()):
+            if call.phase is _Phase.RINGING:
+                self._end(call, EndResult.REFUSED, 0, f"cut while ringing: {detail}")
+            else:
+                self._end(call, EndResult.ANSWERED, 16, f"hung up: {detail}")
+
+    def restart(self) -> None:
+        """The PBX after a shutdown: the link goes down and comes back, taking calls again."""
+        self.draining = False
+        self._send(GatewayLink(False, self.scheduler.now(), "the PBX shut down"))
+        self._send(GatewayLink(True, self.scheduler.now(), "simulated PBX restarted"))
 
     async def hangup(self, call_id: str) -> None:
         self.hangup_now(call_id)
@@ -388,6 +430,22 @@ class SimulatedGateway:
         return self.profile.wrap_up.sample(self.rng)
 
     # --- internals ---------------------------------------------------------------------------
+
+    def _refusal(self) -> str:
+        """Why the PBX refuses an originate now ("" if it takes it)."""
+        if self.draining:
+            return "refused: the PBX is shutting down"
+        if self.refusing:
+            return "refused by the PBX"
+        if self.session_rate > 0:
+            second = math.floor(self.scheduler.now())
+            start, taken = self._rate_window
+            taken = taken if start == second else 0
+            if taken >= self.session_rate:
+                self._rate_window = (second, taken)
+                return f"refused: over the PBX's session rate ({self.session_rate} per second)"
+            self._rate_window = (second, taken + 1)
+        return ""
 
     def _draw_outcome(self) -> Outcome:
         p = self.profile

@@ -91,6 +91,16 @@ class Harness(Protocol):
         """Make the phone at `extension` unreachable: connecting a call to it fails at once."""
         ...
 
+    def refuse_originates(self, gateway: Gateway) -> None:
+        """Make the PBX refuse every new call before trying the customer's line (over its session rate,
+        shutting down ...), as the real one did."""
+        ...
+
+    def shut_down(self, gateway: Gateway) -> None:
+        """Start the PBX's graceful shutdown (or restart), as recorded: ringing calls are cut, new calls
+        refused, the link stays open a while."""
+        ...
+
 
 def new_call_id() -> str:
     return str(uuid.uuid4())

@@ -90,5 +90,12 @@ class AsteriskHarness:
     def agent_unreachable(self, gateway: Gateway, extension: str) -> None:
         self._peers[id(gateway)].unreachable_agents.add(extension)
 
+    def refuse_originates(self, gateway: Gateway) -> None:
+        # The one Originate refusal on record: "Asterisk is shutting down" (graceful-restart-while-ringing).
+        self._peers[id(gateway)].shutting_down = True
+
+    def shut_down(self, gateway: Gateway) -> None:
+        self._peers[id(gateway)].restart_now()
+
 
 HARNESS = AsteriskHarness("asterisk", CHAN_SIP, SCENARIOS)

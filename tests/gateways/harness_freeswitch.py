@@ -73,5 +73,11 @@ class FreeswitchHarness:
     def agent_unreachable(self, gateway: Gateway, extension: str) -> None:
         self._peers[id(gateway)].unreachable_agents.add(extension)
 
+    def refuse_originates(self, gateway: Gateway) -> None:
+        self._peers[id(gateway)].session_rate = 1  # sessions-per-second 1 lets N-1 = 0 through
+
+    def shut_down(self, gateway: Gateway) -> None:
+        self._peers[id(gateway)].shut_down()
+
 
 HARNESS = FreeswitchHarness()

@@ -63,5 +63,13 @@ class SimulatedHarness:
         assert isinstance(gateway, SimulatedGateway)
         gateway.unreachable.add(extension)
 
+    def refuse_originates(self, gateway: Gateway) -> None:
+        assert isinstance(gateway, SimulatedGateway)
+        gateway.refusing = True
+
+    def shut_down(self, gateway: Gateway) -> None:
+        assert isinstance(gateway, SimulatedGateway)
+        gateway.shut_down()
+
 
 HARNESS = SimulatedHarness()

@@ -6,6 +6,7 @@ the AMI test peer playing `CHAN_PJSIP`."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -13,13 +14,20 @@ from typing import Any
 import pytest
 
 from callcenter.engine.commands import OriginateRequest
-from callcenter.engine.events import CallAnswered, CallEnded, EndResult
+from callcenter.engine.events import (
+    CallAnswered,
+    CallEnded,
+    EndResult,
+    GatewayDraining,
+    GatewayLink,
+)
 from callcenter.gateways.ami_calls import WANTED_EVENTS
 from callcenter.gateways.asterisk import AsteriskGateway
-from tests.gateways.contract import EventLog, assert_well_ordered, new_call_id
+from callcenter.gateways.base import GatewayUnavailable
+from tests.gateways.contract import EventLog, assert_well_ordered, kinds, new_call_id
 from tests.gateways.harness_asterisk import NUMBERS, make_gateway, make_peer
 from tests.gateways.harness_asterisk_pjsip import SCENARIOS
-from tests.peers.ami import CHAN_PJSIP, AmiPeer
+from tests.peers.ami import CHAN_PJSIP, AmiPeer, first, load
 
 
 @asynccontextmanager
@@ -101,3 +109,72 @@ async def test_pjsip_burst_maps_every_call_whichever_comes_first_originate_respo
         assert_well_ordered(log, ids[r])
     assert sum(isinstance(e, CallAnswered) for e in log.events) == 5
     assert sum(isinstance(e, CallEnded) for e in log.events) == 20
+
+
+# --- a graceful restart (`core restart now`) ----------------------------------------------------------
+
+
+def _recorded_calls(name: str) -> list[str]:
+    return [r.get("ChannelId") for r in load(f"asterisk-20-pjsip/{name}") if r.out and r.name == "Originate"]
+
+
+async def test_restart_cuts_ringing_calls_refused_refuses_new_ones_drains_and_reconnects_with_backoff(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """graceful-restart-while-ringing.jsonl: six calls ring; the restart ends them with OriginateResponse
+    Reason 0 and Hangup Cause 0 (no cause from any far end); then every action is refused "Asterisk is
+    shutting down" and the socket closes; a reconnecting Login is refused the same way
+    (graceful-restart-login-during-shutdown.jsonl) until Asterisk is back."""
+    recorded = _recorded_calls("graceful-restart-while-ringing.jsonl")[:6]  # placed before the shutdown
+    caplog.set_level(logging.INFO, logger="callcenter.gateways.asterisk")
+    async with running({"default_scenario": None}, end_grace_s=0.2) as (peer, gw, log):
+        ids = {r: new_call_id() for r in recorded}
+        for r in recorded:
+            await gw.originate(OriginateRequest(call_id=ids[r], number="+8613930000071", ring_timeout_s=30))
+        await gw.ping()
+        peer.replay("graceful-restart-while-ringing.jsonl", ids)
+        cut = [await log.ended(ids[r]) for r in recorded]
+        while not peer.shutting_down:  # the recording's first refusal
+            await asyncio.sleep(0.005)
+        late = await originate(gw, "answer")
+        refused = await log.ended(late)
+        assert refused.result == EndResult.REFUSED, refused
+        draining = await log.wait_type(GatewayDraining)
+        down = await log.wait_for(lambda e: isinstance(e, GatewayLink) and not e.up)
+        await asyncio.sleep(0.5)  # reconnect attempts meet the restart
+        refused_logins = len(peer.actions_named("Login")) - 1
+        peer.back_up()
+        up = await log.wait_for(lambda e: isinstance(e, GatewayLink) and e.up and e is not log.events[0])
+    for end in cut:  # the customers never had a chance: not failed, not a customer's outcome
+        assert (end.result, end.cause) == (EndResult.REFUSED, 0), end
+        assert "OriginateResponse Reason 0" in end.detail
+    assert refused.result == EndResult.REFUSED and "Asterisk is shutting down" in refused.detail
+    assert kinds(log.of(late)) == ["CallEnded"]
+    assert "shutting down" in draining.detail
+    assert sum(isinstance(e, GatewayDraining) for e in log.events) == 1
+    assert log.events.index(draining) < log.events.index(down) < log.events.index(up)
+    assert refused_logins >= 2  # retried, with backoff (0.05, 0.1, 0.2 ... s), not given up
+    assert first(peer.actions_named("Login")[0], "Events") == "call,user,system"
+    assert any("up again" in r.getMessage() for r in caplog.records)
+    for r in recorded:
+        assert_well_ordered(log, ids[r])
+
+
+async def test_shutdown_event_reports_draining_before_any_refusal() -> None:
+    """`Event: Shutdown` (read-all/graceful-restart-while-ringing.jsonl, class system) reaches the driver
+    once manager.conf grants the system class: it subscribes to it and reports the gateway draining."""
+    async with running() as (peer, _, log):
+        peer.restart_now()
+        draining = await log.wait_type(GatewayDraining)
+        await log.wait_for(lambda e: isinstance(e, GatewayLink) and not e.up)
+    assert draining.detail == "Asterisk is restarting (Shutdown: Cleanly)"
+    assert not peer.actions_named("Originate")
+
+
+async def test_first_connection_during_a_restart_fails_start_with_the_reason() -> None:
+    async with make_peer(CHAN_PJSIP, SCENARIOS) as peer:
+        peer.shutting_down = True
+        gw = make_gateway(peer)
+        with pytest.raises(GatewayUnavailable, match="Asterisk is shutting down"):
+            await gw.start(EventLog().emit)
+        await gw.close()

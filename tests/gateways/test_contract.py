@@ -18,6 +18,7 @@ from callcenter.engine.events import (
     CallEnded,
     CallRinging,
     EndResult,
+    GatewayDraining,
     GatewayEvent,
     GatewayLink,
     ManualCallStarted,
@@ -194,6 +195,42 @@ async def test_connect_at_answer_before_the_originate_result_still_connects(harn
         ended = await log.ended(call_id, timeout=30)
     assert (ended.result, ended.cause) == (EndResult.ANSWERED, 16)
     assert_well_ordered(log, call_id)
+
+
+async def test_pbx_refusal_ends_the_call_refused_not_failed(harness: Harness) -> None:
+    """A PBX that refuses a call before trying the customer's line (FreeSWITCH over its session rate:
+    session-rate-throttle.jsonl; Asterisk shutting down): a gateway fault, never a customer's outcome."""
+    log = EventLog()
+    async with harness.run(log) as gw:
+        harness.refuse_originates(gw)
+        call_id = await _originate(gw, harness, "answer")
+        ended = await log.ended(call_id)
+    assert ended.result == EndResult.REFUSED, ended
+    assert kinds(log.of(call_id)) == ["CallEnded"]
+    assert_well_ordered(log, call_id)
+
+
+async def test_pbx_shutdown_is_reported_and_its_refusals_are_not_customer_outcomes(harness: Harness) -> None:
+    """A graceful shutdown or restart (asterisk-20-pjsip/graceful-restart-while-ringing.jsonl,
+    freeswitch-faults/graceful-shutdown-while-ringing.jsonl): the ringing call is cut and ends refused,
+    the gateway reports it is draining, and a call placed meanwhile is refused."""
+    log = EventLog()
+    async with harness.run(log) as gw:
+        ringing = await _originate(gw, harness, "no_answer", ring_timeout_s=30)
+        await log.wait_type(CallRinging, ringing)
+        harness.shut_down(gw)
+        late = await _originate(gw, harness, "answer")  # the engine stops at GatewayDraining; a race may not
+        draining = await log.wait_type(GatewayDraining)
+        cut = await log.ended(ringing)
+        refused = await log.ended(late)
+    assert (cut.result, refused.result) == (EndResult.REFUSED, EndResult.REFUSED), (cut, refused)
+    assert kinds(log.of(late)) == ["CallEnded"]
+    assert draining.detail
+    downs = [e for e in log.events if isinstance(e, GatewayLink) and not e.up]
+    assert all(log.events.index(draining) < log.events.index(e) for e in downs)  # before the link goes
+    assert sum(isinstance(e, GatewayDraining) for e in log.events) == 1
+    assert_well_ordered(log, ringing)
+    assert_well_ordered(log, late)
 
 
 async def test_hangup_while_ringing_is_cancelled(harness) -> None:  # type: ignore[no-untyped-def]

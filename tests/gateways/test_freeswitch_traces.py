@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import random
 import re
 from collections import Counter
@@ -22,6 +23,9 @@ from callcenter.engine.events import (
     CallEnded,
     CallRinging,
     EndResult,
+    GatewayDraining,
+    GatewayEvent,
+    GatewayLink,
     SpyEnded,
     SpyMode,
     SpyStarted,
@@ -375,3 +379,87 @@ async def test_originator_cancel_of_an_answered_call_is_not_its_end(name: str) -
     assert (ended.result, ended.cause) == (EndResult.ANSWERED, 16)
     assert "NORMAL_CLEARING" in ended.detail and "recv_bye" in ended.detail  # the customer's BYE
     assert [(e.result, e.cause) for e in other_ends] == [(EndResult.BUSY, 17)] * len(others)
+
+
+async def test_shutdown_cuts_ringing_calls_refused_refuses_every_originate_drains_then_reconnects(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """graceful-shutdown-while-ringing.jsonl: three calls ring; SHUTDOWN; their CHANNEL_HANGUP_COMPLETE
+    SYSTEM_SHUTDOWN and `-ERR SYSTEM_SHUTDOWN`; then 30 originates, each `+OK Job-UUID` and `-ERR
+    CHAN_NOT_IMPLEMENTED` with no channel; the disconnect notice 30.9 s after SHUTDOWN, and the close."""
+    name = "freeswitch-faults/graceful-shutdown-while-ringing"
+    recorded = _originates(name)
+    caplog.set_level(logging.INFO, logger="callcenter.gateways.freeswitch")
+    log = EventLog()
+    async with EslPeer(time_scale=0.02) as peer, driver(peer, log, end_grace_s=0.1) as gw:
+        peer.play_session(name)
+        ringing = [await place(gw, r["number"], ring_timeout_s=60) for r in recorded[:3]]
+        cut = [await log.ended(i) for i in ringing]
+        assert [e.result for e in cut] == [EndResult.REFUSED] * 3, cut
+        draining = await log.wait_type(GatewayDraining)
+        late = [await place(gw, r["number"]) for r in recorded[3:]]
+        refused = [await log.ended(i) for i in late]
+        down = await log.wait_for(lambda e: isinstance(e, GatewayLink) and not e.up)
+        await asyncio.sleep(0.3)  # FreeSWITCH is gone: reconnect attempts fail
+        assert not gw.link_up
+        peer.start_up()
+        up = await log.wait_for(lambda e: isinstance(e, GatewayLink) and e.up and e is not log.events[0])
+    assert draining.detail == "SHUTDOWN: System Shutting Down"
+    for end in cut:  # cut before the answer: the customer never had a chance
+        assert (end.result, end.cause) == (EndResult.REFUSED, 16), end
+        assert "SYSTEM_SHUTDOWN" in end.detail
+    for end in refused:  # no channel ever: not a customer's outcome, no lead burnt
+        assert (end.result, end.cause) == (EndResult.REFUSED, 66), end
+        assert "CHAN_NOT_IMPLEMENTED" in end.detail and "no channel" in end.detail
+    assert all(kinds(log.of(i)) == ["CallEnded"] for i in late)
+    assert down.detail == "The system is being shut down."
+    assert sum(isinstance(e, GatewayDraining) for e in log.events) == 1
+    assert log.events.index(draining) < log.events.index(down) < log.events.index(up)
+    assert any("up again" in r.getMessage() for r in caplog.records)
+
+
+async def test_keepalive_answered_not_ready_reports_draining() -> None:
+    """graceful-shutdown-idle-keepalive.jsonl: after SHUTDOWN every `api status` says `is not ready`. A
+    link that missed the SHUTDOWN event (connected after it) learns it from its keepalive."""
+    log = EventLog()
+    async with EslPeer(time_scale=0.02) as peer, driver(peer, log, keepalive_s=0.2):
+        peer.shutting_down = True  # no SHUTDOWN event on this link
+        draining = await log.wait_type(GatewayDraining, timeout=3)
+        await asyncio.sleep(0.3)  # more keepalives: reported once
+    assert draining.detail == "api status: FreeSWITCH is not ready (shutting down)"
+    assert sum(isinstance(e, GatewayDraining) for e in log.events) == 1
+    assert "api status" in peer.commands
+
+
+async def test_session_rate_throttle_refuses_the_originates_that_never_got_a_channel() -> None:
+    """session-rate-throttle.jsonl (sessions-per-second 5): of 12 originates sent at once, 4 get channels
+    and the other 8 `-ERR DESTINATION_OUT_OF_ORDER` (a real network cause's name) with no channel event;
+    three more 3.2 s later get channels. The 7 answered calls get the abandon message 2 s after the
+    answer, as the recorded dialer sent it."""
+    name = "freeswitch-faults/session-rate-throttle"
+    recorded = _originates(name)
+    log = EventLog()
+
+    def abandon_later(event: GatewayEvent) -> None:
+        if isinstance(event, CallAnswered):
+            asyncio.get_running_loop().call_later(
+                2.0 * 0.02, lambda: asyncio.ensure_future(gw.play_and_hangup(event.call_id, "abandon"))
+            )
+
+    log.hooks.append(abandon_later)
+    async with EslPeer(time_scale=0.02) as peer, driver(peer, log, end_grace_s=0.1) as gw:
+        peer.play_session(name)
+        first = [await place(gw, r["number"]) for r in recorded[:12]]
+        # Eight of them fail within the second (the recording's 5th to 12th); the next three wait for it.
+        await asyncio.gather(*(log.ended(i) for i in first[4:]))
+        later = [await place(gw, r["number"]) for r in recorded[12:]]
+        ends = {i: await log.ended(i) for i in first + later}
+    refused = [i for i, e in ends.items() if e.result is EndResult.REFUSED]
+    answered = [i for i, e in ends.items() if e.result is EndResult.ANSWERED]
+    assert (len(refused), len(answered)) == (8, 7), {i: e.result.value for i, e in ends.items()}
+    assert set(refused) <= set(first)
+    for i in refused:
+        assert ends[i].cause == 27 and "DESTINATION_OUT_OF_ORDER" in ends[i].detail
+        assert kinds(log.of(i)) == ["CallEnded"]
+    for i in answered:
+        assert_well_ordered(log, i)

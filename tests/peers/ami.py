@@ -64,6 +64,9 @@ FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 BANNER = "Asterisk Call Manager/9.0.0\r\n"
 EOL = "\r\n"
 _NOISE = {"FullyBooted", "SuccessfulAuth"}
+_SHUTTING_DOWN = "Asterisk is shutting down"
+# graceful-restart-login-during-shutdown.jsonl ends at the refusal; its README gives the close: t = 0.711 s.
+_LOGIN_REFUSED_CLOSE_S = 0.711
 
 
 @dataclass(frozen=True)
@@ -393,6 +396,7 @@ class AmiPeer:
         self._uid_base = int(time.time())
         self.fault: tuple[str, str] | None = None  # (action name, mode), see fail_next
         self.reject_connections = False
+        self.shutting_down = False  # every action refused "Asterisk is shutting down" (restart_now)
         # Agent extensions whose phone cannot be reached: a Redirect to them ends in the dialplan's
         # agent-failed UserEvent (Dial's CHANUNAVAIL) and the customer waits again.
         self.unreachable_agents: set[str] = set()
@@ -456,16 +460,81 @@ class AmiPeer:
             if rec.out and rec.name == "Originate" and rec.get("ChannelId") in call_ids:
                 subst.add(rec.get("ActionID"), live[call_ids[rec.get("ChannelId")]])
         body = tuple(r for r in records if not r.out and r.get("Event") and r.name not in _NOISE)
-        return self._spawn(self._replay(body, subst))
+        # A recording in which Asterisk starts refusing every action (a restart): from the first such
+        # reply on, the peer refuses the client's actions the same way, and then shuts down.
+        refusing = next((r.t for r in records if _SHUTTING_DOWN in r.get("Message")), None)
+        return self._spawn(self._replay(body, subst, refusing))
 
-    async def _replay(self, body: tuple[Record, ...], subst: Subst) -> None:
+    async def _replay(self, body: tuple[Record, ...], subst: Subst, refusing: float | None = None) -> None:
         loop = asyncio.get_running_loop()
         t0, start = loop.time(), body[0].t
         for rec in body:
+            if refusing is not None and rec.t >= refusing and not self.shutting_down:
+                await asyncio.sleep(max(0.0, t0 + (refusing - start) / self.speed - loop.time()))
+                self.shutting_down = True
             delay = t0 + (rec.t - start) / self.speed - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
             self._emit(None, subst.apply(rec.data))
+        if refusing is not None:
+            self.shutting_down = True
+            last = body[-1].t
+            await self._shut_down(t0 + (last - start) / self.speed, self._restart_times()[1] - last)
+
+    # --- shutdown --------------------------------------------------------------------------------
+
+    def restart_now(self) -> None:
+        """`core restart now` while calls ring (`traces.restart`): every ringing call is cut with the
+        recorded OriginateResponse Failure Reason 0 and Hangup Cause 0, every later action (Login on a
+        new connection too) is refused "Asterisk is shutting down", then `Event: Shutdown` (to sessions
+        that subscribed to the system class) and the close, at their recorded distance. `back_up()`
+        ends it."""
+        records = load(self.traces.restart)
+        cut_at, shutdown_at = self._restart_times()
+        first_cut = next(r for r in records if r.name == "OriginateResponse" and r.t >= cut_at)
+        trace = CallTrace.of(records, first_cut.get("Uniqueid"))
+        cut = [
+            r
+            for r in records
+            if not r.out and r.get("Uniqueid") == trace.call_id and r.name in ("OriginateResponse", "Hangup")
+        ]
+        for call in list(self.calls.values()):
+            snap = self.channels.get(call.call_id)
+            if snap is None or snap.get("ChannelState") == "6":
+                continue  # only ringing calls were recorded being cut
+            for task in (call.task, call.patience):
+                if task is not None:
+                    task.cancel()
+            subst = call.identity(trace)
+            for rec in cut:
+                self._emit(call.conn, subst.apply(rec.data))
+        self.shutting_down = True
+        loop = asyncio.get_running_loop()
+        self._spawn(self._shut_down(loop.time(), shutdown_at - cut_at))
+
+    def back_up(self) -> None:
+        """Asterisk is back after a restart: logins and actions are accepted again."""
+        self.shutting_down = False
+
+    def _restart_times(self) -> tuple[float, float]:
+        """When the restart recording cut the ringing calls, and when the Shutdown event came (its
+        read-all twin's clock; that connection opened just before the main one)."""
+        cut = next(
+            r.t
+            for r in load(self.traces.restart)
+            if r.name == "OriginateResponse" and r.get("Response") == "Failure" and r.get("Reason") == "0"
+        )
+        shutdown = next(r.t for r in load(self.traces.shutdown_event) if r.name == "Shutdown")
+        return cut, shutdown
+
+    async def _shut_down(self, since: float, after_s: float) -> None:
+        loop = asyncio.get_running_loop()
+        await asyncio.sleep(max(0.0, since + after_s / self.speed - loop.time()))
+        event = next(r for r in load(self.traces.shutdown_event) if r.name == "Shutdown")
+        self._emit(None, event.data)
+        await asyncio.sleep(0.007 / self.speed)  # the socket closed 7 ms after it
+        for conn in self.conns:
+            self._close(conn)
 
     def agent_dials(self, extension: str, number: str) -> None:
         """Agent `extension` dials `number` from its own phone (replays manual-call-from-agent-phone)."""
@@ -531,7 +600,9 @@ class AmiPeer:
                 self._action_ok(conn, name, aid, headers)
                 self._close(conn, abort=True)  # ...and the link goes
                 return
-        if name == "login":
+        if self.shutting_down:
+            self._refuse(conn, aid, name)
+        elif name == "login":
             self._login(conn, aid, headers)
         elif name == "logoff":
             self._reply(conn, aid, ("Response", "Goodbye"), ("Message", "Thanks for all the fish."))
@@ -563,6 +634,20 @@ class AmiPeer:
                     "Use Action: ListCommands to show available commands.",
                 ),
             )
+
+    def _refuse(self, conn: Conn, aid: str, name: str) -> None:
+        """Asterisk shutting down: the recorded refusal of every action; a Login's connection then
+        closes (graceful-restart-login-during-shutdown.jsonl: 0.71 s later, when Asterisk exited)."""
+        records = load(self.traces.login_shutdown if name == "login" else self.traces.restart)
+        rec = next(r for r in records if _SHUTTING_DOWN in r.get("Message"))
+        conn.write(_with(rec.pairs, ActionID=aid))
+        if name == "login":
+
+            async def close() -> None:
+                await asyncio.sleep((_LOGIN_REFUSED_CLOSE_S - rec.t) / self.speed)
+                self._close(conn)
+
+            self._spawn(close())
 
     def _login(self, conn: Conn, aid: str, headers: list[tuple[str, str]]) -> None:
         self.login_times.append(time.monotonic())

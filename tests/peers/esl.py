@@ -85,6 +85,9 @@ SCENARIO_TRACES = {
     "no_response": "originate-no-response",
     "circuit_congestion": "originate-503-congestion",
 }
+SHUTDOWN_TRACE = "freeswitch-faults/graceful-shutdown-while-ringing"
+SHUTDOWN_IDLE_TRACE = "freeswitch-faults/graceful-shutdown-idle-keepalive"
+THROTTLE_TRACE = "freeswitch-faults/session-rate-throttle"
 # Scenarios played from a fault recording with `_Player`: the client's commands are its cues.
 RECORDED_CALLS = {
     # answers; the transfer sent at CHANNEL_ANSWER races the originate: -ERR ORIGINATOR_CANCEL, then bridged
@@ -368,7 +371,9 @@ class _Player:
         self.peer = peer
         self.trace = t
         self.subs = dict(subs or {})
-        self.cues: asyncio.Queue[tuple[str, str, str]] = asyncio.Queue()  # (kind, line or uuid, job)
+        self.originates: asyncio.Queue[tuple[str, str]] = asyncio.Queue()  # (uuid, Job-UUID) sent
+        self.commands: asyncio.Queue[str] = asyncio.Queue()  # `uuid_transfer ...` / `uuid_kill ...` sent
+        self.early: list[str] = []  # commands the client sent before the recording reached them
         self.done = False
         self.rows = ""
         for i, m in enumerate(t.msgs):
@@ -382,6 +387,17 @@ class _Player:
         for old, new in self.subs.items():
             text = text.replace(old, new)
         return text
+
+    async def _command(self, want: str) -> None:
+        """Wait for the client's command `want`; others it sent meanwhile wait for their own turn."""
+        if want in self.early:
+            self.early.remove(want)
+            return
+        while True:
+            got = (await self.commands.get()).strip()
+            if got == want:
+                return
+            self.early.append(got)
 
     async def run(self) -> None:
         peer, t = self.peer, self.trace
@@ -400,17 +416,12 @@ class _Player:
                     ids = t.originate(
                         sum(1 for x in t.msgs[:index] if x.out and x.data.startswith("bgapi orig"))
                     )
-                    kind, uid, job = await self.cues.get()
-                    assert kind == "originate", (kind, uid)
+                    uid, job = await self.originates.get()
                     self.subs.update({ids["uuid"]: uid, ids["job"]: job})
                     if ids["cc_call_id"]:
                         self.subs[ids["cc_call_id"]] = uid
                 elif line.startswith(("api uuid_transfer", "api uuid_kill")):
-                    want = rebuild(line, self.subs).removeprefix("api ").strip()
-                    while True:
-                        kind, got, _ = await self.cues.get()
-                        if kind == "api" and got.strip() == want:
-                            break
+                    await self._command(rebuild(line, self.subs).removeprefix("api ").strip())
                 elif line == "exit":
                     break
                 else:
@@ -422,7 +433,7 @@ class _Player:
                 continue  # a reply: the live session sends its own
             await asyncio.sleep(max(0.0, origin + (m.t - base) * peer.time_scale - loop.time()))
             if "text/disconnect-notice" in head:
-                peer.disconnect_all(body)
+                peer.disconnect_all(body)  # FreeSWITCH's own (after an `exit` the loop ended before)
                 break
             peer.emit(rebuild(body, self.subs))
         self.done = True
@@ -603,6 +614,13 @@ class EslPeer:
         self._file_jobs: dict[str, str] = {}
         self._player: _Player | None = None  # play_session: the whole-connection replay running
         self._call_players: dict[str, _Player] = {}  # by call uuid: scenarios played as recorded
+        # After SHUTDOWN (shut_down(), or a recording's): `api status` says "not ready" and every
+        # originate fails at once with CHAN_NOT_IMPLEMENTED, no channel (freeswitch-faults/README.md).
+        self.shutting_down = False
+        # sessions-per-second (0: none): of the originates in one second, N-1 get a channel and the rest
+        # -ERR DESTINATION_OUT_OF_ORDER 15 ms later, with no channel event (session-rate-throttle.jsonl).
+        self.session_rate = 0
+        self._rate_window: tuple[int, int] = (-1, 0)
         self.drop_on_command: Callable[[str], bool] | None = None
         self.originates = 0
         self._server: asyncio.Server | None = None
@@ -680,12 +698,76 @@ class EslPeer:
         return self._spawn(player.run())
 
     def disconnect_all(self, body: str) -> None:
-        """FreeSWITCH's own goodbye (`text/disconnect-notice` with `body`), then the close: every session."""
+        """FreeSWITCH's own goodbye (`text/disconnect-notice` with `body`), then the close: every session.
+        After a shutdown's notice the switch is gone: connections are refused until `start_up()`."""
         data = body.encode()
         frame = b"Content-Type: text/disconnect-notice\nContent-Length: %d\n\n%s" % (len(data), data)
         for s in self.sessions:
             s.write(frame)
             s.writer.close()
+        if self.shutting_down:
+            self.refuse_connections = True
+
+    # --- shutdown, throttle ------------------------------------------------------------------
+
+    def shut_down(self, window_s: float | None = None) -> None:
+        """SIGTERM, as graceful-shutdown-while-ringing.jsonl recorded it: SHUTDOWN, every ringing call
+        hung up SYSTEM_SHUTDOWN and its job `-ERR SYSTEM_SHUTDOWN`; then `window_s` (recorded: 30.9 s,
+        times `time_scale`) in which the socket stays open, `api status` says not ready and every
+        originate fails CHAN_NOT_IMPLEMENTED; then the disconnect notice and the close."""
+        t = trace(SHUTDOWN_TRACE)
+        events = t.events()
+        shutdown = next(e for e in events if e.name == "SHUTDOWN")
+        self.emit(shutdown.body)
+        hangup = next(e for e in events if e.name == "CHANNEL_HANGUP_COMPLETE")
+        job = next(e for e in events if e.name == "BACKGROUND_JOB" and "SYSTEM_SHUTDOWN" in e.body)
+        for call in list(self.calls.values()):
+            row = self.channels.get(call.uuid)
+            if row is None or row.get("callstate") == "ACTIVE":
+                continue  # only ringing calls were recorded being cut
+            if call.task is not None:
+                call.task.cancel()
+            subs = self._subs(call, t)
+            self.emit(rebuild(hangup.body, subs, self._numbers(call, t)))
+            self.emit(rebuild(job.body, subs))
+        notice = next(m for m in t.msgs if not m.out and "text/disconnect-notice" in m.data)
+        if window_s is None:
+            window_s = (notice.t - shutdown.t) * self.time_scale
+
+        async def close() -> None:
+            await asyncio.sleep(window_s)
+            self.disconnect_all(notice.data.partition("\n\n")[2])
+
+        self._spawn(close())
+
+    def start_up(self) -> None:
+        """FreeSWITCH started again: connections and calls accepted."""
+        self.shutting_down = False
+        self.refuse_connections = False
+
+    def _refused_job(self, job: str, cause: str, delay: float) -> None:
+        """A BACKGROUND_JOB `-ERR <cause>` for an originate that never got a channel, from the recording
+        that shows it (shutdown: CHAN_NOT_IMPLEMENTED 0.1 ms after; throttle: DESTINATION_OUT_OF_ORDER)."""
+        name = SHUTDOWN_TRACE if cause == "CHAN_NOT_IMPLEMENTED" else THROTTLE_TRACE
+        t = trace(name)
+        rec = next(e for e in t.events() if e.name == "BACKGROUND_JOB" and f"-ERR {cause}" in e.body)
+        body = rebuild(rec.body, {rec.headers["Job-UUID"]: job})
+
+        async def later() -> None:
+            await asyncio.sleep(delay)
+            self.emit(body)
+
+        self._spawn(later())
+
+    def _over_session_rate(self) -> bool:
+        if self.session_rate <= 0:
+            return False
+        second = int(asyncio.get_running_loop().time())
+        start, count = self._rate_window
+        count = count + 1 if start == second else 1
+        self._rate_window = (second, count)
+        # The counter is decremented before the test (switch_core_session.c:2416-2422): N-1 get through.
+        return count > self.session_rate - 1
 
     def replay_file(self, name: str) -> None:
         """Replay a whole recording verbatim: the next originates are matched to the recorded ones by
@@ -706,6 +788,8 @@ class EslPeer:
         head = body.split("\n\n", 1)[0]
         headers = _parse_headers(head)
         name = headers.get("Event-Name", "")
+        if name in ("SHUTDOWN", "SHUTDOWN_REQUESTED"):
+            self.shutting_down = True
         self._track(name, headers)
         frame = frame_event(body)
         subclass = headers.get("Event-Subclass", "")
@@ -761,10 +845,13 @@ class EslPeer:
             uid = args.split(" ", 1)[0]
             player = self._call_players.get(uid) or player
             if player is not None and not player.done:
-                player.cues.put_nowait(("api", command, ""))
+                player.commands.put_nowait(command)
                 return "+OK\n"  # as recorded for both commands
         if command == "show channels as json" and player is not None and player.show_channels():
             return player.show_channels()
+        if command == "status" and self.shutting_down:
+            t = trace(SHUTDOWN_IDLE_TRACE)
+            return t.reply_after(t.out_index("api status"))
         if command in ("status", "version"):
             t = trace("auth-ok-then-exit")
             return t.reply_after(t.out_index(f"api {command}"))
@@ -791,7 +878,13 @@ class EslPeer:
         o = parse_originate(command)
         uid = o.variables.get("origination_uuid") or str(uuid.uuid4())
         if self._player is not None and not self._player.done:
-            self._player.cues.put_nowait(("originate", uid, job))
+            self._player.originates.put_nowait((uid, job))
+            return
+        if self.shutting_down:
+            self._refused_job(job, "CHAN_NOT_IMPLEMENTED", 0.0001 * self.time_scale)
+            return
+        if self._over_session_rate():
+            self._refused_job(job, "DESTINATION_OUT_OF_ORDER", 0.015 * self.time_scale)
             return
         if self._file is not None:
             self._file_originate(uid, job)
@@ -821,7 +914,7 @@ class EslPeer:
     async def _run_call(self, call: FakeCall, scenario: str) -> None:
         if scenario in RECORDED_CALLS:  # one call of a fault recording, played as recorded
             player = self._call_players[call.uuid] = _Player(self, trace(RECORDED_CALLS[scenario]))
-            player.cues.put_nowait(("originate", call.uuid, call.job))
+            player.originates.put_nowait((call.uuid, call.job))
             await player.run()
         elif scenario == "no_answer":
             await self._no_answer(call)
