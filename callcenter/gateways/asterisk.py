@@ -330,6 +330,9 @@ class AsteriskGateway:
                     call_id=uid if ours else None,
                     state=snap.get("ChannelStateDesc", "").lower(),
                     extension=extension,
+                    # ChannelState 6 (Up): answered, maybe while no controller was there to see it
+                    # (reconnect-coreshowchannels-answered.jsonl: Up, in Wait, no bridge).
+                    answered=snap.get("ChannelState") == "6",
                 )
             )
         return result

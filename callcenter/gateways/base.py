@@ -51,7 +51,10 @@ Rules every driver follows (the contract suite in `tests/gateways/` checks them 
 5. Every await on the PBX has a timeout. The driver keeps its link alive (keepalive that detects a
    dead or silent link), reconnects with capped exponential backoff (a login refused because the PBX
    is shutting down is retried the same way), reports `GatewayLink` up/down, resyncs after reconnect
-   and reports channels it does not know as `UnknownChannel`.
+   and reports channels it does not know as `UnknownChannel` (not on the first connection: the engine
+   lists those with `active_calls()` and adopts its own).
+   `active_calls()` says which calls are answered (`ActiveCall.answered`: the customer's channel is
+   up); `adopt()` of one leaves it ready for `connect_agent` and reports its later end as any other.
 8. Draining. When the PBX announces a shutdown or restart (Asterisk's `Shutdown` event or any action
    refused "shutting down"; FreeSWITCH's SHUTDOWN / SHUTDOWN_REQUESTED, or `api status` "not ready"),
    the driver emits `GatewayDraining` once per link. The link may stay open a while (FreeSWITCH about

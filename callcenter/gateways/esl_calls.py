@@ -275,7 +275,7 @@ class CallTracker:
             if call.timer is not None:
                 call.timer.cancel()
 
-    def resync(self, rows: list[dict[str, str]]) -> None:
+    def resync(self, rows: list[dict[str, str]], *, report_unknown: bool = True) -> None:
         """After (re)connect, from `show channels as json`: calls FreeSWITCH no longer has end as lost;
         channels that none of our calls or spies explain are reported as UnknownChannel; missed answers
         and bridges are caught up."""
@@ -304,7 +304,7 @@ class CallTracker:
         for spy in list(self.spies.values()):
             if spy.spy_id not in by_uuid:
                 self._spy_ended(spy, now)
-        for row in rows:
+        for row in rows if report_unknown else ():
             uid = row.get("uuid", "")
             owner = row.get("call_uuid") or uid
             if uid in self.calls or owner in self.calls or uid in self.spies:

@@ -93,6 +93,7 @@ _RESERVED_VARIABLE = re.compile(
     r"|api_|execute_|exec_|bridge_pre_execute|(transfer|park)_after_bridge$|.*_hook$)"
 )
 _NO_SUCH_CHANNEL = re.compile(r"(?i)no such channel|invalid uuid|not found")
+_ANSWERED_CALLSTATES = frozenset({"ACTIVE", "HELD"})
 
 
 def originate_timeout_for(ring_timeout_s: float) -> int:
@@ -212,7 +213,7 @@ class FreeswitchGateway:
         self._loop = asyncio.get_running_loop()
         self._closing = False
         try:
-            await self._connect()
+            await self._connect(first=True)
         except (OSError, TimeoutError, EslError, GatewayError) as exc:
             await self._drop_connection()
             raise GatewayUnavailable(f"FreeSWITCH {self.host}:{self.port}: {_describe(exc)}") from None
@@ -374,12 +375,16 @@ class FreeswitchGateway:
             if not uid or (row.get("call_uuid") or uid) != uid:
                 continue  # a leg of another call (agent or customer b-leg)
             tracked = self._calls.get(uid)
+            callstate = (row.get("callstate") or "").upper()
             calls.append(
                 ActiveCall(
                     channel=row.get("name", uid),
                     call_id=uid,
                     state=(row.get("callstate") or row.get("state") or "").lower(),
                     extension=tracked.extension if tracked else None,
+                    # callstate ACTIVE (or HELD): answered; a new connection sees nothing else of it
+                    # (reconnect-show-channels-answered.jsonl: no event is replayed).
+                    answered=callstate in _ANSWERED_CALLSTATES or bool(tracked and tracked.answered),
                 )
             )
         return calls
@@ -395,9 +400,12 @@ class FreeswitchGateway:
             return False
         call = Call(call_id)
         state = (row.get("callstate") or "").upper()
-        # The caller of adopt knows the past: only what happens from now on is reported.
+        # The caller of adopt knows the past: only what happens from now on is reported. An answered
+        # call is ready for connect_agent (`uuid_transfer` works on a parked channel) and ends
+        # `answered` at its CHANNEL_HANGUP_COMPLETE.
         call.ringing = True
-        call.answered = call.answer_reported = state in ("ACTIVE", "HELD")
+        call.channel_seen = True
+        call.answered = call.answer_reported = state in _ANSWERED_CALLSTATES
         for other in rows:
             if other.get("call_uuid") == call_id and other.get("uuid") != call_id:
                 call.agent_uuid = other.get("uuid")
@@ -407,7 +415,7 @@ class FreeswitchGateway:
 
     # --- link --------------------------------------------------------------------------------
 
-    async def _connect(self) -> None:
+    async def _connect(self, *, first: bool = False) -> None:
         conn = await open_connection(
             self.host,
             self.port,
@@ -420,7 +428,9 @@ class FreeswitchGateway:
         reply = await self._command(SUBSCRIBE_COMMAND)
         if not reply.ok:
             raise GatewayError(f"event subscription refused: {reply.text}")
-        await self._resync()
+        # On the first connection nothing is tracked yet: the engine lists the PBX's calls and adopts its
+        # own (active_calls, adopt), so they are not reported as unknown channels here.
+        await self._resync(report_unknown=not first)
         self._watchdog = asyncio.create_task(self._keepalive(conn), name="freeswitch-keepalive")
         self._watchdog.add_done_callback(_log_task_failure)
         self._up = True
@@ -552,9 +562,9 @@ class FreeswitchGateway:
         rows = data.get("rows") if isinstance(data, dict) else None
         return [r for r in rows or [] if isinstance(r, dict)]
 
-    async def _resync(self) -> None:
+    async def _resync(self, *, report_unknown: bool = True) -> None:
         """After (re)connect: hand FreeSWITCH's channel list to the tracker (see `CallTracker.resync`)."""
-        self._tracker.resync(await self._show_channels())
+        self._tracker.resync(await self._show_channels(), report_unknown=report_unknown)
 
     # --- events ------------------------------------------------------------------------------
 

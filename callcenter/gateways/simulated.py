@@ -394,6 +394,7 @@ class SimulatedGateway:
                 call_id=c.call_id,
                 state=c.phase.value,
                 extension=c.extension,
+                answered=c.phase is not _Phase.RINGING,
             )
             for c in self.calls.values()
         ]

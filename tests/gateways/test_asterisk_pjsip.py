@@ -16,10 +16,12 @@ import pytest
 from callcenter.engine.commands import OriginateRequest
 from callcenter.engine.events import (
     CallAnswered,
+    CallConnected,
     CallEnded,
     EndResult,
     GatewayDraining,
     GatewayLink,
+    UnknownChannel,
 )
 from callcenter.gateways.ami_calls import WANTED_EVENTS
 from callcenter.gateways.asterisk import AsteriskGateway
@@ -178,3 +180,38 @@ async def test_first_connection_during_a_restart_fails_start_with_the_reason() -
         with pytest.raises(GatewayUnavailable, match="Asterisk is shutting down"):
             await gw.start(EventLog().emit)
         await gw.close()
+
+
+# --- a restarted controller adopts an answered call ---------------------------------------------------
+
+
+async def test_restarted_driver_lists_an_answered_call_adopts_it_and_connects_it() -> None:
+    """reconnect-coreshowchannels-answered*.jsonl: a connection originates call-0008 and sees it answered
+    (UserEvent CallCenterAnswered), then closes; a new one lists it (CoreShowChannel Up, in `Wait`, no
+    bridge), redirects it to an agent, and follows it to the customer's hang-up."""
+    scenarios = {**SCENARIOS, "8613910000008": "reconnect-coreshowchannels-answered.first-connection.jsonl"}
+    log = EventLog()
+    async with make_peer(CHAN_PJSIP, scenarios) as peer:
+        gw = make_gateway(peer)
+        await gw.start(log.emit)
+        call_id = new_call_id()
+        await gw.originate(OriginateRequest(call_id=call_id, number="+8613910000008", caller_id="4000"))
+        await log.wait_type(CallAnswered, call_id)
+        await gw.close()  # the controller goes away; the customer waits in Wait(60)
+        log2 = EventLog()
+        gw2 = make_gateway(peer)
+        await gw2.start(log2.emit)
+        try:
+            calls = {c.call_id: c for c in await gw2.active_calls()}
+            assert await gw2.adopt(call_id)
+            await gw2.connect_agent(call_id, "1001")
+            connected = await log2.wait_type(CallConnected, call_id)
+            ended = await log2.ended(call_id)
+        finally:
+            await gw2.close()
+    listed = calls[call_id]
+    assert (listed.state, listed.answered, listed.extension) == ("up", True, None)
+    assert connected.extension == "1001"
+    assert (ended.result, ended.cause) == (EndResult.ANSWERED, 16)
+    assert kinds(log2.of(call_id)) == ["CallConnected", "CallEnded"]  # the past is the caller's
+    assert not any(isinstance(e, UnknownChannel) for e in log2.events)

@@ -29,6 +29,7 @@ from callcenter.engine.events import (
     SpyEnded,
     SpyMode,
     SpyStarted,
+    UnknownChannel,
 )
 from callcenter.gateways.esl_wire import EslFramer, parse_event
 from callcenter.gateways.freeswitch import FreeswitchGateway
@@ -463,3 +464,32 @@ async def test_session_rate_throttle_refuses_the_originates_that_never_got_a_cha
         assert kinds(log.of(i)) == ["CallEnded"]
     for i in answered:
         assert_well_ordered(log, i)
+
+
+async def test_restarted_driver_lists_an_answered_call_adopts_it_and_connects_it() -> None:
+    """reconnect-show-channels-answered*.jsonl: link 1 originates, sees the answer and the call park in
+    `wait`, then drops; link 2 sees only the `show channels` row (callstate ACTIVE, no event replayed),
+    transfers the call to an agent and follows it to the customer's hang-up."""
+    link1 = "freeswitch-faults/reconnect-show-channels-answered.link1"
+    recorded = _originates(link1)[0]
+    log = EventLog()
+    async with EslPeer(time_scale=0.05) as peer:
+        async with driver(peer, log) as gw:
+            peer.play_session(link1)
+            call_id = await place(gw, recorded["number"], call_id=recorded["uuid"])
+            await log.wait_type(CallAnswered, call_id)
+        peer.play_session("freeswitch-faults/reconnect-show-channels-answered")
+        log2 = EventLog()
+        async with driver(peer, log2) as gw2:
+            calls = {c.call_id: c for c in await gw2.active_calls()}
+            assert await gw2.adopt(call_id)
+            await gw2.connect_agent(call_id, "1001")
+            connected = await log2.wait_type(CallConnected, call_id)
+            ended = await log2.ended(call_id)
+    listed = calls[call_id]
+    assert (listed.state, listed.answered) == ("active", True)
+    assert connected.extension == "1001"
+    assert (ended.result, ended.cause) == (EndResult.ANSWERED, 16)
+    assert kinds(log2.of(call_id)) == ["CallConnected", "CallEnded"]
+    # The call is the engine's, adopted: not a stranger's channel.
+    assert not [e for e in log2.events if isinstance(e, UnknownChannel)]
