@@ -15,6 +15,7 @@ import pytest
 
 from callcenter.engine.commands import OriginateRequest
 from callcenter.engine.events import (
+    AgentLegFailed,
     CallAnswered,
     CallConnected,
     CallEnded,
@@ -215,3 +216,25 @@ async def test_restarted_driver_lists_an_answered_call_adopts_it_and_connects_it
     assert (ended.result, ended.cause) == (EndResult.ANSWERED, 16)
     assert kinds(log2.of(call_id)) == ["CallConnected", "CallEnded"]  # the past is the caller's
     assert not any(isinstance(e, UnknownChannel) for e in log2.events)
+
+
+# --- an agent phone that cannot be reached ----------------------------------------------------------
+
+
+async def test_unreachable_agent_phone_reports_the_dial_status_and_the_customer_stays_answered() -> None:
+    """agent-leg-unavailable.jsonl: 1002's contact is unavailable; `UserEvent CallCenterAgentFailed`
+    DialStatus CHANUNAVAIL <1 ms after the Redirect, no agent channel at all; the customer waits in
+    Wait(60) and hangs up 8 s after answering with the failed Dial's Cause 3 / TechCause 404."""
+    async with running() as (peer, gw, log):
+        peer.unreachable_agents.add("1002")
+        call_id = await originate(gw, "answer")
+        await log.wait_type(CallAnswered, call_id)
+        await gw.connect_agent(call_id, "1002")
+        failed = await log.wait_type(AgentLegFailed, call_id)
+        ended = await log.ended(call_id)
+    # The PBX's word, verbatim: the engine tells a PBX-side reason from an agent who did not answer.
+    assert (failed.extension, failed.detail) == ("1002", "CHANUNAVAIL")
+    assert not any(isinstance(e, CallConnected) for e in log.of(call_id))
+    assert (ended.result, ended.cause) == (EndResult.ANSWERED, 3)  # still an answered call
+    assert "TechCause 404" in ended.detail
+    assert_well_ordered(log, call_id)

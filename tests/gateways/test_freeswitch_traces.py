@@ -17,6 +17,7 @@ import pytest
 
 from callcenter.engine.commands import OriginateRequest
 from callcenter.engine.events import (
+    AgentLegFailed,
     AnswerKind,
     CallAnswered,
     CallConnected,
@@ -493,3 +494,23 @@ async def test_restarted_driver_lists_an_answered_call_adopts_it_and_connects_it
     assert kinds(log2.of(call_id)) == ["CallConnected", "CallEnded"]
     # The call is the engine's, adopted: not a stranger's channel.
     assert not [e for e in log2.events if isinstance(e, UnknownChannel)]
+
+
+async def test_unregistered_agent_phone_reports_the_disposition_and_the_customer_waits() -> None:
+    """agent-not-registered.jsonl: the transfer to agent_1001 gets `+OK`, then CUSTOM
+    callcenter::agent_failed `cc_status=USER_NOT_REGISTERED` and no agent channel at all; the customer
+    is parked again, and the recorded dialer plays the abandon message 2 s after the answer."""
+    name = "freeswitch-faults/agent-not-registered"
+    log = EventLog()
+    async with EslPeer(time_scale=0.05) as peer, driver(peer, log) as gw:
+        peer.play_session(name)
+        call_id = await place(gw, _originates(name)[0]["number"])
+        await log.wait_type(CallAnswered, call_id)
+        await gw.connect_agent(call_id, "1001")
+        failed = await log.wait_type(AgentLegFailed, call_id)
+        await gw.play_and_hangup(call_id, "abandon")  # the customer is still there, answered
+        ended = await log.ended(call_id)
+    # The PBX's word, verbatim: the engine tells a PBX-side reason from an agent who did not answer.
+    assert (failed.extension, failed.detail) == ("1001", "USER_NOT_REGISTERED")
+    assert (ended.result, ended.cause) == (EndResult.ANSWERED, 16)
+    assert kinds(log.of(call_id)) == ["CallRinging", "CallAnswered", "AgentLegFailed", "CallEnded"]
