@@ -13,10 +13,12 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from callcenter.engine.events import CallAnswered, CallConnected, CallEnded, CallRinging, GatewayEvent
 from callcenter.gateways.base import Gateway
+
+E = TypeVar("E")
 
 # The situations a harness must be able to produce, by customer number. `answer_race`: the customer
 # answers and the PBX reports the originate's own result (FreeSWITCH's BACKGROUND_JOB, Asterisk's
@@ -49,6 +51,9 @@ class EventLog:
         return [e for e in self.events if getattr(e, "call_id", None) == call_id]
 
     async def wait_for(self, predicate: Callable[[GatewayEvent], bool], timeout: float = 10.0) -> Any:
+        """The first event (logged already or to come) that matches; typed Any, as the caller's
+        predicate decides which kind it is (`wait_type` when one kind is asked for)."""
+
         async def _wait() -> GatewayEvent:
             seen = 0
             while True:
@@ -61,14 +66,15 @@ class EventLog:
 
         return await asyncio.wait_for(_wait(), timeout)
 
-    async def wait_type(self, kind: type, call_id: str | None = None, timeout: float = 10.0) -> Any:
-        return await self.wait_for(
+    async def wait_type(self, kind: type[E], call_id: str | None = None, timeout: float = 10.0) -> E:
+        event: E = await self.wait_for(
             lambda e: isinstance(e, kind) and (call_id is None or getattr(e, "call_id", None) == call_id),
             timeout,
         )
+        return event
 
     async def ended(self, call_id: str, timeout: float = 15.0) -> CallEnded:
-        return await self.wait_type(CallEnded, call_id, timeout)  # type: ignore[no-any-return]
+        return await self.wait_type(CallEnded, call_id, timeout)
 
 
 class Harness(Protocol):

@@ -629,7 +629,7 @@ def test_driver_is_built_from_settings() -> None:
         ami_secret="s",
         ami_dial_template="SIP/trunk/{number}",
         gateway_keepalive_s=7,
-    )  # type: ignore[call-arg]
+    )
     gw = AsteriskGateway.from_settings(settings)
     assert (gw.host, gw.port, gw.username, gw.dial_template, gw.keepalive_s) == (
         "10.0.0.5",

@@ -6,6 +6,7 @@ import asyncio
 import importlib
 import pkgutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -68,7 +69,7 @@ def test_every_driver_has_a_harness() -> None:
     assert not missing, f"drivers without a contract harness (tests/gateways/harness_*.py): {missing}"
 
 
-async def _originate(gw, harness, scenario: str, **kw):  # type: ignore[no-untyped-def]
+async def _originate(gw: Gateway, harness: Harness, scenario: str, **kw: Any) -> str:
     call_id = new_call_id()
     await gw.originate(
         OriginateRequest(
@@ -82,14 +83,14 @@ async def _originate(gw, harness, scenario: str, **kw):  # type: ignore[no-untyp
     return call_id
 
 
-async def test_link_up_is_reported(harness) -> None:  # type: ignore[no-untyped-def]
+async def test_link_up_is_reported(harness: Harness) -> None:
     log = EventLog()
     async with harness.run(log):
         event = await log.wait_type(GatewayLink)
         assert event.up
 
 
-async def test_answered_call_connects_to_agent_and_ends_normally(harness) -> None:  # type: ignore[no-untyped-def]
+async def test_answered_call_connects_to_agent_and_ends_normally(harness: Harness) -> None:
     log = EventLog()
     async with harness.run(log) as gw:
         call_id = await _originate(gw, harness, "answer")
@@ -104,7 +105,7 @@ async def test_answered_call_connects_to_agent_and_ends_normally(harness) -> Non
     assert any(isinstance(e, CallRinging) for e in log.of(call_id)), kinds(log.of(call_id))
 
 
-async def test_unreachable_agent_phone_fails_and_another_agent_takes_the_customer(harness) -> None:  # type: ignore[no-untyped-def]
+async def test_unreachable_agent_phone_fails_and_another_agent_takes_the_customer(harness: Harness) -> None:
     log = EventLog()
     async with harness.run(log) as gw:
         harness.agent_unreachable(gw, "1009")
@@ -125,7 +126,7 @@ async def test_unreachable_agent_phone_fails_and_another_agent_takes_the_custome
     assert_well_ordered(log, call_id)
 
 
-async def test_busy_number_ends_busy_without_answer(harness) -> None:  # type: ignore[no-untyped-def]
+async def test_busy_number_ends_busy_without_answer(harness: Harness) -> None:
     log = EventLog()
     async with harness.run(log) as gw:
         call_id = await _originate(gw, harness, "busy")
@@ -135,7 +136,7 @@ async def test_busy_number_ends_busy_without_answer(harness) -> None:  # type: i
     assert_well_ordered(log, call_id)
 
 
-async def test_unanswered_number_rings_then_ends_no_answer(harness) -> None:  # type: ignore[no-untyped-def]
+async def test_unanswered_number_rings_then_ends_no_answer(harness: Harness) -> None:
     log = EventLog()
     async with harness.run(log) as gw:
         call_id = await _originate(gw, harness, "no_answer", ring_timeout_s=harness.ring_timeout_s)
@@ -154,7 +155,7 @@ async def test_congested_trunk_ends_congestion_not_failed(harness: Harness) -> N
     assert_well_ordered(log, call_id)
 
 
-async def test_unknown_or_unreachable_destination_fails(harness) -> None:  # type: ignore[no-untyped-def]
+async def test_unknown_or_unreachable_destination_fails(harness: Harness) -> None:
     log = EventLog()
     async with harness.run(log) as gw:
         call_id = await _originate(gw, harness, "unknown")
@@ -163,7 +164,7 @@ async def test_unknown_or_unreachable_destination_fails(harness) -> None:  # typ
     assert_well_ordered(log, call_id)
 
 
-async def test_answered_customer_who_hangs_up_waiting_is_answered_without_connect(harness) -> None:  # type: ignore[no-untyped-def]
+async def test_answered_customer_who_hangs_up_waiting_is_answered_without_connect(harness: Harness) -> None:
     log = EventLog()
     async with harness.run(log) as gw:
         call_id = await _originate(gw, harness, "abandon")
@@ -236,7 +237,7 @@ async def test_pbx_shutdown_is_reported_and_its_refusals_are_not_customer_outcom
     assert_well_ordered(log, late)
 
 
-async def test_hangup_while_ringing_is_cancelled(harness) -> None:  # type: ignore[no-untyped-def]
+async def test_hangup_while_ringing_is_cancelled(harness: Harness) -> None:
     log = EventLog()
     async with harness.run(log) as gw:
         call_id = await _originate(gw, harness, "no_answer", ring_timeout_s=30)
@@ -248,7 +249,7 @@ async def test_hangup_while_ringing_is_cancelled(harness) -> None:  # type: igno
     assert_well_ordered(log, call_id)
 
 
-async def test_abandon_message_then_hangup(harness) -> None:  # type: ignore[no-untyped-def]
+async def test_abandon_message_then_hangup(harness: Harness) -> None:
     log = EventLog()
     async with harness.run(log) as gw:
         call_id = await _originate(gw, harness, "answer")
@@ -260,7 +261,7 @@ async def test_abandon_message_then_hangup(harness) -> None:  # type: ignore[no-
     assert_well_ordered(log, call_id)
 
 
-async def test_supervisor_listens_to_a_connected_call(harness) -> None:  # type: ignore[no-untyped-def]
+async def test_supervisor_listens_to_a_connected_call(harness: Harness) -> None:
     log = EventLog()
     async with harness.run(log) as gw:
         call_id = await _originate(gw, harness, "answer")
@@ -275,7 +276,7 @@ async def test_supervisor_listens_to_a_connected_call(harness) -> None:  # type:
         await log.ended(call_id, timeout=30)
 
 
-async def test_call_dialled_by_hand_from_an_agent_phone_is_reported(harness) -> None:  # type: ignore[no-untyped-def]
+async def test_call_dialled_by_hand_from_an_agent_phone_is_reported(harness: Harness) -> None:
     log = EventLog()
     async with harness.run(log) as gw:
         await harness.agent_dials(gw, harness.agent, "10000077")
@@ -288,7 +289,7 @@ async def test_call_dialled_by_hand_from_an_agent_phone_is_reported(harness) -> 
     assert_well_ordered(log, started.call_id)
 
 
-async def test_burst_of_20_mixed_calls_all_resolve(harness) -> None:  # type: ignore[no-untyped-def]
+async def test_burst_of_20_mixed_calls_all_resolve(harness: Harness) -> None:
     log = EventLog()
     scenarios = ["answer", "busy", "no_answer", "congestion"] * 5
     async with harness.run(log) as gw:

@@ -290,7 +290,7 @@ def test_background_job_result_is_the_body_not_glued_to_content_length() -> None
     assert len(jobs) == 1
     assert jobs[0].raw["Content-Length"] == "15"
     assert jobs[0].body == "-ERR USER_BUSY\n"
-    assert jobs[0].get("Job-Command-Arg", "").startswith("{origination_uuid=")  # URL-decoded on demand
+    assert (jobs[0].get("Job-Command-Arg") or "").startswith("{origination_uuid=")  # URL-decoded on demand
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in TRACE_DIR.glob("*.jsonl")))

@@ -54,9 +54,10 @@ import re
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from callcenter.gateways.ami_dialplan import DEFAULT_DIALPLAN, Dialplan
 
@@ -1029,10 +1030,13 @@ class AmiPeer:
                 )
             self._emit(conn, subst.apply(data))
         assert spied is not None
-        done = asyncio.get_running_loop().create_future()
-        self._hangup_listeners.setdefault(spied["Uniqueid"], []).append(
-            lambda: done.done() or done.set_result(None)
-        )
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def spied_hung_up() -> None:
+            if not done.done():
+                done.set_result(None)
+
+        self._hangup_listeners.setdefault(spied["Uniqueid"], []).append(spied_hung_up)
         await done
         t1 = loop.time()
         for rec in later:
@@ -1143,9 +1147,8 @@ class AmiPeer:
             snap = self.channels[uid] = {}
             self._created[uid] = time.monotonic()
         for key in _SNAPSHOT:
-            value = first(pairs, key, None)  # type: ignore[arg-type]
-            if value is not None:
-                snap[key] = value
+            if any(k.lower() == key.lower() for k, _ in pairs):
+                snap[key] = first(pairs, key)
         if event == "Newexten":
             snap["Application"], snap["ApplicationData"] = (
                 first(pairs, "Application"),
@@ -1160,8 +1163,8 @@ class AmiPeer:
 
     # --- helpers -----------------------------------------------------------------------------------------
 
-    def _spawn(self, coro: object) -> asyncio.Task[None]:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
@@ -1190,9 +1193,10 @@ def _with(pairs: tuple[tuple[str, str], ...] | list[tuple[str, str]], **values: 
     for key, value in pairs:
         if key in values:
             seen.add(key)
-            if values[key] is None:
+            replaced = values[key]
+            if replaced is None:
                 continue
-            value = values[key]  # type: ignore[assignment]
+            value = replaced
         out.append(f"{key}: {value}")
     out += [f"{k}: {v}" for k, v in values.items() if k not in seen and v is not None]
     return EOL.join(out) + EOL + EOL

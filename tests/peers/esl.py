@@ -48,9 +48,10 @@ import itertools
 import json
 import re
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, unquote
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
@@ -624,7 +625,7 @@ class EslPeer:
         self.drop_on_command: Callable[[str], bool] | None = None
         self.originates = 0
         self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._ids = itertools.count(1)
 
     async def __aenter__(self) -> EslPeer:
@@ -652,8 +653,8 @@ class EslPeer:
             with contextlib.suppress(BaseException):
                 await asyncio.wait_for(self._server.wait_closed(), 1.0)
 
-    def _spawn(self, coro: object) -> asyncio.Task[None]:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, object]) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
@@ -664,8 +665,8 @@ class EslPeer:
         self.sessions.append(session)
         task = asyncio.current_task()
         if task is not None:
-            self._tasks.add(task)  # type: ignore[arg-type]
-            task.add_done_callback(self._tasks.discard)  # type: ignore[arg-type]
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         await session.run()
 
     # --- fault injection ---------------------------------------------------------------------
