@@ -1,9 +1,9 @@
-# The two set-up commands of the README: `make demo` and `make test`.
+# The set-up commands of the README: `make demo`, `make test` and `make test-fast`.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench-quick clean
+.PHONY: demo test test-fast lint bench-quick clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ lint: $(VENV)/.dev
 
 test: lint
 	$(BIN)/python -m pytest
+
+# The inner loop: no browser and no tests that start dialer/web/worker processes.
+test-fast: lint
+	$(BIN)/python -m pytest -m "not browser and not processes"
 
 bench-quick: $(VENV)/.dev
 	for b in pacing screenpop ami_ingest esl_ingest; do $(BIN)/python bench/$$b.py --quick || exit 1; done

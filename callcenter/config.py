@@ -91,6 +91,12 @@ class Settings(BaseSettings):
         description="simulated PBX: JSON file of scripted customers {number: {outcome, ring_s, talk_s}}",
     )
     gateway_timeout_s: float = Field(5.0, gt=0, description="timeout of every gateway command, seconds")
+    gateway_originates_per_s: float = Field(
+        10.0,
+        gt=0,
+        le=1000,
+        description="new calls per second through the default gateway (rows set their own)",
+    )
     gateway_keepalive_s: float = Field(10.0, gt=0, description="keepalive interval of gateway links, seconds")
 
     @field_validator("log_level")

@@ -8,19 +8,19 @@ first and keyword-only arguments after it.
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import phonenumbers
+import sqlalchemy as sa
 from sqlalchemy import bindparam, delete, func, or_
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from callcenter.errors import Conflict, Invalid, NotFound
-from callcenter.models import Agent, Call, Campaign, User, now
+from callcenter.models import DEFAULT_DISPOSITIONS, Agent, Call, Campaign, User, now
 from crm.models import Contact, ContactPhone, ContactTag, Note, Tag
 
 # How much history a screen pop carries; the contact page shows more.
@@ -114,7 +114,8 @@ class ContactView:
 
 # The read path's statements are built once, with bound parameters: the screen pop runs them for
 # every connected call, and building a statement costs more than running it on an indexed column.
-# They run on the session's connection (Core), so they see what the session has flushed.
+# They run on the session's connection (Core), so they see what the session has flushed; they are
+# SQLAlchemy's `select`, typed for any number of columns (SQLModel's is typed for four at most).
 _CONTACT_COLUMNS = (
     col(Contact.id),
     col(Contact.name),
@@ -124,9 +125,9 @@ _CONTACT_COLUMNS = (
     col(Contact.created_at),
     col(Contact.updated_at),
 )
-_CONTACT_BY_ID = select(*_CONTACT_COLUMNS).where(col(Contact.id) == bindparam("contact_id"))
+_CONTACT_BY_ID = sa.select(*_CONTACT_COLUMNS).where(col(Contact.id) == bindparam("contact_id"))
 _CONTACT_BY_NUMBER = (
-    select(*_CONTACT_COLUMNS)
+    sa.select(*_CONTACT_COLUMNS)
     .join(ContactPhone, col(ContactPhone.contact_id) == col(Contact.id))
     .where(col(ContactPhone.number) == bindparam("number"))
 )
@@ -142,7 +143,7 @@ _TAGS = (
     .order_by(func.lower(Tag.name))
 )
 _NOTES = (
-    select(
+    sa.select(
         col(Note.id),
         col(Note.created_at),
         col(Note.body),
@@ -156,7 +157,7 @@ _NOTES = (
     .limit(bindparam("limit"))
 )
 _CALLS = (
-    select(
+    sa.select(
         col(Call.id),
         col(Call.created_at),
         col(Call.direction),
@@ -221,7 +222,9 @@ def _contact_id_by_e164(session: Session, e164: str) -> int | None:
 
 def search_contacts(session: Session, *, query: str = "", region: str, limit: int = 50) -> list[ContactView]:
     """Contacts whose name, company or email contains `query`, or whose phone is `query`."""
-    stmt = select(*_CONTACT_COLUMNS).order_by(col(Contact.updated_at).desc()).limit(max(1, min(limit, 200)))
+    stmt = (
+        sa.select(*_CONTACT_COLUMNS).order_by(col(Contact.updated_at).desc()).limit(max(1, min(limit, 200)))
+    )
     q = query.strip()
     if q:
         like = f"%{q}%"
@@ -362,7 +365,7 @@ def _clean_email(email: str) -> str:
 
 
 def _clean_tags(tags: Iterable[str]) -> list[str]:
-    out = []
+    out: list[str] = []
     for tag in tags:
         name = " ".join(str(tag).split())
         if not name:
@@ -529,19 +532,9 @@ def upsert_by_phone(
 def call_dispositions(session: Session, call: Call) -> list[str]:
     """The outcomes an agent may pick for this call: the task's list, or the default list for a
     manual call (the same default a new task gets)."""
-    raw = None
-    if call.campaign_id is not None:
-        raw = session.exec(select(Campaign.dispositions).where(col(Campaign.id) == call.campaign_id)).first()
-    return parse_dispositions(raw)
-
-
-def parse_dispositions(raw: str | None) -> list[str]:
-    if raw is None:
-        raw = Campaign.model_fields["dispositions"].default
-    try:
-        values = json.loads(raw or "[]")
-    except ValueError:
-        return []
+    if call.campaign_id is None:
+        return list(DEFAULT_DISPOSITIONS)
+    values = session.exec(select(Campaign.dispositions).where(col(Campaign.id) == call.campaign_id)).first()
     return [str(v) for v in values] if isinstance(values, list) else []
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import yaml
 from typer.main import get_command
@@ -12,7 +13,7 @@ from app.cli import app
 ROOT = Path(__file__).parent.parent
 
 
-def _compose() -> dict:  # type: ignore[type-arg]
+def _compose() -> dict[str, Any]:
     return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 
 
@@ -20,7 +21,7 @@ def _cli_paths() -> set[tuple[str, ...]]:
     root = get_command(app)
     paths: set[tuple[str, ...]] = set()
 
-    def walk(cmd, prefix: tuple[str, ...]) -> None:  # type: ignore[no-untyped-def]
+    def walk(cmd: object, prefix: tuple[str, ...]) -> None:  # a click command, typer's own click or not
         for name, sub in getattr(cmd, "commands", {}).items():
             paths.add((*prefix, name))
             walk(sub, (*prefix, name))

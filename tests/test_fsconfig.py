@@ -7,6 +7,7 @@ import hashlib
 import re
 import stat
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -115,6 +116,12 @@ def _context(doc: ET.Element, name: str) -> ET.Element:
     return next(c for c in dialplan.iter("context") if c.get("name") == name)
 
 
+def _group_of(m: re.Match[str]) -> Callable[[re.Match[str]], str]:
+    """A `re.sub` replacement for FreeSWITCH's `$N`: group N of the condition's match `m`, empty if it
+    took no part."""
+    return lambda g: m.group(int(g.group(1))) or ""
+
+
 def _hunt(context: ET.Element, destination: str, variables: dict[str, str] | None = None) -> tuple[str, list]:
     """The extension the XML dialplan picks for `destination`, and the actions it queues (with $1 etc.
     filled in): conditions in order, a false one ends the extension unless break="never"."""
@@ -130,7 +137,7 @@ def _hunt(context: ET.Element, destination: str, variables: dict[str, str] | Non
             for act in cond.findall(kind):
                 data = act.get("data", "")
                 if m:
-                    data = re.sub(r"\$(\d)", lambda g, m=m: m.group(int(g.group(1))) or "", data)
+                    data = re.sub(r"\$(\d)", _group_of(m), data)
                 actions.append((act.get("application", ""), data))
             if not m and cond.get("break", "on-false") != "never":
                 matched = False
@@ -260,7 +267,7 @@ def test_directory_has_one_user_per_agent_with_a_digest_hash_not_the_password(tm
     conf = _render(tmp_path, domain="cc.example.org")
     text = (conf / "directory" / "callcenter.xml").read_text()
     doc = _document(conf)
-    users = {u.get("id"): u for u in doc.iter("user")}
+    users = {u.attrib["id"]: u for u in doc.iter("user")}
     assert set(users) == {"1001", "1002", "1003"}
     for ext, user in users.items():
         password = sip_password(SECRET, ext)

@@ -4,15 +4,18 @@ takes its agents and AMI users from the database, and refuses values that would 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypedDict
 
 import pytest
+from sqlalchemy.engine import Engine
 from typer.testing import CliRunner
 
 from app.cli import sip_app
 from callcenter.config import Settings
 from callcenter.engine.commands import OriginateRequest
-from callcenter.engine.events import CallAnswered, CallConnected, SpyMode, SpyStarted
+from callcenter.engine.events import CallAnswered, CallConnected, GatewayEvent, SpyMode, SpyStarted
 from callcenter.errors import Invalid
 from callcenter.gateways.ami_calls import WANTED_EVENTS
 from callcenter.gateways.ami_dialplan import DEFAULT_DIALPLAN as DP
@@ -85,10 +88,14 @@ async def _driver_traffic() -> list[list[tuple[str, str]]]:
             await gw.play_and_hangup(calls[1], "callcenter/abandon")
             for mode in SpyMode:
                 spy_id = await gw.spy(target_extension="1001", supervisor_extension="1002", mode=mode)
-                await log.wait_for(lambda e, s=spy_id: isinstance(e, SpyStarted) and e.spy_id == s)
+                await log.wait_for(_spy_started(spy_id))
         finally:
             await gw.close()
         return [h for _, h in peer.actions]
+
+
+def _spy_started(spy_id: str) -> Callable[[GatewayEvent], bool]:
+    return lambda e: isinstance(e, SpyStarted) and e.spy_id == spy_id
 
 
 async def test_rendered_dialplan_has_every_context_extension_and_variable_the_driver_uses(
@@ -181,7 +188,7 @@ def test_ami_user_gets_only_the_classes_and_events_the_driver_needs(tmp_path: Pa
     assert (tmp_path / "manager.conf").stat().st_mode & 0o077 == 0o040  # no world access to secrets
 
 
-def test_render_reads_agents_and_gateways_from_the_database(tmp_path: Path, sqlite_engine) -> None:  # type: ignore[no-untyped-def]
+def test_render_reads_agents_and_gateways_from_the_database(tmp_path: Path, sqlite_engine: Engine) -> None:
     from callcenter import accounts
     from callcenter.db import session_scope
     from callcenter.models import GatewayRow
@@ -217,6 +224,13 @@ def test_render_reads_agents_and_gateways_from_the_database(tmp_path: Path, sqli
         render(sqlite_engine, tmp_path / "again", _settings(tmp_path), environ={})
 
 
+class _RenderOptions(TypedDict, total=False):
+    """The keyword arguments of `render` that the refusal cases set."""
+
+    trunk: Trunk
+    ami_permit: list[str]
+
+
 @pytest.mark.parametrize(
     ("rows", "kw", "what"),
     [
@@ -228,8 +242,8 @@ def test_render_reads_agents_and_gateways_from_the_database(tmp_path: Path, sqli
     ],
 )
 def test_values_that_would_add_config_lines_are_refused(
-    tmp_path: Path, rows: Rows, kw: dict, what: str
-) -> None:  # type: ignore[type-arg]
+    tmp_path: Path, rows: Rows, kw: _RenderOptions, what: str
+) -> None:
     with pytest.raises(Invalid, match=what):
         render(rows, tmp_path, _settings(tmp_path), **kw)
     assert not (tmp_path / "manager.conf").exists()
@@ -241,8 +255,8 @@ def test_ami_secret_with_a_comment_character_is_refused(tmp_path: Path) -> None:
 
 
 def test_cli_renders_the_folder_from_the_configured_database(
-    tmp_path: Path, sqlite_url: str, monkeypatch
-) -> None:  # type: ignore[no-untyped-def]
+    tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("CALLCENTER_MODE", "dev")
     monkeypatch.setenv("CALLCENTER_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("CALLCENTER_DATABASE_URL", sqlite_url)

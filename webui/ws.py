@@ -411,7 +411,7 @@ class Hub:
                 msg = _decode(text)
                 if msg and msg["type"] == "ping":
                     self._push(conn, _dumps({"type": "pong", "server_time": time.time()}))
-        except (*_GONE, KeyError):  # KeyError: a binary frame, which this protocol has not
+        except _GONE_OR_BINARY:
             return
 
     async def _close(self, conn: Conn, code: int) -> None:
@@ -426,6 +426,8 @@ class Hub:
 
 # What a send or receive raises once the other side is gone.
 _GONE: tuple[type[BaseException], ...] = (WebSocketDisconnect, RuntimeError, OSError)
+# ... and what a receive raises on a binary frame (KeyError), which this protocol has not.
+_GONE_OR_BINARY: tuple[type[BaseException], ...] = (*_GONE, KeyError)
 
 
 def _decode(data: str) -> dict[str, Any] | None:

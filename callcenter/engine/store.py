@@ -10,36 +10,23 @@ from typing import Any, Protocol
 
 from callcenter import agents as agent_table
 from callcenter.messages import ScreenPop
-from callcenter.models import AgentState, CallState, CampaignState
+from callcenter.models import AgentState, CallState, CampaignBase, CampaignState
 from callcenter.stats import Counters
 
 
-@dataclass(frozen=True)
-class CampaignConf:
-    """The settings of a task the engine needs, read once per refresh."""
+class CampaignConf(CampaignBase):
+    """A task's settings as the engine reads them (once per refresh): every `CampaignBase` field plus
+    its id and state. Built from the row without validation (`of_row`): the row is the truth."""
 
     id: int
-    name: str
     state: CampaignState
-    skill_group_id: int
-    gateway_id: int | None
-    max_concurrency: int
-    agent_ratio: float
-    pacing_mode: str
-    abandon_target_pct: float
-    predictive_min_agents: int
-    caller_id: str
-    caller_name: str
-    amd: bool
-    ring_timeout_s: int
-    wrap_up_s: int
-    window_start: str
-    window_end: str
-    window_days: str
-    timezone: str
-    max_attempts: int
-    retry_delays: str
-    abandon_sound: str
+
+    @classmethod
+    def of_row(cls, values: dict[str, Any]) -> CampaignConf:
+        return cls.model_construct(**{**values, "state": CampaignState(values["state"])})
+
+    def with_state(self, state: CampaignState) -> CampaignConf:
+        return self.model_copy(update={"state": state})
 
 
 @dataclass
@@ -149,6 +136,27 @@ class Store(Protocol):
 
     def orphan_claims(self, dialer_ids: Sequence[str]) -> int:
         """Leads these dialers claimed that have no open call: back to the queue. How many."""
+        ...
+
+    def call_owners(self, call_ids: Iterable[str]) -> dict[str, str]:
+        """The dialer following each of these calls, for those still open."""
+        ...
+
+    # --- dialers
+    def register_dialer(self, *, host: str, pid: int, now: float) -> None: ...
+
+    def beat(self, now: float) -> None: ...
+
+    def stop_dialer(self, now: float) -> None: ...
+
+    def dialers(self) -> list[dict[str, Any]]: ...
+
+    def take_over(self, dialer_ids: Sequence[str], now: float) -> None:
+        """This dialer follows the open calls and claims of dialers found dead from now on."""
+        ...
+
+    def lease_groups(self, wanted: Sequence[int], *, now: float, ttl: float, at_most: int) -> set[int]:
+        """Renew and take skill-group leases (at most `at_most`): the groups this dialer holds."""
         ...
 
     def screen_pop(self, call_id: str, *, preview: bool = False) -> ScreenPop | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 from sqlalchemy import delete, select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from callcenter import accounts
 from callcenter.config import GatewayKind
@@ -118,12 +118,14 @@ class GatewayPublic(GatewayCreate):
 def _user_public(session: Session, user: User) -> UserPublic:
     roles = (
         session.execute(
-            select(Role.name).join(UserRole, UserRole.role_id == Role.id).where(UserRole.user_id == user.id)
+            select(col(Role.name))
+            .join(UserRole, col(UserRole.role_id) == col(Role.id))
+            .where(col(UserRole.user_id) == user.id)
         )
         .scalars()
         .all()
     )
-    agent = session.execute(select(Agent).where(Agent.user_id == user.id)).scalar_one_or_none()
+    agent = session.execute(select(Agent).where(col(Agent.user_id) == user.id)).scalar_one_or_none()
     assert user.id is not None
     return UserPublic(
         id=user.id,
@@ -181,7 +183,9 @@ def list_roles(session: Session = Depends(get_session)) -> list[RolePublic]:
     out = []
     for role in session.execute(select(Role).order_by(Role.name)).scalars():
         perms = (
-            session.execute(select(RolePermission.permission).where(RolePermission.role_id == role.id))
+            session.execute(
+                select(col(RolePermission.permission)).where(col(RolePermission.role_id) == role.id)
+            )
             .scalars()
             .all()
         )
@@ -207,7 +211,7 @@ def list_permissions() -> list[dict[str, str]]:
 
 def _group_public(session: Session, group: SkillGroup) -> SkillGroupPublic:
     ids = (
-        session.execute(select(AgentSkill.agent_id).where(AgentSkill.skill_group_id == group.id))
+        session.execute(select(col(AgentSkill.agent_id)).where(col(AgentSkill.skill_group_id) == group.id))
         .scalars()
         .all()
     )
@@ -238,7 +242,7 @@ def update_skill_group(
         raise NotFound("no such skill group")
     if body.name is not None and body.name.strip() != group.name:
         name = body.name.strip()
-        if session.execute(select(SkillGroup).where(SkillGroup.name == name)).first():
+        if session.execute(select(SkillGroup).where(col(SkillGroup.name) == name)).first():
             raise Conflict(f"skill group {name!r} exists", field="name")
         group.name = name
     if body.description is not None:
@@ -249,7 +253,7 @@ def update_skill_group(
         for agent_id in wanted:
             if session.get(Agent, agent_id) is None:
                 raise NotFound(f"no agent {agent_id}", field="agent_ids")
-        session.execute(delete(AgentSkill).where(AgentSkill.skill_group_id == group_id))
+        session.execute(delete(AgentSkill).where(col(AgentSkill.skill_group_id) == group_id))
         session.add_all(AgentSkill(agent_id=a, skill_group_id=group_id) for a in wanted)
     session.flush()
     return _group_public(session, group)
@@ -258,7 +262,7 @@ def update_skill_group(
 def _agent_public(session: Session, agent: Agent) -> AgentPublic:
     user = session.get(User, agent.user_id)
     groups = (
-        session.execute(select(AgentSkill.skill_group_id).where(AgentSkill.agent_id == agent.id))
+        session.execute(select(col(AgentSkill.skill_group_id)).where(col(AgentSkill.agent_id) == agent.id))
         .scalars()
         .all()
     )
@@ -294,7 +298,7 @@ def update_agent(agent_id: int, body: AgentUpdate, session: Session = Depends(ge
     if agent is None:
         raise NotFound("no such agent")
     if body.extension is not None and body.extension != agent.extension:
-        taken = session.execute(select(Agent).where(Agent.extension == body.extension)).first()
+        taken = session.execute(select(Agent).where(col(Agent.extension) == body.extension)).first()
         if taken:
             raise Conflict(f"extension {body.extension} is already assigned", field="extension")
         agent.extension = body.extension
@@ -313,7 +317,7 @@ def list_gateways(session: Session = Depends(get_session)) -> list[GatewayPublic
 
 @router.post("/gateways", status_code=201)
 def create_gateway(body: GatewayCreate, session: Session = Depends(get_session)) -> GatewayPublic:
-    if session.execute(select(GatewayRow).where(GatewayRow.name == body.name)).first():
+    if session.execute(select(GatewayRow).where(col(GatewayRow.name) == body.name)).first():
         raise Conflict(f"gateway {body.name!r} exists", field="name")
     row = GatewayRow(**body.model_dump(mode="json"))
     session.add(row)
