@@ -22,6 +22,11 @@ from sqlalchemy import Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from callcenter.models import now
+from crm.models import Contact, Note
+
+# The CRM tables chat rows point at (importing them registers them with the metadata).
+CONTACT_ID = f"{Contact.__tablename__}.id"
+NOTE_ID = f"{Note.__tablename__}.id"
 
 
 class RoomState(StrEnum):
@@ -70,7 +75,7 @@ class ChatVisitor(SQLModel, table=True):
     name: str = Field("", max_length=128)
     email: str = Field("", max_length=254)
     phone: str = Field("", max_length=32)
-    contact_id: int | None = Field(default=None, foreign_key="crm_contact.id", ondelete="SET NULL")
+    contact_id: int | None = Field(default=None, foreign_key=CONTACT_ID, ondelete="SET NULL")
     created_at: float = Field(default_factory=now)
     last_seen_at: float = Field(default_factory=now)
 
@@ -92,7 +97,7 @@ class ChatRoom(SQLModel, table=True):
     agent_id: int | None = Field(default=None, foreign_key="agent.id", ondelete="SET NULL")
     handler: str = Field("", max_length=8)  # who ended it: agent | bot | visitor | system
     contact_id: int | None = Field(
-        default=None, foreign_key="crm_contact.id", ondelete="SET NULL", index=True
+        default=None, foreign_key=CONTACT_ID, ondelete="SET NULL", index=True
     )
     created_at: float = Field(default_factory=now)
     queued_at: float = Field(default_factory=now)  # queue order; kept across a transfer to a group
@@ -257,8 +262,8 @@ class ChatInboxItem(SQLModel, table=True):
     skill_group_id: int = Field(foreign_key="skill_group.id", ondelete="CASCADE")
     room_id: int | None = Field(default=None, foreign_key="chat_room.id", ondelete="SET NULL")
     visitor_id: int | None = Field(default=None, foreign_key="chat_visitor.id", ondelete="SET NULL")
-    contact_id: int | None = Field(default=None, foreign_key="crm_contact.id", ondelete="SET NULL")
-    note_id: int | None = Field(default=None, foreign_key="crm_note.id", ondelete="SET NULL")
+    contact_id: int | None = Field(default=None, foreign_key=CONTACT_ID, ondelete="SET NULL")
+    note_id: int | None = Field(default=None, foreign_key=NOTE_ID, ondelete="SET NULL")
     name: str = Field("", max_length=128)
     phone: str = Field("", max_length=32)
     email: str = Field("", max_length=254)

@@ -21,6 +21,7 @@ from sqlmodel import Session
 
 from callcenter.bus import Bus
 from callcenter.config import Settings
+from callcenter.http import AppContext
 from callcenter.notifier import Notifier
 from chat import assign, services
 from chat.bot import runner
@@ -72,7 +73,7 @@ class ChatRuntime:
             for message_id in pending.deliver:
                 self.deliver(message_id)
             for room_id, message_id in pending.bot:
-                self._bot(room_id, message_id, now, nxt)
+                self.run_bot(room_id, message_id, now, nxt)
             for group_id in sorted(pending.groups):
                 self.route_group(group_id, now=now, out=nxt)
             with Session(self.engine) as session:
@@ -86,7 +87,7 @@ class ChatRuntime:
             now = None
         log.warning("chat settle stopped after %d rounds", MAX_ROUNDS)
 
-    def _bot(self, room_id: int, message_id: int, now: float, out: Outbox) -> None:
+    def run_bot(self, room_id: int, message_id: int, now: float, out: Outbox) -> None:
         with Session(self.engine, expire_on_commit=False) as session:
             try:
                 runner.run(
@@ -178,3 +179,12 @@ class ChatRuntime:
             out.groups |= {int(g) for g in groups}
         self.settle(out, now=now)
         return closed
+
+
+def runtime_for(ctx: AppContext) -> ChatRuntime:
+    """The process's chat runtime: made on first use from the app context and kept on it."""
+    rt = ctx.extras.get("chat")
+    if rt is None:
+        rt = ctx.extras["chat"] = ChatRuntime(engine=ctx.engine, redis=ctx.redis, settings=ctx.settings)
+    assert isinstance(rt, ChatRuntime)
+    return rt

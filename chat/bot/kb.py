@@ -24,8 +24,9 @@ _STOP_EN = """a an the is are was were be been am i me my we our you your he she
 this that these those to of in on at for with and or but if do does did doing have has had can could would
 should will shall may might must please hi hello hey how what when where why who which there here not no
 yes so just about any some get got want need like"""
-_STOP_ZH = """的 了 吗 呢 吧 啊 呀 是 我 你 他 她 它 我们 你们 他们 在 有 和 与 及 或 就 都 也 还 要 想 请 请问 怎么 怎样
-如何 什么 哪里 哪儿 为什么 可以 能 能否 一下 这个 那个 这 那 个 么 嘛 哦 呃 您 好 你好 您好"""
+_STOP_ZH = """的 了 吗 呢 吧 啊 呀 是 我 你 他 她 它 我们 你们 他们 在 有 和 与 及 或 就 都
+也 还 要 想 请 请问 怎么 怎样 如何 什么 哪里 哪儿 为什么 可以 能 能否
+一下 这个 那个 这 那 个 么 嘛 哦 呃 您 好 你好 您好"""
 STOPWORDS = frozenset(_STOP_EN.split() + _STOP_ZH.split())
 _CHAR_STOP = frozenset(
     "的了吗呢吧啊呀是我你他她它们在有和与及或就都也还要想请怎么样如何什哪里儿为可以能否一下这那个嘛哦呃您好"
