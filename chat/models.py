@@ -96,9 +96,7 @@ class ChatRoom(SQLModel, table=True):
     # queued or transferred to a group.
     agent_id: int | None = Field(default=None, foreign_key="agent.id", ondelete="SET NULL")
     handler: str = Field("", max_length=8)  # who ended it: agent | bot | visitor | system
-    contact_id: int | None = Field(
-        default=None, foreign_key=CONTACT_ID, ondelete="SET NULL", index=True
-    )
+    contact_id: int | None = Field(default=None, foreign_key=CONTACT_ID, ondelete="SET NULL", index=True)
     created_at: float = Field(default_factory=now)
     queued_at: float = Field(default_factory=now)  # queue order; kept across a transfer to a group
     assigned_at: float | None = None  # when the current agent got it

@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import distinct, select
+from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
@@ -171,7 +171,9 @@ class ChatRuntime:
             session.commit()
         with Session(self.engine) as session:
             groups = session.execute(
-                select(distinct(ChatRoom.skill_group_id)).where(
+                select(ChatRoom.skill_group_id)
+                .distinct()
+                .where(
                     ChatRoom.state.in_(assign.WAITING),  # type: ignore[attr-defined]
                     ChatRoom.agent_id.is_(None),  # type: ignore[union-attr]
                 )

@@ -873,6 +873,8 @@ def expire_grace(session: Session, *, now: float, grace_s: float, out: Outbox, l
     """Close the web rooms whose visitor has been gone longer than the grace period. Each is a
     compare-and-set guarded by "not seen since the cutoff": when several web processes sweep at
     once, or the visitor comes back meanwhile, exactly one outcome wins. Answers the rooms closed."""
+    from chat import assign
+
     cutoff = now - grace_s
     due = session.execute(
         select(ROOM.c.id)
@@ -888,6 +890,9 @@ def expire_grace(session: Session, *, now: float, grace_s: float, out: Outbox, l
     for (room_id,) in due:
         try:
             with session.begin_nested():
+                # Write first: on SQLite a savepoint that reads before it writes cannot wait for
+                # another process's write lock (a stale snapshot fails at once); this waits.
+                assign.lock_room(session, room_id)
                 move = rooms.apply(
                     session,
                     room_id=room_id,
