@@ -3,9 +3,9 @@
 `ChatRuntime` holds the engine, Redis, settings, the knowledge cache and the channel adapters; the web
 app makes one (`webui.app` keeps it on the app context) and tests make their own. `settle(outbox)` is
 the one place the side effects of a committed change happen, in this order: publish the bus
-messages, send the messages bound for Telegram / WeChat visitors, let the bot answer the visitor
-messages it was given, route the queues that changed (each room in a transaction of its own) and
-publish them, publish the agents whose load changed. Whatever that produces settles the same way.
+messages, send the messages bound for Telegram / WeChat visitors, route the queues that changed (each
+room in a transaction of its own) and publish them, let the bot answer the visitor messages of rooms
+still queued, publish the agents whose load changed. Whatever that produces settles the same way.
 """
 
 from __future__ import annotations
@@ -72,10 +72,11 @@ class ChatRuntime:
                 notifier.publish(message)
             for message_id in pending.deliver:
                 self.deliver(message_id)
-            for room_id, message_id in pending.bot:
-                self.run_bot(room_id, message_id, now, nxt)
+            # Route first: a visitor an agent can take at once gets the agent, not the bot.
             for group_id in sorted(pending.groups):
                 self.route_group(group_id, now=now, out=nxt)
+            for room_id, message_id in pending.bot:
+                self.run_bot(room_id, message_id, now, nxt)
             with Session(self.engine) as session:
                 for agent_id in sorted(pending.agents | nxt.agents):
                     notifier.publish(assign.agent_message(session, agent_id=agent_id, now=now))
@@ -127,6 +128,8 @@ class ChatRuntime:
                 notifier = self.notifier()
                 for message in room_out.messages:
                     notifier.publish(message)
+                for message_id in room_out.deliver:
+                    self.deliver(message_id)
                 out.agents |= room_out.agents
                 given += 1
             if stuck:
