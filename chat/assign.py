@@ -34,21 +34,21 @@ from callcenter.models import (
 )
 from chat import rooms
 from chat.messages import ChatAgentChanged, ChatQueueChanged, QueueEntry
-from chat.models import HELD_STATES, ChatAgent, ChatMessage, ChatRoom, ChatVisitor, RoomState
+from chat.models import HELD_STATES, ChatAgent, ChatMessage, ChatRoom, ChatVisitor, RoomState, table_of
 from chat.routing import Candidate, average_handle_s, pick
 
 QUEUE_SHOWN = 200  # rooms listed in a queue message (the total is counted)
 HANDLE_SAMPLE = 50  # recent ended rooms the wait estimate averages
 
-ROOM = ChatRoom.__table__  # type: ignore[attr-defined]
-CHAT_AGENT = ChatAgent.__table__  # type: ignore[attr-defined]
-AGENT = Agent.__table__  # type: ignore[attr-defined]
-SKILL = AgentSkill.__table__  # type: ignore[attr-defined]
-USER = User.__table__  # type: ignore[attr-defined]
-USER_ROLE = UserRole.__table__  # type: ignore[attr-defined]
-ROLE_PERM = RolePermission.__table__  # type: ignore[attr-defined]
-VISITOR = ChatVisitor.__table__  # type: ignore[attr-defined]
-MESSAGE = ChatMessage.__table__  # type: ignore[attr-defined]
+ROOM = table_of(ChatRoom)
+CHAT_AGENT = table_of(ChatAgent)
+AGENT = table_of(Agent)
+SKILL = table_of(AgentSkill)
+USER = table_of(User)
+USER_ROLE = table_of(UserRole)
+ROLE_PERM = table_of(RolePermission)
+VISITOR = table_of(ChatVisitor)
+MESSAGE = table_of(ChatMessage)
 WAITING = (RoomState.QUEUED.value, RoomState.TRANSFERRED.value)
 
 

@@ -165,12 +165,12 @@ def inbox(
 ) -> list[dict[str, Any]]:
     if state not in ("open", "done"):
         raise Invalid("state is open or done", field="state")
-    rows = session.exec(  # type: ignore[call-overload]
+    rows = session.scalars(
         select(ChatInboxItem)
         .where(col(ChatInboxItem.skill_group_id).in_(group_ids), col(ChatInboxItem.state) == state)
         .order_by(col(ChatInboxItem.created_at).desc())
         .limit(max(1, min(limit, INBOX_MAX)))
-    ).scalars()
+    )
     return [inbox_dict(r) for r in rows]
 
 
@@ -192,7 +192,7 @@ def contact_chats(session: Session, *, contact_id: int, limit: int = 100) -> lis
     """The contact's chats as history entries (`kind` "chat"), newest first."""
     first_text = (
         select(services.MESSAGE.c.text)
-        .where(services.MESSAGE.c.room_id == ChatRoom.id, services.MESSAGE.c.sender == "visitor")  # type: ignore[arg-type]
+        .where(services.MESSAGE.c.room_id == col(ChatRoom.id), services.MESSAGE.c.sender == "visitor")
         .order_by(services.MESSAGE.c.seq)
         .limit(1)
         .scalar_subquery()

@@ -84,9 +84,9 @@ def agent_part(session: Session, *, agent_id: int, settings: Settings, now: floa
 
 def monitor_part(session: Session, *, settings: Settings, now: float) -> dict[str, Any]:
     """Every open room, every agent's chat state, every group's queue: the supervisor's chat view."""
-    open_rooms = session.exec(  # type: ignore[call-overload]
+    open_rooms = session.scalars(
         select(ChatRoom).where(col(ChatRoom.state).in_(OPEN_STATES)).order_by(col(ChatRoom.queued_at))
-    ).scalars()
+    )
     agents = session.execute(
         select(col(ChatAgent.agent_id), col(User.display_name), col(Agent.extension))
         .join(Agent, col(Agent.id) == col(ChatAgent.agent_id))

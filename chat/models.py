@@ -17,8 +17,9 @@ string values; structured fields (buttons, card, flow steps, alternative phrasin
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any
 
-from sqlalchemy import Index, UniqueConstraint
+from sqlalchemy import Index, Table, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from callcenter.models import now
@@ -27,6 +28,16 @@ from crm.models import Contact, Note
 # The CRM tables chat rows point at (importing them registers them with the metadata).
 CONTACT_ID = f"{Contact.__tablename__}.id"
 NOTE_ID = f"{Note.__tablename__}.id"
+
+
+def table_of(model: type[SQLModel]) -> Table:
+    """The Core table of a model: compare-and-set UPDATEs, counts and joins are written on it."""
+    return SQLModel.metadata.tables[str(model.__tablename__)]
+
+
+def rowcount(result: Any) -> int:
+    """Rows an UPDATE matched (the compare-and-set's verdict)."""
+    return int(result.rowcount)
 
 
 class RoomState(StrEnum):
@@ -72,9 +83,9 @@ class ChatVisitor(SQLModel, table=True):
     external_id: str = Field(max_length=128)
     # Part of every visitor token: changing it revokes the tokens issued before.
     nonce: str = Field(max_length=32)
-    name: str = Field("", max_length=128)
-    email: str = Field("", max_length=254)
-    phone: str = Field("", max_length=32)
+    name: str = Field(default="", max_length=128)
+    email: str = Field(default="", max_length=254)
+    phone: str = Field(default="", max_length=32)
     contact_id: int | None = Field(default=None, foreign_key=CONTACT_ID, ondelete="SET NULL")
     created_at: float = Field(default_factory=now)
     last_seen_at: float = Field(default_factory=now)
@@ -95,14 +106,14 @@ class ChatRoom(SQLModel, table=True):
     # The agent holding the room (active) or the one it was transferred to (transferred); None while
     # queued or transferred to a group.
     agent_id: int | None = Field(default=None, foreign_key="agent.id", ondelete="SET NULL")
-    handler: str = Field("", max_length=8)  # who ended it: agent | bot | visitor | system
+    handler: str = Field(default="", max_length=8)  # who ended it: agent | bot | visitor | system
     contact_id: int | None = Field(default=None, foreign_key=CONTACT_ID, ondelete="SET NULL", index=True)
     created_at: float = Field(default_factory=now)
     queued_at: float = Field(default_factory=now)  # queue order; kept across a transfer to a group
     assigned_at: float | None = None  # when the current agent got it
     first_assigned_at: float | None = None
     ended_at: float | None = None
-    close_reason: str = Field("", max_length=32)
+    close_reason: str = Field(default="", max_length=32)
     # Grace period: a web visitor whose sockets are all gone since before now - grace is gone.
     visitor_seen_at: float = Field(default_factory=now)
     last_seq: int = 0
@@ -114,14 +125,14 @@ class ChatRoom(SQLModel, table=True):
     agent_read_seq: int = 0
     # Bot stage (queued only): a running flow and its step, unanswered questions, a hand-off asked.
     bot_flow_id: int | None = None
-    bot_step: str = Field("", max_length=64)
+    bot_step: str = Field(default="", max_length=64)
     bot_misses: int = 0
     bot_handoff: bool = False
-    transfer_note: str = Field("", max_length=500)
+    transfer_note: str = Field(default="", max_length=500)
     satisfaction: int | None = None  # 1-5, asked when the room ends
-    satisfaction_comment: str = Field("", max_length=500)
+    satisfaction_comment: str = Field(default="", max_length=500)
     surveyed_at: float | None = None
-    page_url: str = Field("", max_length=500)
+    page_url: str = Field(default="", max_length=500)
 
 
 class ChatRoomAudit(SQLModel, table=True):
@@ -136,7 +147,7 @@ class ChatRoomAudit(SQLModel, table=True):
     old: str = Field(max_length=16)
     new: str = Field(max_length=16)
     agent_id: int | None = None
-    note: str = Field("", max_length=500)
+    note: str = Field(default="", max_length=500)
 
 
 class ChatParticipant(SQLModel, table=True):
@@ -163,8 +174,8 @@ class ChatMessage(SQLModel, table=True):
     sender: str = Field(max_length=8)  # Sender
     agent_id: int | None = Field(default=None, foreign_key="agent.id", ondelete="SET NULL")
     kind: str = Field(max_length=8)  # MessageKind
-    text: str = Field("", max_length=4000)  # plain text, never HTML; the browser escapes it
-    payload: str = Field("{}", max_length=20000)  # JSON: buttons, card, image, notice code
+    text: str = Field(default="", max_length=4000)  # plain text, never HTML; the browser escapes it
+    payload: str = Field(default="{}", max_length=20000)  # JSON: buttons, card, image, notice code
     client_id: str | None = Field(default=None, max_length=64)  # the sender's idempotency key
 
 
@@ -180,7 +191,7 @@ class ChatUpload(SQLModel, table=True):
     width: int
     height: int
     path: str = Field(max_length=255)  # relative to the data folder
-    thumb_path: str = Field("", max_length=255)
+    thumb_path: str = Field(default="", max_length=255)
     sha256: str = Field(max_length=64)
     created_at: float = Field(default_factory=now)
 
@@ -210,13 +221,13 @@ class ChatGroupConfig(SQLModel, table=True):
     __tablename__ = "chat_group_config"
     skill_group_id: int = Field(foreign_key="skill_group.id", primary_key=True, ondelete="CASCADE")
     enabled: bool = True
-    greeting: str = Field("", max_length=1000)
-    unmatched_text: str = Field("", max_length=1000)
-    handoff_text: str = Field("", max_length=1000)
-    offline_text: str = Field("", max_length=1000)
+    greeting: str = Field(default="", max_length=1000)
+    unmatched_text: str = Field(default="", max_length=1000)
+    handoff_text: str = Field(default="", max_length=1000)
+    offline_text: str = Field(default="", max_length=1000)
     bot_mode: str = Field(default=BotMode.LOCAL.value, max_length=8)
     bot_threshold: float = 0.5
-    webhook_url: str = Field("", max_length=500)
+    webhook_url: str = Field(default="", max_length=500)
     updated_at: float = Field(default_factory=now)
 
 
@@ -229,7 +240,7 @@ class KbEntry(SQLModel, table=True):
         default=None, foreign_key="skill_group.id", index=True, ondelete="CASCADE"
     )
     question: str = Field(max_length=500)
-    alternatives: str = Field("[]", max_length=10000)
+    alternatives: str = Field(default="[]", max_length=10000)
     answer: str = Field(max_length=4000)
     enabled: bool = True
     updated_at: float = Field(default_factory=now)
@@ -245,7 +256,7 @@ class BotFlow(SQLModel, table=True):
         default=None, foreign_key="skill_group.id", index=True, ondelete="CASCADE"
     )
     name: str = Field(max_length=128)
-    triggers: str = Field("[]", max_length=10000)
+    triggers: str = Field(default="[]", max_length=10000)
     steps: str = Field(max_length=50000)
     enabled: bool = True
     updated_at: float = Field(default_factory=now)
@@ -262,11 +273,11 @@ class ChatInboxItem(SQLModel, table=True):
     visitor_id: int | None = Field(default=None, foreign_key="chat_visitor.id", ondelete="SET NULL")
     contact_id: int | None = Field(default=None, foreign_key=CONTACT_ID, ondelete="SET NULL")
     note_id: int | None = Field(default=None, foreign_key=NOTE_ID, ondelete="SET NULL")
-    name: str = Field("", max_length=128)
-    phone: str = Field("", max_length=32)
-    email: str = Field("", max_length=254)
+    name: str = Field(default="", max_length=128)
+    phone: str = Field(default="", max_length=32)
+    email: str = Field(default="", max_length=254)
     body: str = Field(max_length=2000)
-    state: str = Field("open", max_length=8)  # open | done
+    state: str = Field(default="open", max_length=8)  # open | done
     created_at: float = Field(default_factory=now)
     done_by: int | None = Field(default=None, foreign_key="users.id", ondelete="SET NULL")
     done_at: float | None = None

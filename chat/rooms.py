@@ -25,7 +25,7 @@ from sqlalchemy.engine import Connection
 from sqlmodel import Session, select
 
 from callcenter.errors import Conflict, Invalid, NotFound
-from chat.models import ChatParticipant, ChatRoom, ChatRoomAudit, RoomState
+from chat.models import ChatParticipant, ChatRoom, ChatRoomAudit, RoomState, rowcount, table_of
 
 R = RoomState
 
@@ -152,7 +152,7 @@ def snapshot_of(room: ChatRoom) -> Snapshot:
     )
 
 
-_ROOM = ChatRoom.__table__  # type: ignore[attr-defined]
+_ROOM = table_of(ChatRoom)
 
 
 def apply(
@@ -206,11 +206,13 @@ def apply(
     if guard is not None:
         where.append(guard)
     result = db.execute(update(_ROOM).where(*where).values(**sets))
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    if rowcount(result) != 1:
         current = db.execute(select(_ROOM.c.state).where(_ROOM.c.id == room_id)).first()
         raise InvalidTransition(current[0] if current else "gone", event)
     db.execute(
-        ChatRoomAudit.__table__.insert().values(  # type: ignore[attr-defined]
+        table_of(ChatRoomAudit)
+        .insert()
+        .values(
             room_id=room_id,
             at=now,
             actor=actor[:64],
@@ -237,7 +239,7 @@ def apply(
     )
 
 
-_PART = ChatParticipant.__table__  # type: ignore[attr-defined]
+_PART = table_of(ChatParticipant)
 
 
 def _participants(

@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from callcenter.bus import Bus
 from callcenter.config import Settings
@@ -173,14 +173,11 @@ class ChatRuntime:
             closed = services.expire_grace(session, now=now, grace_s=self.settings.chat_grace_s, out=out)
             session.commit()
         with Session(self.engine) as session:
-            groups = session.execute(
-                select(ChatRoom.skill_group_id)
+            groups = session.scalars(
+                select(col(ChatRoom.skill_group_id))
                 .distinct()
-                .where(
-                    ChatRoom.state.in_(assign.WAITING),  # type: ignore[attr-defined]
-                    ChatRoom.agent_id.is_(None),  # type: ignore[union-attr]
-                )
-            ).scalars()
+                .where(col(ChatRoom.state).in_(assign.WAITING), col(ChatRoom.agent_id).is_(None))
+            )
             out.groups |= {int(g) for g in groups}
         self.settle(out, now=now)
         return closed

@@ -33,14 +33,16 @@ from chat.models import (
     MessageKind,
     RoomState,
     Sender,
+    rowcount,
+    table_of,
 )
 from chat.rooms import RoomEvent, RoomMove
 
 HISTORY_MAX = 200
 MAX_BUTTONS = 8
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-ROOM = ChatRoom.__table__  # type: ignore[attr-defined]
-MESSAGE = ChatMessage.__table__  # type: ignore[attr-defined]
+ROOM = table_of(ChatRoom)
+MESSAGE = table_of(ChatMessage)
 
 
 @dataclass
@@ -135,25 +137,17 @@ def load_room(session: Session, room_id: int) -> ChatRoom:
 
 
 def open_room_of(session: Session, visitor_id: int) -> ChatRoom | None:
-    return (
-        session.exec(  # type: ignore[call-overload, no-any-return]
-            select(ChatRoom)
-            .where(col(ChatRoom.visitor_id) == visitor_id, col(ChatRoom.state).in_(OPEN_STATES))
-            .order_by(col(ChatRoom.id).desc())
-        )
-        .scalars()
-        .first()
-    )
+    return session.scalars(
+        select(ChatRoom)
+        .where(col(ChatRoom.visitor_id) == visitor_id, col(ChatRoom.state).in_(OPEN_STATES))
+        .order_by(col(ChatRoom.id).desc())
+    ).first()
 
 
 def last_room_of(session: Session, visitor_id: int) -> ChatRoom | None:
-    return (
-        session.exec(  # type: ignore[call-overload, no-any-return]
-            select(ChatRoom).where(col(ChatRoom.visitor_id) == visitor_id).order_by(col(ChatRoom.id).desc())
-        )
-        .scalars()
-        .first()
-    )
+    return session.scalars(
+        select(ChatRoom).where(col(ChatRoom.visitor_id) == visitor_id).order_by(col(ChatRoom.id).desc())
+    ).first()
 
 
 def message_dict(row: ChatMessage, *, sender_name: str = "", for_visitor: bool = False) -> dict[str, Any]:
@@ -182,7 +176,7 @@ def history(
     """The room's messages after `after_seq`, oldest first (the last `limit` when not paging)."""
     limit = max(1, min(limit, HISTORY_MAX))
     stmt = (
-        select(ChatMessage, User.display_name)
+        select(ChatMessage, col(User.display_name))
         .outerjoin(Agent, col(Agent.id) == col(ChatMessage.agent_id))
         .outerjoin(User, col(User.id) == col(Agent.user_id))
         .where(col(ChatMessage.room_id) == room_id, col(ChatMessage.seq) > after_seq)
@@ -271,17 +265,13 @@ def post(
     answers the message stored the first time."""
     assert room.id is not None
     if client_id is not None:
-        existing = (
-            session.exec(  # type: ignore[call-overload]
-                select(ChatMessage).where(
-                    col(ChatMessage.room_id) == room.id, col(ChatMessage.client_id) == client_id
-                )
+        existing = session.scalars(
+            select(ChatMessage).where(
+                col(ChatMessage.room_id) == room.id, col(ChatMessage.client_id) == client_id
             )
-            .scalars()
-            .first()
-        )
+        ).first()
         if existing is not None:
-            return existing  # type: ignore[no-any-return]
+            return existing
     seq = session.execute(
         update(ROOM)
         .where(ROOM.c.id == room.id)
@@ -541,13 +531,9 @@ def visitor_clicks(
     text), for the bot while queued or for the agent."""
     if not rooms.is_open(room.state):
         raise Conflict("this chat has ended; start a new one", field="state")
-    target = (
-        session.exec(  # type: ignore[call-overload]
-            select(ChatMessage).where(col(ChatMessage.room_id) == room.id, col(ChatMessage.seq) == seq)
-        )
-        .scalars()
-        .first()
-    )
+    target = session.scalars(
+        select(ChatMessage).where(col(ChatMessage.room_id) == room.id, col(ChatMessage.seq) == seq)
+    ).first()
     if target is None or target.kind != MessageKind.BUTTONS.value:
         raise NotFound(f"no buttons message {seq} in this chat", field="seq")
     payload = json.loads(target.payload)
@@ -600,7 +586,7 @@ def survey(
         .where(ROOM.c.id == room.id, ROOM.c.surveyed_at.is_(None))
         .values(satisfaction=rating, satisfaction_comment=comment, surveyed_at=now)
     )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    if rowcount(result) != 1:
         raise Conflict("this chat has been rated already", field="rating")
     return load_room(session, room.id or 0)
 
@@ -746,7 +732,7 @@ def marks(
             .where(ROOM.c.id == room_id, ROOM.c[column] < seq, ROOM.c.last_seq >= seq)
             .values({column: seq})
         )
-        moved = moved or bool(result.rowcount)  # type: ignore[attr-defined]
+        moved = moved or bool(rowcount(result))
     if not moved:
         return None
     room = load_room(session, room_id)
@@ -762,11 +748,11 @@ def marks(
 def agent_rooms(session: Session, *, agent_id: int) -> list[ChatRoom]:
     """The open rooms an agent holds or was handed."""
     return list(
-        session.exec(  # type: ignore[call-overload]
+        session.scalars(
             select(ChatRoom)
             .where(col(ChatRoom.agent_id) == agent_id, col(ChatRoom.state).in_(OPEN_STATES))
             .order_by(col(ChatRoom.assigned_at))
-        ).scalars()
+        )
     )
 
 
@@ -840,7 +826,7 @@ def search(
         .limit(max(1, min(limit, 200)))
         .offset(max(0, offset))
     )
-    found = list(session.exec(stmt).scalars())  # type: ignore[call-overload]
+    found = list(session.scalars(stmt))
     out = []
     for room in found:
         item = room_dict(session, room)

@@ -69,10 +69,9 @@ def check(data: bytes, *, max_bytes: int) -> Checked:
 
 def _thumbnail(data: bytes, path: Path) -> bool:
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.thumbnail((THUMB_PX, THUMB_PX))
-            if img.mode not in ("RGB", "L"):
-                img = img.convert("RGB")
+        with Image.open(io.BytesIO(data)) as opened:
+            opened.thumbnail((THUMB_PX, THUMB_PX))
+            img = opened.convert("RGB") if opened.mode not in ("RGB", "L") else opened
             img.save(path, "JPEG", quality=80)
         return True
     except (OSError, ValueError):

@@ -164,21 +164,21 @@ def _fingerprint(session: Session, group_id: int) -> tuple[Any, ...]:
 
 
 def build(session: Session, group_id: int, threshold: float) -> Knowledge:
-    entries = session.exec(
+    entries = session.scalars(
         select(KbEntry).where(_for_group(KbEntry, group_id), col(KbEntry.enabled).is_(True))
-    ).all()  # type: ignore[call-overload]
+    ).all()
     phrasings: list[tuple[int, str]] = []
     answers: dict[int, str] = {}
-    for (e,) in entries:
+    for e in entries:
         assert e.id is not None
         answers[e.id] = e.answer
         phrasings += [(e.id, e.question)] + [(e.id, a) for a in json.loads(e.alternatives)]
-    rows = session.exec(
+    rows = session.scalars(
         select(BotFlow).where(_for_group(BotFlow, group_id), col(BotFlow.enabled).is_(True))
-    ).all()  # type: ignore[call-overload]
+    ).all()
     parsed: dict[int, flows.Flow] = {}
     triggers: list[tuple[int, str]] = []
-    for (f,) in rows:
+    for f in rows:
         assert f.id is not None
         parsed[f.id] = flows.parse(json.loads(f.steps))
         triggers += [(f.id, t) for t in json.loads(f.triggers)]

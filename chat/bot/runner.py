@@ -143,7 +143,7 @@ def apply(
                 out=out,
             )
         elif isinstance(action, Buttons):
-            payload = {
+            payload: dict[str, Any] = {
                 "buttons": [{"id": i, "label": label} for i, label in action.buttons],
                 "meta": action.meta,
             }

@@ -84,21 +84,18 @@ class TelegramAdapter:
         chat = message.get("chat") or {}
         if chat.get("type") != "private" or "id" not in chat:
             return None, None
-        base = {
-            "channel": Channel.TELEGRAM,
-            "user_id": str(chat["id"]),
-            "name": _name(message.get("from") or {}),
-            "message_key": f"m{message.get('message_id', '')}",
-        }
+        user_id, name = str(chat["id"]), _name(message.get("from") or {})
+        key = f"m{message.get('message_id', '')}"
         if isinstance(message.get("text"), str):
-            return Inbound(text=message["text"], **base), None
+            return Inbound(Channel.TELEGRAM, user_id, name, text=message["text"], message_key=key), None
         photos = message.get("photo")
         if isinstance(photos, list) and photos:
             fitting = [
                 p for p in photos if isinstance(p, dict) and p.get("file_size", 0) <= self.max_photo_bytes
             ]
             best = max(fitting or photos[:1], key=lambda p: p.get("width", 0) * p.get("height", 0))
-            return Inbound(image=self.download(str(best.get("file_id", ""))), **base), None
+            image = self.download(str(best.get("file_id", "")))
+            return Inbound(Channel.TELEGRAM, user_id, name, image=image, message_key=key), None
         return None, None
 
     def download(self, file_id: str) -> bytes:

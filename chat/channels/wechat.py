@@ -98,17 +98,14 @@ class WeChatAdapter:
         user = fields.get("FromUserName", "")
         if not user:
             return None
-        base = {"channel": Channel.WECHAT, "user_id": user, "message_key": f"w{fields.get('MsgId', '')}"}
-        if not fields.get("MsgId"):
-            base["message_key"] = ""
+        key = f"w{fields['MsgId']}" if fields.get("MsgId") else ""
         if kind == "text":
-            menu = fields.get("bizmsgmenuid", "")
-            seq, _, button = menu.partition(":")
+            seq, _, button = fields.get("bizmsgmenuid", "").partition(":")
             if seq.isdigit() and button:
-                return Inbound(choice=(int(seq), button), **base)  # type: ignore[arg-type]
-            return Inbound(text=fields.get("Content", ""), **base)  # type: ignore[arg-type]
+                return Inbound(Channel.WECHAT, user, choice=(int(seq), button), message_key=key)
+            return Inbound(Channel.WECHAT, user, text=fields.get("Content", ""), message_key=key)
         if kind == "image" and fields.get("PicUrl"):
-            return Inbound(image=self.download(fields["PicUrl"]), **base)  # type: ignore[arg-type]
+            return Inbound(Channel.WECHAT, user, image=self.download(fields["PicUrl"]), message_key=key)
         return None
 
     def download(self, url: str) -> bytes:

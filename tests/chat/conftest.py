@@ -151,7 +151,7 @@ def bus(redis_client: redis.Redis) -> Iterator[Any]:
 
     class Reader:
         def drain(self) -> list[tuple[str, dict[str, Any]]]:
-            out = []
+            out: list[tuple[str, dict[str, Any]]] = []
             while True:
                 msg = sub.get_message(timeout=0.05)
                 if msg is None:

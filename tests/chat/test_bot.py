@@ -3,6 +3,7 @@ by the bot, hand-off, the assistant's suggestions, and the external bot over a s
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -118,7 +119,7 @@ def test_unmatched_questions_keep_the_visitor_queued_and_the_bot_says_so_once() 
 def test_a_flow_runs_by_clicks() -> None:
     k, texts = _knowledge(), Texts()
     actions, state = decide("where is my order?", state=BotState(), knowledge=k, texts=texts)
-    assert state.flow_id == 7 and state.step == "ask"
+    assert state.flow_id == 7 and state.step == "ask" and len(actions) == 1
     late, state = decide(Click("b0", {"flow_id": 7, "step": "ask"}), state=state, knowledge=k, texts=texts)
     assert state.step == "late" and "48 hours" in getattr(late[0], "text", "")
     stale, same = decide(Click("b1", {"flow_id": 7, "step": "ask"}), state=state, knowledge=k, texts=texts)
@@ -222,7 +223,7 @@ def test_a_flow_hands_off_to_a_human_who_then_gets_the_room(world: World) -> Non
     assert question == "it arrived broken" and isinstance(found, list)
 
 
-def test_webhook_bot_is_signed_and_its_actions_apply(world: World, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_webhook_bot_is_signed_and_its_actions_apply(world: World, tmp_path: Path) -> None:
     from tests.chat.conftest import _world
 
     secret = "bot-secret-123"
@@ -258,7 +259,9 @@ def test_webhook_bot_is_signed_and_its_actions_apply(world: World, tmp_path) -> 
 
 
 @pytest.mark.parametrize("failure", ["wrong-secret", "timeout", "down"])
-def test_a_failing_webhook_falls_back_to_queued_for_a_human(world: World, tmp_path, failure: str) -> None:  # type: ignore[no-untyped-def]
+def test_a_failing_webhook_falls_back_to_queued_for_a_human(
+    world: World, tmp_path: Path, failure: str
+) -> None:
     from tests.chat.conftest import _world
 
     w = _world(

@@ -10,12 +10,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from tests.peers.http import Request
+from tests.peers.http import Handler, Request
 
 SIGNATURE_HEADER = "x-callcenter-signature"
 
 
-def bot(secret: str, answer: Callable[[dict[str, Any]], dict[str, Any]], *, delay_s: float = 0.0):  # type: ignore[no-untyped-def]
+def bot(secret: str, answer: Callable[[dict[str, Any]], dict[str, Any]], *, delay_s: float = 0.0) -> Handler:
     """A handler for `tests.peers.http.serve`."""
 
     def handle(req: Request) -> tuple[int, dict[str, str], bytes]:
