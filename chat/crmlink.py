@@ -13,6 +13,7 @@ from callcenter.errors import Conflict, Invalid, NotFound
 from chat import rooms, services
 from chat.messages import ChatInboxAdded
 from chat.models import ChatInboxItem, ChatParticipant, ChatRoom, ChatVisitor, RoomState
+from chat.validation import clean_text
 from crm import services as crm
 
 INBOX_MAX = 200
@@ -83,7 +84,7 @@ def leave_message(
 ) -> ChatInboxItem:
     """Nobody online: the message becomes a note on the contact (found or created by phone or e-mail)
     and an open item in the group's chat inbox. The visitor's queued room, if any, is closed."""
-    body = services.clean_text(body, limit=2000, name="message").strip()
+    body = clean_text(body, limit=2000, name="message").strip()
     name = " ".join(name.split())
     if len(name) > 128:
         raise Invalid("a name has at most 128 characters", field="name")

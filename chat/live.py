@@ -13,7 +13,7 @@ from callcenter.accounts import Principal
 from callcenter.config import Settings
 from callcenter.messages import BusMessage
 from callcenter.models import Agent, SkillGroup, User
-from chat import assign, rooms, services
+from chat import assign, rooms, services, views
 from chat.models import OPEN_STATES, ChatAgent, ChatRoom, Sender
 from chat.visitors import visitor_for_token
 
@@ -50,8 +50,8 @@ def visitor_hello(session: Session, *, room_id: int, settings: Settings, now: fl
     return {
         "type": "hello",
         "server_time": now,
-        "room": services.room_dict(session, room, for_visitor=True),
-        "messages": services.history(session, room_id=room_id, limit=HELLO_MESSAGES, for_visitor=True),
+        "room": views.room_dict(session, room, for_visitor=True),
+        "messages": views.history(session, room_id=room_id, limit=HELLO_MESSAGES, for_visitor=True),
         "queue": queue_place(session, room=room, settings=settings, now=now),
     }
 
@@ -64,8 +64,8 @@ def queue_place(session: Session, *, room: ChatRoom, settings: Settings, now: fl
 
 
 def room_summary(session: Session, room: ChatRoom, *, messages: int = HELLO_ROOM_MESSAGES) -> dict[str, Any]:
-    out = services.room_dict(session, room)
-    out["messages"] = services.history(session, room_id=room.id or 0, limit=messages)
+    out = views.room_dict(session, room)
+    out["messages"] = views.history(session, room_id=room.id or 0, limit=messages)
     return out
 
 
@@ -97,7 +97,7 @@ def monitor_part(session: Session, *, settings: Settings, now: float) -> dict[st
         int(g) for g in session.execute(select(col(SkillGroup.id)).order_by(col(SkillGroup.id))).scalars()
     ]
     return {
-        "rooms": [services.room_dict(session, r) for r in open_rooms],
+        "rooms": [views.room_dict(session, r) for r in open_rooms],
         "agents": [
             {**assign.agent_message(session, agent_id=aid, now=now).payload(), "name": name, "extension": ext}
             for aid, name, ext in agents

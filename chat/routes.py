@@ -18,7 +18,8 @@ from sqlmodel import Session, col, select
 from callcenter.accounts import Principal
 from callcenter.http import current_principal, get_ctx, get_session, public, require
 from callcenter.models import Permission, SkillGroup
-from chat import assign, crmlink, live, rooms, services, uploads, visitors
+from chat import assign, crmlink, live, rooms, services, uploads, views, visitors
+from chat import search as chat_search
 from chat.bot import admin as bot_admin
 from chat.bot import engine as bot_engine
 from chat.bot.runner import greeting_of
@@ -57,6 +58,7 @@ from chat.schemas import (
     VisitorText,
 )
 from chat.services import Outbox
+from chat.validation import clean_url
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/chat")
@@ -126,10 +128,8 @@ def _visitor_room(session: Session, visitor: ChatVisitor, *, open_only: bool = T
 
 def _visitor_view(session: Session, rt: ChatRuntime, room: ChatRoom, now: float) -> dict[str, Any]:
     return {
-        "room": services.room_dict(session, room, for_visitor=True),
-        "messages": services.history(
-            session, room_id=room.id or 0, limit=live.HELLO_MESSAGES, for_visitor=True
-        ),
+        "room": views.room_dict(session, room, for_visitor=True),
+        "messages": views.history(session, room_id=room.id or 0, limit=live.HELLO_MESSAGES, for_visitor=True),
         "queue": live.queue_place(session, room=room, settings=rt.settings, now=now),
     }
 
@@ -203,12 +203,12 @@ def visitor_chat(
 @router.get("/visitor/messages", dependencies=[public()])
 def visitor_messages(
     after_seq: int = Query(0, ge=0),
-    limit: int = Query(100, ge=1, le=services.HISTORY_MAX),
+    limit: int = Query(100, ge=1, le=views.HISTORY_MAX),
     visitor: ChatVisitor = Depends(current_visitor),
     session: Session = Depends(get_session),
 ) -> list[dict[str, Any]]:
     room = _visitor_room(session, visitor, open_only=False)
-    return services.history(session, room_id=room.id or 0, after_seq=after_seq, limit=limit, for_visitor=True)
+    return views.history(session, room_id=room.id or 0, after_seq=after_seq, limit=limit, for_visitor=True)
 
 
 @router.post("/visitor/messages", status_code=201, dependencies=[public()])
@@ -233,7 +233,7 @@ def visitor_text(
         client_id=body.client_id,
     )
     _done(session, background, rt, out)
-    return services.message_dict(msg, sender_name=visitor.name, for_visitor=True)
+    return views.message_dict(msg, sender_name=visitor.name, for_visitor=True)
 
 
 @router.post("/visitor/choices", status_code=201, dependencies=[public()])
@@ -259,7 +259,7 @@ def visitor_choice(
         client_id=body.client_id,
     )
     _done(session, background, rt, out)
-    return services.message_dict(msg, sender_name=visitor.name, for_visitor=True)
+    return views.message_dict(msg, sender_name=visitor.name, for_visitor=True)
 
 
 @router.post("/visitor/images", status_code=201, dependencies=[public()])
@@ -287,7 +287,7 @@ def visitor_image(
         client_id=client_id,
     )
     _done(session, background, rt, out)
-    return services.message_dict(msg, sender_name=visitor.name, for_visitor=True)
+    return views.message_dict(msg, sender_name=visitor.name, for_visitor=True)
 
 
 @router.post("/visitor/marks", dependencies=[public()])
@@ -334,7 +334,7 @@ def visitor_leave(
     out = Outbox()
     room = services.visitor_leaves(session, room=_visitor_room(session, visitor), now=time.time(), out=out)
     _done(session, background, rt, out)
-    return services.room_dict(session, room, for_visitor=True)
+    return views.room_dict(session, room, for_visitor=True)
 
 
 @router.post("/visitor/survey", dependencies=[public()])
@@ -357,7 +357,7 @@ def visitor_survey(
         window_s=rt.settings.chat_survey_window_s,
     )
     session.commit()
-    return services.room_dict(session, room, for_visitor=True)
+    return views.room_dict(session, room, for_visitor=True)
 
 
 @router.post("/visitor/contact", dependencies=[public()])
@@ -492,9 +492,7 @@ def agent_availability(
 def agent_rooms(
     principal: Principal = require(Permission.MULTIMEDIA_AGENT), session: Session = Depends(get_session)
 ) -> list[dict[str, Any]]:
-    return [
-        services.room_dict(session, r) for r in services.agent_rooms(session, agent_id=_agent_id(principal))
-    ]
+    return [views.room_dict(session, r) for r in services.agent_rooms(session, agent_id=_agent_id(principal))]
 
 
 @router.post("/rooms/{room_id}/take")
@@ -532,19 +530,19 @@ def room_detail(
     room_id: int, principal: Principal = require(*STAFF), session: Session = Depends(get_session)
 ) -> dict[str, Any]:
     room = _readable_room(session, principal, room_id)
-    return live.room_summary(session, room, messages=services.HISTORY_MAX)
+    return live.room_summary(session, room, messages=views.HISTORY_MAX)
 
 
 @router.get("/rooms/{room_id}/messages")
 def room_messages(
     room_id: int,
     after_seq: int = Query(0, ge=0),
-    limit: int = Query(100, ge=1, le=services.HISTORY_MAX),
+    limit: int = Query(100, ge=1, le=views.HISTORY_MAX),
     principal: Principal = require(*STAFF),
     session: Session = Depends(get_session),
 ) -> list[dict[str, Any]]:
     _readable_room(session, principal, room_id)
-    return services.history(session, room_id=room_id, after_seq=after_seq, limit=limit)
+    return views.history(session, room_id=room_id, after_seq=after_seq, limit=limit)
 
 
 @router.post("/rooms/{room_id}/messages", status_code=201)
@@ -572,7 +570,7 @@ def agent_message(
         client_id=body.client_id,
     )
     _done(session, background, rt, out)
-    return services.message_dict(msg, sender_name=principal.display_name)
+    return views.message_dict(msg, sender_name=principal.display_name)
 
 
 @router.post("/rooms/{room_id}/images", status_code=201)
@@ -602,7 +600,7 @@ def agent_image(
         client_id=client_id,
     )
     _done(session, background, rt, out)
-    return services.message_dict(msg, sender_name=principal.display_name)
+    return views.message_dict(msg, sender_name=principal.display_name)
 
 
 @router.post("/rooms/{room_id}/marks")
@@ -665,7 +663,7 @@ def transfer_room(
     )
     room = services.announce(session, move=move, out=out)
     _done(session, background, rt, out)
-    return services.room_dict(session, room)
+    return views.room_dict(session, room)
 
 
 def _end(
@@ -693,7 +691,7 @@ def _end(
         note=body.note,
     )
     _done(session, background, rt, out)
-    return services.room_dict(session, room)
+    return views.room_dict(session, room)
 
 
 @router.post("/rooms/{room_id}/resolve")
@@ -808,7 +806,7 @@ def search(
     """Rooms by text, contact, agent, group, state and date (created, epoch seconds). Agents find the
     rooms they held; supervisors every room."""
     only = None if principal.can(Permission.MONITOR) else _agent_id(principal)
-    return services.search(
+    return chat_search.search(
         session,
         text=q,
         contact_id=contact_id,
@@ -923,7 +921,7 @@ def admin_group_put(
     if group is None:
         raise HTTPException(404, f"no skill group {group_id}")
     if body.bot_mode == "webhook":
-        services.clean_url(body.webhook_url, name="webhook_url")
+        clean_url(body.webhook_url, name="webhook_url")
         if not body.webhook_url:
             raise HTTPException(422, "webhook mode needs webhook_url")
     config = session.get(ChatGroupConfig, group_id) or ChatGroupConfig(skill_group_id=group_id)

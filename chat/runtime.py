@@ -23,7 +23,7 @@ from callcenter.bus import Bus
 from callcenter.config import Settings
 from callcenter.http import AppContext
 from callcenter.notifier import Notifier
-from chat import assign, services
+from chat import assign, grace, services
 from chat.bot import runner
 from chat.bot.admin import KnowledgeCache
 from chat.bot.engine import Knowledge
@@ -167,10 +167,10 @@ class ChatRuntime:
         waiting (a safety net under the event-driven routing). Answers the rooms closed."""
         out = Outbox()
         with Session(self.engine, expire_on_commit=False) as session:
-            services.heartbeat(session, room_ids=connected_rooms, now=now)
+            grace.heartbeat(session, room_ids=connected_rooms, now=now)
             session.commit()
         with Session(self.engine, expire_on_commit=False) as session:
-            closed = services.expire_grace(session, now=now, grace_s=self.settings.chat_grace_s, out=out)
+            closed = grace.expire_grace(session, now=now, grace_s=self.settings.chat_grace_s, out=out)
             session.commit()
         with Session(self.engine) as session:
             groups = session.scalars(

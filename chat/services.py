@@ -9,17 +9,16 @@ messages to send out through a channel. `chat.runtime.ChatRuntime.settle` carrie
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import select, update
 from sqlmodel import Session, col
 
 from callcenter.errors import Conflict, Invalid, NotFound
 from callcenter.messages import BusMessage
-from callcenter.models import Agent, SkillGroup, User
+from callcenter.models import SkillGroup
 from chat import rooms
 from chat.messages import ChatMarks, ChatMessagePosted, ChatRoomChanged, ChatTyping
 from chat.models import (
@@ -37,10 +36,9 @@ from chat.models import (
     table_of,
 )
 from chat.rooms import RoomEvent, RoomMove
+from chat.validation import card_payload, clean_buttons, clean_client_id, clean_text, clean_url
+from chat.views import agent_name
 
-HISTORY_MAX = 200
-MAX_BUTTONS = 8
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 ROOM = table_of(ChatRoom)
 MESSAGE = table_of(ChatMessage)
 
@@ -63,69 +61,11 @@ class Outbox:
         self.deliver += other.deliver
 
 
-# --- validation -----------------------------------------------------------------------------------
-
-
-def clean_text(text: str, *, limit: int, name: str = "text", required: bool = True) -> str:
-    """Plain text as typed (emoji welcome), without control characters, within `limit`."""
-    if not isinstance(text, str):
-        raise Invalid(f"{name} must be a text", field=name)
-    if _CONTROL.search(text):
-        raise Invalid(f"{name} contains control characters", field=name)
-    if required and not text.strip():
-        raise Invalid(f"{name} must not be empty", field=name)
-    if len(text) > limit:
-        raise Invalid(f"{name} has at most {limit} characters", field=name)
-    return text
-
-
-def clean_url(url: str, *, name: str) -> str:
-    url = url.strip()
-    if not url:
-        return ""
-    if len(url) > 500 or not re.match(r"^https?://[^\s<>\"]+$", url):
-        raise Invalid(f"{name} must be an http(s) URL of at most 500 characters", field=name)
-    return url
-
-
-def clean_buttons(buttons: Sequence[tuple[str, str]]) -> list[dict[str, str]]:
-    if not 1 <= len(buttons) <= MAX_BUTTONS:
-        raise Invalid(f"give 1 to {MAX_BUTTONS} buttons", field="buttons")
-    out = []
-    for bid, label in buttons:
-        clean_text(label, limit=40, name="buttons")
-        if not re.match(r"^[A-Za-z0-9_.:-]{1,64}$", bid):
-            raise Invalid("a button id has 1-64 letters, digits or _.:-", field="buttons")
-        out.append({"id": bid, "label": label})
-    if len({b["id"] for b in out}) != len(out):
-        raise Invalid("button ids must differ", field="buttons")
-    return out
-
-
-def clean_client_id(client_id: str | None) -> str | None:
-    if client_id is None or client_id == "":
-        return None
-    if len(client_id) > 64 or not re.match(r"^[A-Za-z0-9_.:-]+$", client_id):
-        raise Invalid("client_id has 1-64 letters, digits or _.:-", field="client_id")
-    return client_id
-
-
 # --- reading --------------------------------------------------------------------------------------
 
 
 def group_config(session: Session, group_id: int) -> ChatGroupConfig | None:
     return session.get(ChatGroupConfig, group_id)
-
-
-def agent_name(session: Session, agent_id: int | None) -> str:
-    if agent_id is None:
-        return ""
-    row = session.execute(
-        select(col(User.display_name))
-        .join(Agent, col(Agent.user_id) == col(User.id))
-        .where(col(Agent.id) == agent_id)
-    ).first()
-    return str(row[0]) if row else ""
 
 
 def load_room(session: Session, room_id: int) -> ChatRoom:
@@ -148,100 +88,6 @@ def last_room_of(session: Session, visitor_id: int) -> ChatRoom | None:
     return session.scalars(
         select(ChatRoom).where(col(ChatRoom.visitor_id) == visitor_id).order_by(col(ChatRoom.id).desc())
     ).first()
-
-
-def message_dict(row: ChatMessage, *, sender_name: str = "", for_visitor: bool = False) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "room_id": row.room_id,
-        "seq": row.seq,
-        "message_id": row.id,
-        "at": row.at,
-        "sender": row.sender,
-        "sender_name": sender_name,
-        "kind": row.kind,
-        "text": row.text,
-        "content": json.loads(row.payload or "{}"),
-    }
-    if not for_visitor:
-        out["agent_id"] = row.agent_id
-        out["client_id"] = row.client_id
-    elif row.sender == Sender.VISITOR.value:
-        out["client_id"] = row.client_id
-    return out
-
-
-def history(
-    session: Session, *, room_id: int, after_seq: int = 0, limit: int = HISTORY_MAX, for_visitor: bool = False
-) -> list[dict[str, Any]]:
-    """The room's messages after `after_seq`, oldest first (the last `limit` when not paging)."""
-    limit = max(1, min(limit, HISTORY_MAX))
-    stmt = (
-        select(ChatMessage, col(User.display_name))
-        .outerjoin(Agent, col(Agent.id) == col(ChatMessage.agent_id))
-        .outerjoin(User, col(User.id) == col(Agent.user_id))
-        .where(col(ChatMessage.room_id) == room_id, col(ChatMessage.seq) > after_seq)
-    )
-    if after_seq:
-        rows = session.execute(stmt.order_by(col(ChatMessage.seq)).limit(limit)).all()
-    else:
-        rows = list(reversed(session.execute(stmt.order_by(col(ChatMessage.seq).desc()).limit(limit)).all()))
-    visitor = session.execute(
-        select(col(ChatVisitor.name))
-        .join(ChatRoom, col(ChatRoom.visitor_id) == col(ChatVisitor.id))
-        .where(col(ChatRoom.id) == room_id)
-    ).scalar()
-    return [
-        message_dict(m, sender_name=_sender_name(m, name, visitor), for_visitor=for_visitor)
-        for m, name in rows
-    ]
-
-
-def _sender_name(row: ChatMessage, agent: str | None, visitor: str | None) -> str:
-    if row.sender == Sender.AGENT.value:
-        return agent or ""
-    if row.sender == Sender.VISITOR.value:
-        return visitor or ""
-    return "Bot" if row.sender == Sender.BOT.value else ""
-
-
-def room_dict(session: Session, room: ChatRoom, *, for_visitor: bool = False) -> dict[str, Any]:
-    visitor = session.get(ChatVisitor, room.visitor_id)
-    group = session.get(SkillGroup, room.skill_group_id)
-    out: dict[str, Any] = {
-        "room_id": room.id,
-        "state": room.state,
-        "channel": room.channel,
-        "group_id": room.skill_group_id,
-        "group_name": group.name if group else "",
-        "agent_name": agent_name(session, room.agent_id),
-        "created_at": room.created_at,
-        "ended_at": room.ended_at,
-        "last_seq": room.last_seq,
-        "visitor_read_seq": room.visitor_read_seq,
-        "visitor_delivered_seq": room.visitor_delivered_seq,
-        "agent_read_seq": room.agent_read_seq,
-        "agent_delivered_seq": room.agent_delivered_seq,
-        "satisfaction": room.satisfaction,
-        "survey_open": room.ended_at is not None and room.surveyed_at is None,
-    }
-    if not for_visitor:
-        out.update(
-            agent_id=room.agent_id,
-            visitor_id=room.visitor_id,
-            visitor_name=visitor.name if visitor else "",
-            visitor_email=visitor.email if visitor else "",
-            visitor_phone=visitor.phone if visitor else "",
-            contact_id=room.contact_id,
-            queued_at=room.queued_at,
-            assigned_at=room.assigned_at,
-            handler=room.handler,
-            close_reason=room.close_reason,
-            transfer_note=room.transfer_note,
-            satisfaction_comment=room.satisfaction_comment,
-            page_url=room.page_url,
-            bot_handoff=room.bot_handoff,
-        )
-    return out
 
 
 # --- posting --------------------------------------------------------------------------------------
@@ -661,16 +507,6 @@ def agent_says(
     )
 
 
-def card_payload(card: dict[str, str]) -> dict[str, str]:
-    title = clean_text(card.get("title", ""), limit=200, name="title")
-    return {
-        "title": title,
-        "summary": clean_text(card.get("summary", ""), limit=1000, name="summary", required=False),
-        "image_url": clean_url(card.get("image_url", ""), name="image_url"),
-        "link": clean_url(card.get("link", ""), name="link"),
-    }
-
-
 def end(
     session: Session,
     *,
@@ -768,129 +604,3 @@ def last_visitor_text(session: Session, *, room_id: int) -> str:
         .limit(1)
     ).first()
     return str(row[0]) if row else ""
-
-
-# --- search ---------------------------------------------------------------------------------------
-
-
-def search(
-    session: Session,
-    *,
-    text: str = "",
-    contact_id: int | None = None,
-    agent_id: int | None = None,
-    group_id: int | None = None,
-    state: str | None = None,
-    since: float | None = None,
-    until: float | None = None,
-    only_agent: int | None = None,
-    limit: int = 50,
-    offset: int = 0,
-) -> list[dict[str, Any]]:
-    """Rooms by contact, agent (anyone who held it), group, state, date (created) and text (a message,
-    or the visitor's name, e-mail or phone), newest first. `only_agent` limits to that agent's rooms."""
-    text = clean_text(text, limit=200, name="q", required=False).strip()
-    if state is not None and state not in {s.value for s in RoomState}:
-        raise Invalid(f"state is one of {', '.join(s.value for s in RoomState)}", field="state")
-    stmt = select(ChatRoom).join(ChatVisitor, col(ChatVisitor.id) == col(ChatRoom.visitor_id))
-    if text:
-        like = f"%{text}%"
-        in_messages = select(col(ChatMessage.room_id)).where(col(ChatMessage.text).ilike(like))
-        stmt = stmt.where(
-            or_(
-                col(ChatRoom.id).in_(in_messages),
-                col(ChatVisitor.name).ilike(like),
-                col(ChatVisitor.email).ilike(like),
-                col(ChatVisitor.phone).ilike(like),
-            )
-        )
-    for who in (agent_id, only_agent):
-        if who is not None:
-            stmt = stmt.where(
-                col(ChatRoom.id).in_(
-                    select(col(ChatParticipant.room_id)).where(col(ChatParticipant.agent_id) == who)
-                )
-            )
-    if contact_id is not None:
-        stmt = stmt.where(col(ChatRoom.contact_id) == contact_id)
-    if group_id is not None:
-        stmt = stmt.where(col(ChatRoom.skill_group_id) == group_id)
-    if state is not None:
-        stmt = stmt.where(col(ChatRoom.state) == state)
-    if since is not None:
-        stmt = stmt.where(col(ChatRoom.created_at) >= since)
-    if until is not None:
-        stmt = stmt.where(col(ChatRoom.created_at) < until)
-    stmt = (
-        stmt.order_by(col(ChatRoom.created_at).desc(), col(ChatRoom.id).desc())
-        .limit(max(1, min(limit, 200)))
-        .offset(max(0, offset))
-    )
-    found = list(session.scalars(stmt))
-    out = []
-    for room in found:
-        item = room_dict(session, room)
-        if text:
-            hit = session.execute(
-                select(col(ChatMessage.seq), col(ChatMessage.text))
-                .where(col(ChatMessage.room_id) == room.id, col(ChatMessage.text).ilike(f"%{text}%"))
-                .order_by(col(ChatMessage.seq))
-                .limit(1)
-            ).first()
-            item["match"] = {"seq": hit[0], "text": hit[1][:300]} if hit else None
-        out.append(item)
-    return out
-
-
-# --- the grace sweep ------------------------------------------------------------------------------
-
-
-def heartbeat(session: Session, *, room_ids: Sequence[int], now: float) -> None:
-    """The visitors of these rooms are connected to this process now."""
-    if room_ids:
-        session.execute(
-            update(ROOM)
-            .where(ROOM.c.id.in_(list(room_ids)), ROOM.c.state.in_(OPEN_STATES))
-            .values(visitor_seen_at=now)
-        )
-
-
-def expire_grace(session: Session, *, now: float, grace_s: float, out: Outbox, limit: int = 100) -> list[int]:
-    """Close the web rooms whose visitor has been gone longer than the grace period. Each is a
-    compare-and-set guarded by "not seen since the cutoff": when several web processes sweep at
-    once, or the visitor comes back meanwhile, exactly one outcome wins. Answers the rooms closed."""
-    from chat import assign
-
-    cutoff = now - grace_s
-    due = session.execute(
-        select(ROOM.c.id)
-        .where(
-            ROOM.c.channel == Channel.WEB.value,
-            ROOM.c.state.in_(OPEN_STATES),
-            ROOM.c.visitor_seen_at < cutoff,
-        )
-        .order_by(ROOM.c.visitor_seen_at)
-        .limit(limit)
-    ).all()
-    closed = []
-    for (room_id,) in due:
-        try:
-            with session.begin_nested():
-                # Write first: on SQLite a savepoint that reads before it writes cannot wait for
-                # another process's write lock (a stale snapshot fails at once); this waits.
-                assign.lock_room(session, room_id)
-                move = rooms.apply(
-                    session,
-                    room_id=room_id,
-                    event=RoomEvent.VISITOR_LEFT,
-                    actor="grace",
-                    now=now,
-                    note="visitor_gone",
-                    handler="visitor",
-                    guard=ROOM.c.visitor_seen_at < cutoff,
-                )
-        except rooms.InvalidTransition:
-            continue  # another process closed it, or the visitor came back
-        announce(session, move=move, out=out, survey=True)
-        closed.append(room_id)
-    return closed

@@ -16,6 +16,7 @@ from sqlmodel import Session
 from callcenter.errors import Invalid, NotFound
 from chat import services
 from chat.models import ChatMessage, ChatRoom, ChatUpload, MessageKind, Sender
+from chat.validation import clean_client_id
 
 # Magic bytes -> (mime, extension, Pillow format).
 FORMATS: tuple[tuple[bytes, str, str, str], ...] = (
@@ -138,7 +139,7 @@ def store(
         agent_id=agent_id,
         now=now,
         out=out,
-        client_id=services.clean_client_id(client_id),
+        client_id=clean_client_id(client_id),
     )
     return msg
 

@@ -747,9 +747,9 @@ def _room_summary(session: Any, room_id: int) -> dict[str, Any]:
 
 
 def _visitor_gone(session: Any, room_id: int, now: float) -> None:
-    from chat import services
+    from chat import grace
 
-    services.heartbeat(session, room_ids=[room_id], now=now)
+    grace.heartbeat(session, room_ids=[room_id], now=now)
     session.commit()
 
 

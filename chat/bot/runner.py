@@ -12,7 +12,7 @@ from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from callcenter.config import Settings
-from chat import rooms, services
+from chat import rooms, services, views
 from chat.bot import engine, webhook
 from chat.bot.engine import Action, BotState, Buttons, Card, Click, Handoff, Knowledge, Resolve, Say, Texts
 from chat.models import (
@@ -25,6 +25,7 @@ from chat.models import (
     RoomState,
     Sender,
 )
+from chat.validation import card_payload
 
 log = logging.getLogger(__name__)
 HISTORY_SENT = 10  # messages of context sent to an external bot
@@ -58,7 +59,7 @@ def _said(session: Session, msg: ChatMessage) -> str | Click | None:
 
 def _webhook_payload(session: Session, room: ChatRoom, msg: ChatMessage, now: float) -> dict[str, Any]:
     visitor = session.get(ChatVisitor, room.visitor_id)
-    recent = services.history(session, room_id=room.id or 0, limit=HISTORY_SENT, for_visitor=True)
+    recent = views.history(session, room_id=room.id or 0, limit=HISTORY_SENT, for_visitor=True)
     return {
         "event": "message",
         "timestamp": int(now),
@@ -158,7 +159,7 @@ def apply(
                 out=out,
             )
         elif isinstance(action, Card):
-            payload = services.card_payload(
+            payload = card_payload(
                 {
                     "title": action.title,
                     "summary": action.summary,

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 from sqlmodel import Session
 
 from callcenter.config import Settings
-from chat import services, uploads, visitors
+from chat import services, uploads, views, visitors
 from chat.models import Channel, ChatMessage, ChatUpload, MessageKind, Sender
 
 
@@ -48,7 +48,7 @@ class ChannelAdapter(Protocol):
 
 def outgoing(session: Session, msg: ChatMessage, *, data_dir: Path) -> Outgoing:
     """What a stored message looks like to a channel."""
-    data = services.message_dict(msg, for_visitor=True)
+    data = views.message_dict(msg, for_visitor=True)
     content: dict[str, Any] = data["content"]
     if msg.kind == MessageKind.IMAGE.value:
         upload = session.get(ChatUpload, content.get("upload_id", ""))

@@ -16,7 +16,7 @@ from sqlmodel import Session
 
 from callcenter import accounts
 from callcenter.db import session_scope
-from chat import assign, services, visitors
+from chat import assign, services, views, visitors
 from chat.bot.runner import greeting_of
 from chat.models import ChatGroupConfig, ChatRoom, ChatVisitor
 from chat.runtime import ChatRuntime
@@ -112,7 +112,7 @@ class World:
 
     def history(self, room_id: int) -> list[dict[str, Any]]:
         with Session(self.engine) as session:
-            return services.history(session, room_id=room_id)
+            return views.history(session, room_id=room_id)
 
     def visitor(self, room_id: int) -> ChatVisitor:
         with Session(self.engine) as session:

@@ -114,9 +114,9 @@ def test_telegram_photo_is_fetched_and_stored_as_an_image(tg: Any) -> None:
     room = _room_of(chat.web.engine, "telegram", "888")
     assert peer.sent("getFile")[-1] == {"file_id": "photo-1"}
     with Session(chat.web.engine) as session:
-        from chat import services
+        from chat import views
 
-        images = [m for m in services.history(session, room_id=room.id or 0) if m["kind"] == "image"]
+        images = [m for m in views.history(session, room_id=room.id or 0) if m["kind"] == "image"]
     assert images and images[0]["content"]["width"] == 64
 
 
@@ -220,11 +220,9 @@ def test_wechat_passive_reply_then_customer_service_messages(wx: Any) -> None:
     assert peer.sent[-1]["msgtype"] == "image" and re.match(r"MEDIA_\d+", peer.sent[-1]["image"]["media_id"])
     _push(chat, wechat.image_xml("openid-1", f"{base}/pic/1.png"))
     with Session(chat.web.engine) as session:
-        from chat import services
+        from chat import views
 
-        kinds = [
-            m["kind"] for m in services.history(session, room_id=room.id or 0) if m["sender"] == "visitor"
-        ]
+        kinds = [m["kind"] for m in views.history(session, room_id=room.id or 0) if m["sender"] == "visitor"]
     assert kinds == ["text", "choice", "image"]
 
 
