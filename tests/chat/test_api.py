@@ -448,3 +448,75 @@ def test_the_agent_links_the_visitor_to_a_contact_and_saves_tags_and_a_note(chat
         r["room_id"]
         for r in client.get("/api/chat/search", params={"contact_id": contact_id}, headers=ann).json()
     ] == [room_id]
+
+
+def test_queued_visitors_see_their_place_move_up(chat: Chat) -> None:
+    sales = chat.group("sales")
+    client = chat.web.client
+    first, second = chat.visit(sales, "First"), chat.visit(sales, "Second")
+    with client.websocket_connect("/chat/ws", headers=second["headers"]) as ws:
+        hello = recv(ws)
+        assert hello["queue"]["position"] == 2 and hello["queue"]["agents_online"] == 0
+        assert client.post("/api/chat/visitor/leave", headers=first["headers"]).json()["state"] == "closed"
+        moved = until(ws, "chat_queue", position=1)
+        assert set(moved) == {"type", "room_id", "position", "eta_s", "agents_online", "at"}
+
+
+def test_transfer_to_another_group_goes_to_its_agents(chat: Chat) -> None:
+    sales, support = chat.group("sales"), chat.group("support")
+    ann = chat.agent("ann", [sales])
+    client = chat.web.client
+    visitor = chat.visit(sales)
+    room_id = visitor["room"]["room_id"]
+    moved = client.post(
+        f"/api/chat/rooms/{room_id}/transfer",
+        json={"skill_group_id": support, "note": "billing"},
+        headers=ann,
+    )
+    assert (
+        moved.status_code == 200
+        and moved.json()["state"] == "transferred"
+        and moved.json()["agent_id"] is None
+    )
+    assert client.get("/api/chat/agent/rooms", headers=ann).json() == []
+    carl = chat.agent("carl", [support])
+    room = client.get(f"/api/chat/rooms/{room_id}", headers=carl).json()
+    assert room["state"] == "active" and room["group_id"] == support
+    assert client.get("/api/chat/agent/me", headers=carl).json()["rooms"][0]["room_id"] == room_id
+
+
+def test_a_contacts_chats_sit_beside_their_calls(chat: Chat) -> None:
+    from callcenter.models import Call
+
+    sales = chat.group("sales")
+    ann = chat.agent("ann", [sales])
+    client = chat.web.client
+    visitor = chat.visit(sales)
+    room_id = visitor["room"]["room_id"]
+    linked = client.post(
+        "/api/chat/visitor/contact", json={"phone": "13700137000", "name": "Wang"}, headers=visitor["headers"]
+    )
+    assert linked.json() == {"linked": True}
+    with Session(chat.web.engine) as session:
+        session.add(
+            Call(
+                id="call-1",
+                number="+8613700137000",
+                direction="manual",
+                dialer_id="",
+                gateway="",
+                answer_kind="",
+                disposition="",
+                created_at=time.time() - 3600,
+                result="answered",
+            )
+        )
+        session.commit()
+        room = session.get(ChatRoom, room_id)
+        assert room is not None
+        contact_id = room.contact_id
+    history = client.get(f"/api/chat/contacts/{contact_id}/history", headers=ann).json()
+    assert [(h["kind"], h.get("room_id") or h.get("call_id")) for h in history] == [
+        ("chat", room_id),
+        ("call", "call-1"),
+    ]
