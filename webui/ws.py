@@ -377,8 +377,8 @@ class Hub:
         if visitors:
             view = msg.for_visitor()
             if isinstance(msg, ChatRoomChanged):
-                for conn in visitors:
-                    conn.state, conn.group_id = msg.new, msg.group_id
+                for visitor in visitors:
+                    visitor.state, visitor.group_id = msg.new, msg.group_id
             if view is not None:
                 text = _dumps(view)
                 for vconn in list(visitors):
@@ -391,18 +391,18 @@ class Hub:
             and msg.event in ("assign", "accept", "transfer")
         ):
             item = self.spawn(self._with_room(msg, data), "chat room for its agent")
-        for conn in agents:
-            if conn not in sent:
-                self._push(conn, item)
-                sent.add(conn)
-        for conn in list(watchers or ()):
-            if conn not in sent:
-                self._push(conn, data)
-                sent.add(conn)
+        for staff in agents:
+            if staff not in sent:
+                self._push(staff, item)
+                sent.add(staff)
+        for staff in list(watchers or ()):
+            if staff not in sent:
+                self._push(staff, data)
+                sent.add(staff)
         if isinstance(msg, ChatRoomChanged):
-            for conn in list(self.chat_monitors):
-                if conn not in sent:
-                    self._push(conn, data)
+            for staff in list(self.chat_monitors):
+                if staff not in sent:
+                    self._push(staff, data)
 
     def _room_agents(self, data: str) -> list[int]:
         if not self.chat_agents:
@@ -643,14 +643,16 @@ class Hub:
     async def _chat_input(self, conn: AnyConn, msg: dict[str, Any]) -> None:
         """What a chat socket sends: typing (passed on, never stored), delivered / read marks, and a
         supervisor's watch / unwatch of a room. Anything about a room the sender is not in is dropped."""
+        agent_id: int | None = None
         if isinstance(conn, VisitorConn):
-            room_id, sender, agent_id = conn.room_id, Sender.VISITOR, None
+            room_id, sender = conn.room_id, Sender.VISITOR
         else:
             if CHAT not in conn.streams:
                 return
-            room_id, sender, agent_id = _int(msg.get("room_id")), Sender.AGENT, conn.chat_agent_id
-            if room_id is None:
+            asked = _int(msg.get("room_id"))
+            if asked is None:
                 return
+            room_id, sender, agent_id = asked, Sender.AGENT, conn.chat_agent_id
             if msg["type"] in ("watch", "unwatch"):
                 await self._watch(conn, room_id, msg["type"] == "watch")
                 return
