@@ -8,7 +8,6 @@ limited to pacing settings and only when not running. The list and the skill gro
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -25,7 +24,9 @@ from callcenter.models import (
     AgentSkill,
     Campaign,
     CampaignAudit,
+    CampaignCreate,
     CampaignState,
+    CampaignUpdate,
     GatewayRow,
     Lead,
     LeadStatus,
@@ -70,9 +71,7 @@ ACTIONS: dict[CampaignState, frozenset[str]] = {
 }
 
 # The only fields an edit may change (pacing settings), and only when not running.
-EDITABLE = frozenset(
-    {"max_concurrency", "agent_ratio", "pacing_mode", "abandon_target_pct", "predictive_min_agents"}
-)
+EDITABLE = frozenset(CampaignUpdate.model_fields)
 
 
 class InvalidTransition(Conflict):
@@ -174,35 +173,7 @@ def transition(
 # --- creation and edits ------------------------------------------------------------------------
 
 
-@dataclass
-class CampaignSpec:
-    """What an admin fills in to create a task (validated by the API model first)."""
-
-    name: str
-    skill_group_id: int
-    max_concurrency: int = 10
-    agent_ratio: float = 1.0
-    pacing_mode: PacingMode = PacingMode.RATIO
-    gateway_id: int | None = None
-    caller_id: str = ""
-    caller_name: str = ""
-    recording: bool = False
-    amd: bool = False
-    ring_timeout_s: int = 25
-    wrap_up_s: int = 30
-    window_start: str = "08:00"
-    window_end: str = "21:00"
-    window_days: str = "0123456"
-    timezone: str = "Asia/Shanghai"
-    max_attempts: int = 3
-    retry_delays: Mapping[str, int] | None = None
-    abandon_target_pct: float = 3.0
-    predictive_min_agents: int = 10
-    dispositions: list[str] | None = None
-    list_filename: str = ""
-
-
-def create(session: Session, *, spec: CampaignSpec, actor: str, now: float) -> Campaign:
+def create(session: Session, *, spec: CampaignCreate, actor: str, now: float) -> Campaign:
     """Insert a task in `initializing` (its list is imported next)."""
     if session.get(SkillGroup, spec.skill_group_id) is None:
         raise NotFound(f"no skill group {spec.skill_group_id}", field="skill_group_id")
@@ -212,18 +183,7 @@ def create(session: Session, *, spec: CampaignSpec, actor: str, now: float) -> C
 
     validate_window(spec.window_start, spec.window_end, spec.window_days, spec.timezone)
     _check_pacing(spec.max_concurrency, spec.agent_ratio, spec.abandon_target_pct)
-    values = {k: v for k, v in spec.__dict__.items() if k not in {"retry_delays", "dispositions"}}
-    campaign = Campaign(
-        **values,
-        state=C.INITIALIZING.value,
-        created_by=actor,
-        created_at=now,
-    )
-    if spec.retry_delays is not None:
-        campaign.retry_delays = json.dumps(dict(spec.retry_delays))
-    if spec.dispositions is not None:
-        campaign.dispositions = json.dumps(list(spec.dispositions), ensure_ascii=False)
-    campaign.pacing_mode = PacingMode(spec.pacing_mode).value
+    campaign = Campaign(**spec.model_dump(), state=C.INITIALIZING.value, created_by=actor, created_at=now)
     session.add(campaign)
     session.flush()
     assert campaign.id is not None

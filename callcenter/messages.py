@@ -9,6 +9,7 @@ Dialer -> web (the notifier publishes them; `webui.ws` fans them out to browsers
 - `TaskStateChanged`   monitor topic (and the task list's `tasks` stream)
 - `TaskStats`          monitor topic; also kept under `stats_key(id)` for 10 s
 - `GatewayLinkChanged` monitor topic
+- `GatewayStatus`      monitor topic; also kept under `gateway_status_key(gateway)`
 
 Web -> dialer (on the dialer topic, through `webui.dialer_client.DialerClient`; the runner has one
 handler per type): `AgentChanged`, `TaskChanged`, `PreviewDial`, `PreviewSkip`, `SpyRequest`. A request
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from enum import StrEnum
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -202,6 +204,34 @@ class GatewayLinkChanged(BusMessage):
 
     def topics(self) -> tuple[str, ...]:
         return (MONITOR_TOPIC,)
+
+
+class GatewayState(StrEnum):
+    UP = "up"  # calls are placed through it
+    DEGRADED = "degraded"  # it refused calls (throttle, capacity): backing off until `retry_at`
+    DRAINING = "draining"  # it announced a shutdown: nothing new until its link came back
+    DOWN = "down"  # no link (or it could not be built: a bad gateway row)
+    DISABLED = "disabled"  # switched off by an admin
+
+
+class GatewayStatus(BusMessage):
+    """A gateway's health as the dialer sees it; the latest is also kept under
+    `gateway_status_key(gateway)` for pages that load later. Tasks on a gateway that is not up wait."""
+
+    TYPE: ClassVar[str] = "gateway_status"
+    gateway: str  # "default" or "gw<row id>"
+    name: str = ""
+    state: GatewayState
+    detail: str = ""
+    retry_at: float | None = None
+    at: float
+
+    def topics(self) -> tuple[str, ...]:
+        return (MONITOR_TOPIC,)
+
+
+def gateway_status_key(gateway: str) -> str:
+    return f"cc:gateway:{gateway}"
 
 
 # --- web -> dialer -----------------------------------------------------------------------------------

@@ -7,11 +7,20 @@ Entity roles follow the house pattern where an API exposes the entity: `XBase` (
 
 from __future__ import annotations
 
+import json
+import re
 import time
 from enum import StrEnum
+from typing import Annotated, Any
 
+from pydantic import AfterValidator, BeforeValidator
+from pydantic import Field as PydanticField
 from sqlalchemy import Index
-from sqlmodel import Field, SQLModel
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import AutoString, Field, SQLModel
+from sqlmodel._compat import SQLModelConfig
+
+from callcenter.errors import DomainError
 
 
 def now() -> float:
@@ -112,6 +121,22 @@ class SkillGroup(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(unique=True, max_length=64)
     description: str = ""
+    # The dialer that paces this group's tasks and routes to its agents, until `lease_until`: with
+    # several dialers on one database, a group's agents are never counted or reserved by two.
+    dialer_id: str | None = Field(default=None, max_length=64)
+    lease_until: float | None = None
+
+
+class Dialer(SQLModel, table=True):
+    """A dialer process: it beats every second; one silent for long is dead and others take over."""
+
+    __tablename__ = "dialer"
+    id: str = Field(primary_key=True, max_length=64)
+    host: str = Field(default="", max_length=255)
+    pid: int = 0
+    started_at: float = Field(default_factory=now)
+    heartbeat_at: float = Field(default_factory=now)
+    stopped_at: float | None = None
 
 
 class AgentState(StrEnum):
@@ -167,6 +192,9 @@ class GatewayRow(SQLModel, table=True):
     dial_template: str = Field("", max_length=255)
     agent_template: str = Field("", max_length=255)
     enabled: bool = True
+    # The dialer never sends more new calls than this per second through this PBX (a token bucket):
+    # below the PBX's own limit (FreeSWITCH sessions-per-second), which the rendered config matches.
+    originates_per_s: float = Field(default=10.0, sa_column_kwargs={"server_default": "10"})
 
 
 # --- outbound tasks (campaigns), leads, calls ----------------------------------------------------
@@ -187,40 +215,146 @@ class PacingMode(StrEnum):
     PREDICTIVE = "predictive"  # lines per agent from measured answer rate, talk time, abandon
 
 
-class Campaign(SQLModel, table=True):
-    """An outbound task (拨号计划 / 外呼任务). The list and the skill group never change after creation."""
+class JsonText(TypeDecorator[Any]):
+    """A JSON value (object or list) kept as text: the column stays a plain string column on every
+    database, and the row gives back the value. A string is taken as JSON text already (raw inserts)."""
 
-    __tablename__ = "campaign"
-    id: int | None = Field(default=None, primary_key=True)
-    name: str = Field(max_length=128, index=True)
-    state: str = Field(default=CampaignState.INITIALIZING.value, max_length=16, index=True)
+    impl = AutoString
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Any) -> str | None:
+        if value is None or isinstance(value, str):
+            return value
+        return json.dumps(value, ensure_ascii=False)
+
+    def process_result_value(self, value: Any, dialect: Any) -> Any:
+        if value is None:
+            return None
+        try:
+            return json.loads(value)
+        except ValueError:  # a hand-edited row: the raw text, which readers treat as "no value"
+            return value
+
+
+# --- task settings, declared once: the row, what an admin creates, what may be edited, what the API
+# shows and what the dialer reads all derive from `CampaignBase` (constraints live in these types).
+
+DEFAULT_RETRY_DELAYS: dict[str, float] = {
+    "busy": 600,
+    "no_answer": 1800,
+    "congestion": 1800,
+    "failed": 3600,
+    "lost": 300,
+}
+DEFAULT_DISPOSITIONS: list[str] = ["interested", "not interested", "call back", "wrong number"]
+_CALLER_NAME_UNSAFE = re.compile(r"[\x00-\x1f\x7f\"<>\\{}\[\],'^|;=$]")
+
+
+def _pacing_mode(value: str) -> str:
+    try:
+        return PacingMode(value).value
+    except ValueError:
+        raise ValueError(f"pacing mode must be one of {', '.join(m.value for m in PacingMode)}") from None
+
+
+def _caller_id(value: str) -> str:
+    if value and not re.fullmatch(r"\+?[0-9]{2,20}", value):
+        raise ValueError("caller ID must be 2-20 digits with an optional leading +")
+    return value
+
+
+def _caller_name(value: str) -> str:
+    # Asterisk puts it inside "..." of a CallerID header, FreeSWITCH inside {...} of an originate:
+    # a quote, a bracket or a separator would break every originate of the task (refused for ever).
+    bad = _CALLER_NAME_UNSAFE.search(value)
+    if bad:
+        raise ValueError(f"caller name must not contain {bad.group(0)!r} or control characters")
+    return value
+
+
+def _retry_delays(value: Any) -> dict[str, float]:
+    from callcenter.policy import RetryPolicy  # policy imports these models
+
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise ValueError("retry delays must be a JSON object {result: seconds}") from None
+    try:
+        return dict(RetryPolicy.parse(1, json.dumps(value)).delays)
+    except DomainError as exc:
+        raise ValueError(exc.message) from None
+
+
+def _dispositions(value: Any) -> list[str]:
+    """A list, a JSON list, or one outcome per line; blank ones dropped, at most 50 of 64 characters."""
+    if isinstance(value, list) and len(value) == 1 and isinstance(value[0], str):
+        value = value[0]  # one form field (a textarea): its text
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                value = json.loads(text)
+            except ValueError:
+                raise ValueError("outcomes: not a JSON list") from None
+        else:
+            value = text.splitlines()
+    if not isinstance(value, list):
+        raise ValueError("outcomes must be a list")
+    items = [str(v).strip() for v in value if str(v).strip()]
+    if any(len(i) > 64 for i in items):
+        raise ValueError("an outcome is at most 64 characters")
+    return items[:50] or list(DEFAULT_DISPOSITIONS)
+
+
+MaxConcurrency = Annotated[int, PydanticField(gt=0, le=10_000)]
+AgentRatio = Annotated[float, PydanticField(gt=0, le=20)]
+PacingModeName = Annotated[str, AfterValidator(_pacing_mode)]
+AbandonTargetPct = Annotated[float, PydanticField(gt=0, le=100)]
+PredictiveMinAgents = Annotated[int, PydanticField(ge=1, le=1000)]
+HHMM = Annotated[str, PydanticField(pattern=r"^([01][0-9]|2[0-4]):[0-5][0-9]$")]
+
+
+class CampaignBase(SQLModel):
+    """An outbound task's settings (拨号计划 / 外呼任务). The list and the skill group never change after
+    creation; only the pacing settings (`CampaignUpdate`) may be edited, and only when not running."""
+
+    name: str = Field(min_length=1, max_length=128, index=True)
     skill_group_id: int = Field(foreign_key="skill_group.id")
     gateway_id: int | None = Field(default=None, foreign_key="gateway.id")
-    max_concurrency: int = 10
-    agent_ratio: float = 1.0
-    pacing_mode: str = Field(default=PacingMode.RATIO.value, max_length=16)
-    abandon_target_pct: float = 3.0
-    predictive_min_agents: int = 10
-    caller_id: str = Field("", max_length=32)
-    caller_name: str = Field("", max_length=64)
+    max_concurrency: MaxConcurrency = 10
+    agent_ratio: AgentRatio = 1.0
+    pacing_mode: PacingModeName = Field(default=PacingMode.RATIO.value, max_length=16)
+    abandon_target_pct: AbandonTargetPct = 3.0
+    predictive_min_agents: PredictiveMinAgents = 10
+    caller_id: Annotated[str, AfterValidator(_caller_id)] = Field(default="", max_length=32)
+    caller_name: Annotated[str, AfterValidator(_caller_name)] = Field(default="", max_length=64)
     recording: bool = False
     amd: bool = False
-    ring_timeout_s: int = 25
-    wrap_up_s: int = 30
+    ring_timeout_s: int = Field(default=25, ge=15, le=120)  # DOMAIN: ring at least 15 s
+    wrap_up_s: int = Field(default=30, ge=0, le=3600)
     # Calling window in the lead's own time zone ("HH:MM"); `timezone` is used for leads whose
     # number gives no zone.
-    window_start: str = Field("08:00", max_length=5)
-    window_end: str = Field("21:00", max_length=5)
-    window_days: str = Field("0123456", max_length=7)  # Monday=0 ... Sunday=6
-    timezone: str = Field("Asia/Shanghai", max_length=64)
-    max_attempts: int = 3
-    # JSON object {result: delay seconds}; a result not listed is never retried.
-    retry_delays: str = Field(
-        default='{"busy": 600, "no_answer": 1800, "congestion": 1800, "failed": 3600, "lost": 300}'
+    window_start: HHMM = Field(default="08:00", max_length=5)
+    window_end: HHMM = Field(default="21:00", max_length=5)
+    window_days: str = Field(default="0123456", max_length=7, regex=r"^[0-6]{1,7}$")  # Monday=0 ... Sunday=6
+    timezone: str = Field(default="Asia/Shanghai", max_length=64)
+    max_attempts: int = Field(default=3, ge=1, le=20)
+    # {result: delay seconds}; a result not listed is never retried.
+    retry_delays: Annotated[dict[str, float], BeforeValidator(_retry_delays)] = Field(
+        default_factory=lambda: dict(DEFAULT_RETRY_DELAYS), sa_type=JsonText
     )
     # The message abandoned calls hear: abandon.wav in sip-config/sounds or freeswitch/sounds.
-    abandon_sound: str = Field("abandon", max_length=128)
-    dispositions: str = Field(default='["interested", "not interested", "call back", "wrong number"]')
+    abandon_sound: str = Field(default="abandon", max_length=128, regex=r"^[A-Za-z0-9_/-]{1,128}$")
+    dispositions: Annotated[list[str], BeforeValidator(_dispositions)] = Field(
+        default_factory=lambda: list(DEFAULT_DISPOSITIONS), sa_type=JsonText
+    )
+
+
+class Campaign(CampaignBase, table=True):
+    __tablename__ = "campaign"
+    id: int | None = Field(default=None, primary_key=True)
+    state: str = Field(default=CampaignState.INITIALIZING.value, max_length=16, index=True)
     list_filename: str = Field("", max_length=255)
     created_by: str = Field("", max_length=64)
     created_at: float = Field(default_factory=now)
@@ -234,6 +368,24 @@ class Campaign(SQLModel, table=True):
     import_rejected: int = 0
     import_rows_per_s: float = 0.0
     import_error: str = ""
+
+
+class CampaignCreate(CampaignBase):
+    """What an admin fills in to create a task (its list is uploaded beside it). The calling window
+    is checked as a whole by `campaigns.create` (`policy.validate_window`)."""
+
+    list_filename: str = Field("", max_length=255)
+
+
+class CampaignUpdate(SQLModel):
+    """The settings an edit may change: pacing only, and only while the task is not running."""
+
+    model_config = SQLModelConfig(extra="forbid")
+    max_concurrency: MaxConcurrency | None = None
+    agent_ratio: AgentRatio | None = None
+    pacing_mode: PacingModeName | None = None
+    abandon_target_pct: AbandonTargetPct | None = None
+    predictive_min_agents: PredictiveMinAgents | None = None
 
 
 class CampaignAudit(SQLModel, table=True):

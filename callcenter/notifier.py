@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from callcenter.bus import Bus
-from callcenter.messages import BusMessage, TaskStats, stats_key
+from callcenter.messages import BusMessage, GatewayStatus, TaskStats, gateway_status_key, stats_key
 
 
 class Notifier:
@@ -21,4 +21,6 @@ class Notifier:
         redis = self.bus.redis
         if isinstance(message, TaskStats):  # the snapshot API reads the latest one for 10 s
             redis.set(stats_key(message.campaign_id), data, ex=10)
+        elif isinstance(message, GatewayStatus):  # pages opened later show the latest
+            redis.set(gateway_status_key(message.gateway), data, ex=86400)
         return [redis.publish(topic, data) for topic in message.topics()]

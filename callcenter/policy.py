@@ -9,6 +9,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, time
 from functools import lru_cache
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from callcenter.errors import Invalid
@@ -29,12 +30,15 @@ class RetryPolicy:
     delays: Mapping[str, float]  # result -> seconds before the next attempt; absent = never retried
 
     @staticmethod
-    def parse(max_attempts: int, delays_json: str) -> RetryPolicy:
-        try:
-            raw = json.loads(delays_json or "{}")
-        except json.JSONDecodeError:
-            raise Invalid("retry delays must be a JSON object", field="retry_delays") from None
-        if not isinstance(raw, dict):
+    def parse(max_attempts: int, given: str | Mapping[str, Any]) -> RetryPolicy:
+        """From a task's settings: `delays` as a mapping or its JSON text."""
+        raw: Any = given
+        if isinstance(given, str):
+            try:
+                raw = json.loads(given or "{}")
+            except json.JSONDecodeError:
+                raise Invalid("retry delays must be a JSON object", field="retry_delays") from None
+        if not isinstance(raw, Mapping):
             raise Invalid("retry delays must be a JSON object {result: seconds}", field="retry_delays")
         delays: dict[str, float] = {}
         for key, value in raw.items():

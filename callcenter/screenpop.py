@@ -14,10 +14,7 @@ from sqlalchemy.engine import Connection
 from sqlmodel import Session, col
 
 from callcenter.messages import PreviewOffer, ScreenPop
-from callcenter.models import Agent, Call, Campaign, Lead
-
-# Outcomes offered for a manual call (no task): the list a new task starts with.
-DEFAULT_DISPOSITIONS: str = Campaign.model_fields["dispositions"].default
+from callcenter.models import DEFAULT_DISPOSITIONS, Agent, Call, Campaign, Lead
 
 
 def _json(raw: str | None, kind: type) -> Any:
@@ -50,6 +47,14 @@ _POP = (
 )
 
 
+def _outcomes(value: Any) -> list[str]:
+    """A task's outcomes; a call without a task (manual) gets the list a new task starts with, a
+    task whose list is unreadable gets none."""
+    if value is None:
+        return list(DEFAULT_DISPOSITIONS)
+    return [str(d) for d in value] if isinstance(value, list) else []
+
+
 def pop_payload(session: Session | Connection, call_id: str, *, preview: bool = False) -> ScreenPop | None:
     """The screen pop for `call_id` (a `PreviewOffer` with `preview`), or None when the call does not
     exist or has no agent. A manual call has no campaign: its name is "" and it gets the default
@@ -70,6 +75,6 @@ def pop_payload(session: Session | Connection, call_id: str, *, preview: bool = 
         campaign_name=name or "",
         lead_id=lead_id,
         lead_fields=_json(fields, dict) if lead_id is not None else {},
-        dispositions=[str(d) for d in _json(dispositions or DEFAULT_DISPOSITIONS, list)],
+        dispositions=_outcomes(dispositions),
         connected_at=at,
     )

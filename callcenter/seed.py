@@ -14,7 +14,7 @@ from callcenter import accounts
 from callcenter import campaigns as campaign_table
 from callcenter.config import Settings
 from callcenter.db import session_scope
-from callcenter.models import Agent, AgentState, Campaign, PacingMode, SkillGroup, User
+from callcenter.models import Agent, AgentState, Campaign, CampaignCreate, PacingMode, SkillGroup, User
 
 DEMO_LOGINS: dict[str, tuple[str, str]] = {
     "admin": ("admin", "admin-demo"),
@@ -119,12 +119,12 @@ def _demo_task(engine: Engine, settings: Settings, group_id: int) -> None:
     with session_scope(engine) as session:
         campaign = campaign_table.create(
             session,
-            spec=campaign_table.CampaignSpec(
+            spec=CampaignCreate(
                 name=DEMO_TASK,
                 skill_group_id=group_id,
                 max_concurrency=40,
                 agent_ratio=2.0,
-                pacing_mode=PacingMode.PREDICTIVE,
+                pacing_mode=PacingMode.PREDICTIVE.value,
                 wrap_up_s=20,
                 window_start="00:00",
                 window_end="24:00",

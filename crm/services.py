@@ -8,7 +8,6 @@ first and keyword-only arguments after it.
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from callcenter.errors import Conflict, Invalid, NotFound
-from callcenter.models import Agent, Call, Campaign, User, now
+from callcenter.models import DEFAULT_DISPOSITIONS, Agent, Call, Campaign, User, now
 from crm.models import Contact, ContactPhone, ContactTag, Note, Tag
 
 # How much history a screen pop carries; the contact page shows more.
@@ -529,19 +528,9 @@ def upsert_by_phone(
 def call_dispositions(session: Session, call: Call) -> list[str]:
     """The outcomes an agent may pick for this call: the task's list, or the default list for a
     manual call (the same default a new task gets)."""
-    raw = None
-    if call.campaign_id is not None:
-        raw = session.exec(select(Campaign.dispositions).where(col(Campaign.id) == call.campaign_id)).first()
-    return parse_dispositions(raw)
-
-
-def parse_dispositions(raw: str | None) -> list[str]:
-    if raw is None:
-        raw = Campaign.model_fields["dispositions"].default
-    try:
-        values = json.loads(raw or "[]")
-    except ValueError:
-        return []
+    if call.campaign_id is None:
+        return list(DEFAULT_DISPOSITIONS)
+    values = session.exec(select(Campaign.dispositions).where(col(Campaign.id) == call.campaign_id)).first()
     return [str(v) for v in values] if isinstance(values, list) else []
 
 

@@ -10,8 +10,8 @@ from sqlmodel import Session
 
 from callcenter import accounts
 from callcenter.db import session_scope
-from callcenter.models import Call
-from callcenter.screenpop import DEFAULT_DISPOSITIONS, pop_payload
+from callcenter.models import DEFAULT_DISPOSITIONS, Call
+from callcenter.screenpop import pop_payload
 from tests.web import sim
 
 # The fields the dialer fills (the web adds `crm` and `server_time` on the way to the browser).
@@ -89,7 +89,7 @@ def test_manual_call_pops_without_a_task_with_default_outcomes(engine: Engine, r
         "",
         None,
     )
-    assert pop["lead_fields"] == {} and pop["dispositions"] == json.loads(DEFAULT_DISPOSITIONS)
+    assert pop["lead_fields"] == {} and pop["dispositions"] == DEFAULT_DISPOSITIONS
 
 
 def test_no_pop_for_an_unknown_call_or_a_call_without_agent(engine: Engine) -> None:

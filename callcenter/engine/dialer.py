@@ -263,7 +263,7 @@ class DialerCore:
         for cid, task in self.tasks.items():
             if cid not in confs:  # stopped or deleted with calls still to follow
                 state = self.store.campaign_states([cid]).get(cid, CampaignState.STOPPED.value)
-                task.conf = replace(task.conf, state=CampaignState(state))
+                task.conf = task.conf.with_state(CampaignState(state))
             task.others_active = (
                 self.store.active_calls_count(cid, others_only=True)
                 if task.conf.state is CampaignState.RUNNING
@@ -592,7 +592,7 @@ class DialerCore:
                 task.counters.leads_left = left
                 if left == 0:
                     moves = self.store.finish_campaign(task.conf.id, now=now, note="nothing left to dial")
-                    task.conf = replace(task.conf, state=CampaignState.STOPPED)
+                    task.conf = task.conf.with_state(CampaignState.STOPPED)
                     if self.notifier:
                         for m in moves:
                             self.notifier.publish(m.message())

@@ -125,7 +125,7 @@ class SqlStore:
 
     def live_campaigns(self) -> list[CampaignConf]:
         """Running and paused tasks (paused ones still have calls to follow)."""
-        names = list(CampaignConf.__dataclass_fields__)
+        names = list(CampaignConf.model_fields)
         rows = self.c.execute(
             self._stmt(
                 "live",
@@ -134,9 +134,7 @@ class SqlStore:
                 ),
             )
         ).all()
-        return [
-            CampaignConf(**{**dict(zip(names, r, strict=True)), "state": CampaignState(r[2])}) for r in rows
-        ]
+        return [CampaignConf.of_row(dict(zip(names, r, strict=True))) for r in rows]
 
     def campaign_states(self, ids: Iterable[int]) -> dict[int, str]:
         ids = list(ids)

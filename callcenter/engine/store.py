@@ -10,36 +10,23 @@ from typing import Any, Protocol
 
 from callcenter import agents as agent_table
 from callcenter.messages import ScreenPop
-from callcenter.models import AgentState, CallState, CampaignState
+from callcenter.models import AgentState, CallState, CampaignBase, CampaignState
 from callcenter.stats import Counters
 
 
-@dataclass(frozen=True)
-class CampaignConf:
-    """The settings of a task the engine needs, read once per refresh."""
+class CampaignConf(CampaignBase):
+    """A task's settings as the engine reads them (once per refresh): every `CampaignBase` field plus
+    its id and state. Built from the row without validation (`of_row`): the row is the truth."""
 
     id: int
-    name: str
     state: CampaignState
-    skill_group_id: int
-    gateway_id: int | None
-    max_concurrency: int
-    agent_ratio: float
-    pacing_mode: str
-    abandon_target_pct: float
-    predictive_min_agents: int
-    caller_id: str
-    caller_name: str
-    amd: bool
-    ring_timeout_s: int
-    wrap_up_s: int
-    window_start: str
-    window_end: str
-    window_days: str
-    timezone: str
-    max_attempts: int
-    retry_delays: str
-    abandon_sound: str
+
+    @classmethod
+    def of_row(cls, values: dict[str, Any]) -> CampaignConf:
+        return cls.model_construct(**{**values, "state": CampaignState(values["state"])})
+
+    def with_state(self, state: CampaignState) -> CampaignConf:
+        return self.model_copy(update={"state": state})
 
 
 @dataclass

@@ -11,7 +11,6 @@ from callcenter.campaigns import (
     ACTIONS,
     TABLE,
     CampaignEvent,
-    CampaignSpec,
     InvalidTransition,
     create,
     edit,
@@ -20,7 +19,7 @@ from callcenter.campaigns import (
 )
 from callcenter.db import session_scope
 from callcenter.errors import Conflict, Invalid
-from callcenter.models import CampaignAudit, CampaignState
+from callcenter.models import CampaignAudit, CampaignCreate, CampaignState
 
 C = CampaignState
 E = CampaignEvent
@@ -65,7 +64,7 @@ def test_buttons_per_state_match_the_domain() -> None:
 def _task(engine: Engine) -> int:
     with session_scope(engine) as s:
         group = accounts.create_skill_group(s, name="Sales")
-        campaign = create(s, spec=CampaignSpec(name="t", skill_group_id=group.id), actor="admin", now=1.0)
+        campaign = create(s, spec=CampaignCreate(name="t", skill_group_id=group.id), actor="admin", now=1.0)
         return campaign.id
 
 

@@ -6,7 +6,6 @@ condition."""
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -101,8 +100,8 @@ def test_admin_creates_a_task_and_follows_the_import_to_the_report(pages, live_s
         assert task is not None and task.state == "initializing"
         assert (task.max_concurrency, task.pacing_mode, task.caller_id) == (4, "progressive", "+861012345678")
         assert (task.window_start, task.window_end, task.window_days) == ("09:00", "20:30", "012345")
-        assert json.loads(task.retry_delays) == {"busy": 120, "congestion": 1800, "failed": 3600, "lost": 300}
-        assert json.loads(task.dispositions) == ["有意向", "无意向"]
+        assert task.retry_delays == {"busy": 120, "congestion": 1800, "failed": 3600, "lost": 300}
+        assert task.dispositions == ["有意向", "无意向"]
 
     live_server.run_imports()
     expect(progress).to_have_attribute("data-state", "done")

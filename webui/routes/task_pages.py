@@ -17,7 +17,15 @@ from sqlmodel import Session, col, select
 
 from callcenter.accounts import Principal
 from callcenter.http import get_ctx, get_session, require
-from callcenter.models import Campaign, CampaignState, GatewayRow, PacingMode, Permission, SkillGroup
+from callcenter.models import (
+    DEFAULT_DISPOSITIONS,
+    DEFAULT_RETRY_DELAYS,
+    CampaignState,
+    GatewayRow,
+    PacingMode,
+    Permission,
+    SkillGroup,
+)
 from callcenter.policy import RETRYABLE
 from webui.i18n import keys_with_prefix
 from webui.routes import tasks as api
@@ -83,11 +91,11 @@ def _form_choices(request: Request, session: Session) -> dict[str, Any]:
         "gateways": gateways,
         "default_gateway": get_ctx(request).settings.gateway.value,
         "pacing_modes": [m.value for m in PacingMode],
-        "defaults": {name: field.default for name, field in fields.items()},
-        "retry_defaults": json.loads(fields["retry_delays"].default),
+        "defaults": {name: field.get_default(call_default_factory=True) for name, field in fields.items()},
+        "retry_defaults": DEFAULT_RETRY_DELAYS,
         "retry_order": RETRY_ORDER,
         "weekdays": WEEKDAYS,
-        "default_dispositions": json.loads(Campaign.model_fields["dispositions"].default),
+        "default_dispositions": DEFAULT_DISPOSITIONS,
     }
 
 

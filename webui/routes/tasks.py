@@ -3,7 +3,6 @@ edit, delete, live snapshot, import progress and report; the do-not-call list; s
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 import uuid
@@ -12,13 +11,13 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.responses import Response
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from callcenter import campaigns, dnc, leads
 from callcenter.accounts import Principal
-from callcenter.campaigns import ACTIONS, CampaignEvent, CampaignSpec
+from callcenter.campaigns import ACTIONS, CampaignEvent
 from callcenter.http import get_ctx, get_session, require
 from callcenter.messages import TaskStats, decode, stats_key
 from callcenter.models import (
@@ -27,9 +26,11 @@ from callcenter.models import (
     CallState,
     Campaign,
     CampaignAudit,
+    CampaignBase,
+    CampaignCreate,
     CampaignState,
+    CampaignUpdate,
     GatewayRow,
-    PacingMode,
     Permission,
     SkillGroup,
 )
@@ -44,66 +45,11 @@ CONTROL = require(Permission.TASK_CONTROL)
 VIEW = require(Permission.TASK_MANAGE, Permission.TASK_CONTROL, Permission.MONITOR)
 
 
-class TaskForm(BaseModel):
-    """The fields of the create form (multipart, next to the list file)."""
+class TaskForm(CampaignCreate):
+    """The create form (multipart, next to the list file): a task's settings, plus which column of
+    the list holds the numbers. `dispositions` may be a JSON list or one outcome per line."""
 
-    name: str = Field(min_length=1, max_length=128)
-    skill_group_id: int
-    max_concurrency: int = Field(10, gt=0, le=10_000)
-    agent_ratio: float = Field(1.0, gt=0, le=20)
-    pacing_mode: PacingMode = PacingMode.RATIO
-    gateway_id: int | None = None
-    caller_id: str = Field("", max_length=20, pattern=r"^\+?[0-9]*$")
-    caller_name: str = Field("", max_length=64)
-    recording: bool = False
-    amd: bool = False
-    ring_timeout_s: int = Field(25, ge=15, le=120, description="DOMAIN: ring at least 15 s")
-    wrap_up_s: int = Field(30, ge=0, le=3600)
-    window_start: str = Field("08:00", pattern=r"^\d\d:\d\d$")
-    window_end: str = Field("21:00", pattern=r"^\d\d:\d\d$")
-    window_days: str = Field("0123456", pattern=r"^[0-6]{1,7}$")
-    timezone: str = Field("Asia/Shanghai", max_length=64)
-    max_attempts: int = Field(3, ge=1, le=20)
-    retry_delays: str = Field(
-        '{"busy": 600, "no_answer": 1800, "congestion": 1800, "failed": 3600, "lost": 300}', max_length=1000
-    )
-    abandon_target_pct: float = Field(3.0, gt=0, le=100)
-    predictive_min_agents: int = Field(10, ge=1, le=1000)
-    dispositions: str = Field("", max_length=4000, description="JSON list, or one per line")
     phone_column: str = Field("", max_length=64)
-
-    @field_validator("retry_delays")
-    @classmethod
-    def _retry(cls, value: str) -> str:
-        from callcenter.policy import RetryPolicy
-
-        RetryPolicy.parse(1, value)
-        return value
-
-    def disposition_list(self) -> list[str] | None:
-        text = self.dispositions.strip()
-        if not text:
-            return None
-        if text.startswith("["):
-            try:
-                items = json.loads(text)
-            except json.JSONDecodeError:
-                raise HTTPException(
-                    422, [{"loc": ["body", "dispositions"], "msg": "not a JSON list"}]
-                ) from None
-        else:
-            items = text.splitlines()
-        return [str(i).strip() for i in items if str(i).strip()][:50]
-
-
-class TaskEdit(BaseModel):
-    max_concurrency: int | None = Field(None, gt=0, le=10_000)
-    agent_ratio: float | None = Field(None, gt=0, le=20)
-    pacing_mode: PacingMode | None = None
-    abandon_target_pct: float | None = Field(None, gt=0, le=100)
-    predictive_min_agents: int | None = Field(None, ge=1, le=1000)
-
-    model_config = {"extra": "forbid"}
 
 
 class ImportProgress(BaseModel):
@@ -117,31 +63,10 @@ class ImportProgress(BaseModel):
     error: str
 
 
-class TaskPublic(BaseModel):
+class TaskPublic(CampaignBase):
     id: int
-    name: str
     state: str
     actions: list[str]
-    skill_group_id: int
-    gateway_id: int | None
-    max_concurrency: int
-    agent_ratio: float
-    pacing_mode: str
-    abandon_target_pct: float
-    predictive_min_agents: int
-    caller_id: str
-    caller_name: str
-    recording: bool
-    amd: bool
-    ring_timeout_s: int
-    wrap_up_s: int
-    window_start: str
-    window_end: str
-    window_days: str
-    timezone: str
-    max_attempts: int
-    retry_delays: dict[str, float]
-    dispositions: list[str]
     list_filename: str
     created_by: str
     created_at: float
@@ -175,42 +100,12 @@ def _progress(c: Campaign) -> ImportProgress:
 
 def task_public(c: Campaign) -> TaskPublic:
     assert c.id is not None
-    return TaskPublic(
-        **{
-            k: getattr(c, k)
-            for k in (
-                "id",
-                "name",
-                "state",
-                "skill_group_id",
-                "gateway_id",
-                "max_concurrency",
-                "agent_ratio",
-                "pacing_mode",
-                "abandon_target_pct",
-                "predictive_min_agents",
-                "caller_id",
-                "caller_name",
-                "recording",
-                "amd",
-                "ring_timeout_s",
-                "wrap_up_s",
-                "window_start",
-                "window_end",
-                "window_days",
-                "timezone",
-                "max_attempts",
-                "list_filename",
-                "created_by",
-                "created_at",
-                "started_at",
-                "finished_at",
-            )
-        },
-        actions=sorted(ACTIONS[CampaignState(c.state)]),
-        retry_delays=json.loads(c.retry_delays or "{}"),
-        dispositions=json.loads(c.dispositions or "[]"),
-        import_progress=_progress(c),
+    return TaskPublic.model_validate(
+        {
+            **c.model_dump(),
+            "actions": sorted(ACTIONS[CampaignState(c.state)]),
+            "import_progress": _progress(c),
+        }
     )
 
 
@@ -292,11 +187,8 @@ def create_task(
         from callcenter.policy import validate_window
 
         validate_window(form.window_start, form.window_end, form.window_days, form.timezone)
-        spec = CampaignSpec(
-            **form.model_dump(exclude={"dispositions", "retry_delays", "phone_column"}),
-            retry_delays=json.loads(form.retry_delays),
-            dispositions=form.disposition_list(),
-            list_filename=(file.filename or "")[:255],
+        spec = CampaignCreate.model_validate(
+            {**form.model_dump(exclude={"phone_column"}), "list_filename": (file.filename or "")[:255]}
         )
         campaign = campaigns.create(session, spec=spec, actor=principal.username, now=time.time())
         session.commit()
@@ -339,7 +231,7 @@ def get_task(
 @router.patch("/api/tasks/{task_id}")
 def edit_task(
     task_id: int,
-    body: TaskEdit,
+    body: CampaignUpdate,
     request: Request,
     principal: Principal = MANAGE,
     session: Session = Depends(get_session),
