@@ -1,7 +1,8 @@
-"""chat
+"""chat: visitors, rooms (+ audit, participants), messages, uploads, agents' chat state, group settings,
+knowledge base, bot flows, inbox
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 Create Date: 2026-12-04 16:57:55.919287
 """
 
@@ -12,7 +13,7 @@ import sqlmodel
 from alembic import op
 
 revision: str = "0006"
-down_revision: str | None = "0004"
+down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
