@@ -1156,8 +1156,12 @@ def _wechat_push(
     with Session(rt.engine, expire_on_commit=False) as session:
         _channel_receive(session, rt, inbound, rt.settings.chat_wechat_group, out)
         session.commit()
-    # The bot answers now (inside WeChat's 5 s), so its first text can be the passive reply.
+    # Route, then let the bot answer now (inside WeChat's 5 s), so its first text can be the passive
+    # reply: an agent free at once takes the visitor instead of the bot.
     bot_out = Outbox()
+    for group_id in sorted(out.groups):
+        rt.route_group(group_id, now=time.time(), out=bot_out)
+    out.groups.clear()
     for room_id, message_id in out.bot:
         rt.run_bot(room_id, message_id, time.time(), bot_out)
     out.bot.clear()

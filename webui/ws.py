@@ -366,14 +366,13 @@ class Hub:
         if room_id is None:
             return
         visitors = self.visitors.get(room_id)
-        agents = [c for a in self._room_agents(data) for c in self.chat_agents.get(a, ())]
         watchers = self.watchers.get(room_id)
-        is_state = '"type":"chat_room"' in data
-        if not (visitors or agents or watchers or (is_state and self.chat_monitors)):
-            return  # nobody here: not even parsed
+        if not (visitors or watchers or self.chat_agents or self.chat_monitors):
+            return  # no chat socket here: not even parsed
         msg = _message(data)
         if not isinstance(msg, RoomMessage):
             return
+        agents = [c for a in msg.agent_ids for c in self.chat_agents.get(a, ())]
         if visitors:
             view = msg.for_visitor()
             if isinstance(msg, ChatRoomChanged):
@@ -403,12 +402,6 @@ class Hub:
             for staff in list(self.chat_monitors):
                 if staff not in sent:
                     self._push(staff, data)
-
-    def _room_agents(self, data: str) -> list[int]:
-        if not self.chat_agents:
-            return []
-        msg = _message(data)
-        return list(msg.agent_ids) if isinstance(msg, RoomMessage) else []
 
     async def _with_room(self, msg: ChatRoomChanged, raw: str) -> str:
         """A room given to an agent comes with its summary and recent history (no extra request)."""
