@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field
 from callcenter.bus import CHAT_MONITOR_TOPIC, chat_group_topic, chat_room_topic
 from callcenter.messages import BusMessage
 from chat.models import ChatMessage
+from chat.rooms import RoomMove
 from chat.routing import estimate_from_totals
 
 
@@ -99,6 +100,47 @@ class ChatRoomChanged(RoomMessage):
     actor: str = ""
     note: str = ""  # a transfer note: for staff only
     survey: bool = False  # the visitor is asked for a rating now
+
+    @classmethod
+    def of_move(
+        cls, move: RoomMove, *, agent_name: str, visitor_name: str, channel: str, survey: bool
+    ) -> ChatRoomChanged:
+        """A move of the state table; the old and the new agent receive it."""
+        return cls(
+            room_id=move.room_id,
+            agent_ids=sorted({a for a in (move.old_agent_id, move.agent_id) if a is not None}),
+            event=move.event.value,
+            old=move.old.value,
+            new=move.new.value,
+            at=move.at,
+            group_id=move.group_id,
+            old_group_id=move.old_group_id,
+            agent_id=move.agent_id,
+            old_agent_id=move.old_agent_id,
+            agent_name=agent_name,
+            visitor_name=visitor_name,
+            channel=channel,
+            actor=move.actor,
+            note=move.note,
+            survey=survey,
+        )
+
+    @classmethod
+    def created(
+        cls, *, room_id: int, group_id: int, at: float, visitor_name: str, channel: str
+    ) -> ChatRoomChanged:
+        """A room was opened (queued)."""
+        return cls(
+            room_id=room_id,
+            event="created",
+            old="",
+            new="queued",
+            at=at,
+            group_id=group_id,
+            visitor_name=visitor_name,
+            channel=channel,
+            actor="visitor",
+        )
 
     def for_visitor(self) -> dict[str, Any] | None:
         return {

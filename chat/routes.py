@@ -10,12 +10,14 @@ import logging
 import time
 from typing import Annotated, Any
 
+import httpx
 from fastapi import APIRouter, BackgroundTasks, Depends, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.responses import PlainTextResponse, Response
 from sqlalchemy import delete
 from sqlmodel import Session, col, select
 
 from callcenter.accounts import Principal
+from callcenter.errors import DomainError
 from callcenter.http import current_principal, get_ctx, get_session, public, require
 from callcenter.models import Permission, SkillGroup
 from chat import assign, crmlink, live, rooms, services, uploads, views, visitors
@@ -24,8 +26,8 @@ from chat.bot import admin as bot_admin
 from chat.bot import engine as bot_engine
 from chat.bot.runner import greeting_of
 from chat.channels.base import Inbound, receive
-from chat.channels.telegram import SECRET_HEADER, TelegramAdapter
-from chat.channels.wechat import WeChatAdapter, parse_xml, reply_xml
+from chat.channels.telegram import SECRET_HEADER, TelegramAdapter, TelegramError
+from chat.channels.wechat import WeChatAdapter, WeChatError, parse_xml, reply_xml
 from chat.models import (
     BotFlow,
     ChatGroupConfig,
@@ -1097,14 +1099,22 @@ async def telegram_webhook(request: Request, background: BackgroundTasks) -> dic
 def _telegram_update(
     rt: ChatRuntime, adapter: TelegramAdapter, update: Any, background: BackgroundTasks
 ) -> dict[str, Any]:
-    inbound, callback_id = adapter.parse(update)
+    try:
+        inbound, callback_id = adapter.parse(update)
+    except (TelegramError, httpx.HTTPError) as exc:
+        log.warning("telegram update %s dropped: %s", update.get("update_id"), exc)
+        return {"ok": True}  # acknowledged: Telegram would resend it forever
     if callback_id:
         background.add_task(adapter.answer_callback, callback_id)
     if inbound is None:
         return {"ok": True}
     out = Outbox()
     with Session(rt.engine, expire_on_commit=False) as session:
-        _channel_receive(session, rt, inbound, rt.settings.chat_telegram_group, out)
+        try:
+            _channel_receive(session, rt, inbound, rt.settings.chat_telegram_group, out)
+        except DomainError as exc:
+            log.warning("telegram message from %s refused: %s", inbound.user_id, exc.message)
+            return {"ok": True}
         session.commit()
     background.add_task(rt.settle, out)
     return {"ok": True}
@@ -1149,12 +1159,20 @@ async def wechat_message(request: Request, background: BackgroundTasks) -> Plain
 def _wechat_push(
     rt: ChatRuntime, adapter: WeChatAdapter, fields: dict[str, str], background: BackgroundTasks
 ) -> PlainTextResponse:
-    inbound = adapter.parse(fields)
+    try:
+        inbound = adapter.parse(fields)
+    except (WeChatError, httpx.HTTPError) as exc:
+        log.warning("wechat message %s dropped: %s", fields.get("MsgId"), exc)
+        return PlainTextResponse("success")  # acknowledged: WeChat would resend it
     if inbound is None:
         return PlainTextResponse("success")
     out = Outbox()
     with Session(rt.engine, expire_on_commit=False) as session:
-        _channel_receive(session, rt, inbound, rt.settings.chat_wechat_group, out)
+        try:
+            _channel_receive(session, rt, inbound, rt.settings.chat_wechat_group, out)
+        except DomainError as exc:
+            log.warning("wechat message from %s refused: %s", inbound.user_id, exc.message)
+            return PlainTextResponse("success")
         session.commit()
     # Route, then let the bot answer now (inside WeChat's 5 s), so its first text can be the passive
     # reply: an agent free at once takes the visitor instead of the bot.

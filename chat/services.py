@@ -177,22 +177,11 @@ def announce(session: Session, *, move: RoomMove, out: Outbox, survey: bool = Fa
     name = agent_name(session, move.agent_id)
     ended = move.new in rooms.FINAL
     out.messages.append(
-        ChatRoomChanged(
-            room_id=move.room_id,
-            agent_ids=sorted({a for a in (move.old_agent_id, move.agent_id) if a is not None}),
-            event=move.event.value,
-            old=move.old.value,
-            new=move.new.value,
-            at=move.at,
-            group_id=move.group_id,
-            old_group_id=move.old_group_id,
-            agent_id=move.agent_id,
-            old_agent_id=move.old_agent_id,
+        ChatRoomChanged.of_move(
+            move,
             agent_name=name,
             visitor_name=visitor.name if visitor else "",
             channel=room.channel,
-            actor=move.actor,
-            note=move.note,
             survey=ended and survey,
         )
     )
@@ -311,16 +300,8 @@ def start(
         rooms.ChatRoomAudit(room_id=room.id, at=now, actor="visitor", event="created", old="", new=room.state)
     )
     out.messages.append(
-        ChatRoomChanged(
-            room_id=room.id,
-            event="created",
-            old="",
-            new=room.state,
-            at=now,
-            group_id=group_id,
-            visitor_name=visitor.name,
-            channel=room.channel,
-            actor="visitor",
+        ChatRoomChanged.created(
+            room_id=room.id, group_id=group_id, at=now, visitor_name=visitor.name, channel=room.channel
         )
     )
     if config.bot_mode != "off" and greeting:

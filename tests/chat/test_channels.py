@@ -235,3 +235,17 @@ def test_wechat_token_revoked_is_fetched_again_once(wx: Any) -> None:
     room = _room_of(chat.web.engine, "wechat", "openid-2")
     chat.web.client.post(f"/api/chat/rooms/{room.id}/messages", json={"text": "Still here"}, headers=ann)
     assert peer.sent[-1]["text"]["content"] == "Still here" and len(peer.tokens) == 1
+
+
+def test_telegram_updates_we_cannot_take_are_acknowledged_not_retried(
+    tg: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    chat, peer = tg
+    chat.group("sales")
+    peer.files.pop("photo-1")
+    too_long = _post_update(chat, telegram.text_update(555, "x" * 5000))
+    assert too_long.status_code == 200 and "refused" in caplog.text
+    lost = _post_update(chat, telegram.photo_update(556, "photo-1", size=10))
+    assert lost.status_code == 200 and "dropped" in caplog.text
+    with Session(chat.web.engine) as session:
+        assert session.exec(select(ChatRoom)).all() == []
