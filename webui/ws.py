@@ -91,6 +91,7 @@ from callcenter.messages import (
 )
 from callcenter.models import Permission
 from chat import live as chat_live
+from chat.bot.kb import warm_up as kb_warm_up
 from chat.messages import ChatAgentChanged, ChatInboxAdded, ChatQueueChanged, ChatRoomChanged, RoomMessage
 from chat.models import Sender
 from chat.runtime import runtime_for
@@ -255,6 +256,8 @@ class Hub:
             await self.db(live.warm_up, region=self.region, bare=True, hot=True)
         except Exception:  # a cold first pop is slower, not wrong
             log.exception("warming up the screen pop's CRM lookup failed")
+        # The chat bot's Chinese segmenter loads its dictionary in the background (about a second).
+        self.spawn(asyncio.get_running_loop().run_in_executor(self._pool, kb_warm_up), "jieba warm-up")
 
     async def stop(self) -> None:
         if self._runner is not None:

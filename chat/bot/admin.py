@@ -21,6 +21,7 @@ from chat.models import BotFlow, KbEntry
 MAX_ENTRIES = 5000  # per deployment
 MAX_ALTERNATIVES = 20
 MAX_TRIGGERS = 20
+MAX_FLOWS = 500
 
 
 def _phrases(raw: list[str], *, name: str, limit: int) -> list[str]:
@@ -126,6 +127,9 @@ def save_flow(
     parsed = flows.parse(flow)
     _group(session, skill_group_id)
     if flow_id is None:
+        count = session.execute(select(func.count()).select_from(BotFlow)).scalar() or 0
+        if count >= MAX_FLOWS:
+            raise Invalid(f"at most {MAX_FLOWS} flows", field="name")
         row = BotFlow(name=name, steps="{}")
     else:
         found = session.get(BotFlow, flow_id)

@@ -40,6 +40,16 @@ K1 = 1.5
 B = 0.75
 
 
+def warm_up() -> None:
+    """Load jieba's dictionary now (about a second), so the first visitor's question does not wait
+    for it; the web process calls this on its thread pool at start-up."""
+    import logging
+
+    jieba.setLogLevel(logging.WARNING)
+    with _lock:
+        jieba.initialize()
+
+
 def _stem(word: str) -> str:
     """A light English stemmer: plural and -ing/-ed endings ("passwords" ~ "password")."""
     for suffix, keep in (("ies", "y"), ("ing", ""), ("ed", ""), ("es", ""), ("s", "")):
