@@ -13,12 +13,12 @@ from enum import StrEnum
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
 from callcenter.errors import Conflict, NotFound
-from callcenter.models import Agent, AgentState
+from callcenter.models import Agent, AgentState, AgentStateLog
 
 S = AgentState
 
@@ -103,6 +103,7 @@ class AgentMove:
 
 
 _AGENT = Agent.__table__  # type: ignore[attr-defined]
+_LOG = insert(AgentStateLog)
 _STATE = select(_AGENT.c.state).where(_AGENT.c.id == bindparam("aid"))
 
 
@@ -154,4 +155,15 @@ def apply(
         if current is None:
             raise NotFound(f"no agent {agent_id}")
         raise InvalidTransition(current[0], event)
+    if new != expect:  # the history the reports add up
+        conn.execute(
+            _LOG,
+            {
+                "agent_id": agent_id,
+                "at": now,
+                "state": new.value,
+                "reason": reason,
+                "call_id": values.get("call_id", call_id),
+            },
+        )
     return AgentMove(agent_id, expect, new, now, values.get("call_id", call_id), campaign_id)  # type: ignore[arg-type]

@@ -91,7 +91,19 @@ class Settings(BaseSettings):
         description="simulated PBX: JSON file of scripted customers {number: {outcome, ring_s, talk_s}}",
     )
     gateway_timeout_s: float = Field(5.0, gt=0, description="timeout of every gateway command, seconds")
+    gateway_originates_per_s: float = Field(
+        10.0,
+        gt=0,
+        le=1000,
+        description="new calls per second through the default gateway (rows set their own)",
+    )
     gateway_keepalive_s: float = Field(10.0, gt=0, description="keepalive interval of gateway links, seconds")
+    pbx_max_calls: int = Field(
+        2500,
+        gt=0,
+        le=16000,
+        description="calls one PBX is configured for at most (config render refuses task sets above it)",
+    )
 
     chat_grace_s: float = Field(
         60.0, ge=0, le=3600, description="chat: a web visitor who drops keeps their place this long, seconds"

@@ -257,7 +257,10 @@ class Hub:
         except Exception:  # a cold first pop is slower, not wrong
             log.exception("warming up the screen pop's CRM lookup failed")
         # The chat bot's Chinese segmenter loads its dictionary in the background (about a second).
-        self.spawn(asyncio.get_running_loop().run_in_executor(self._pool, kb_warm_up), "jieba warm-up")
+        self.spawn(self._warm_up_chat(), "jieba warm-up")
+
+    async def _warm_up_chat(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._pool, kb_warm_up)
 
     async def stop(self) -> None:
         if self._runner is not None:
@@ -633,7 +636,7 @@ class Hub:
                     self._push(conn, _dumps({"type": "pong", "server_time": time.time()}))
                 elif msg and msg["type"] in ("typing", "marks", "watch", "unwatch"):
                     await self._chat_input(conn, msg)
-        except (*_GONE, KeyError):  # KeyError: a binary frame, which this protocol has not
+        except _GONE_OR_BINARY:
             return
 
     async def _chat_input(self, conn: AnyConn, msg: dict[str, Any]) -> None:
@@ -717,6 +720,8 @@ class Hub:
 
 # What a send or receive raises once the other side is gone.
 _GONE: tuple[type[BaseException], ...] = (WebSocketDisconnect, RuntimeError, OSError)
+# ... and what a receive raises on a binary frame (KeyError), which this protocol has not.
+_GONE_OR_BINARY: tuple[type[BaseException], ...] = (*_GONE, KeyError)
 
 
 def _decode(data: str) -> dict[str, Any] | None:

@@ -47,6 +47,7 @@ class TaskRuntime:
     tz_keys: list[str]
     counters: Counters
     others_active: int = 0  # this task's calls other dialers have up
+    held: bool = False  # this dialer holds the lease of the task's skill group: it paces the task
     next_left_check: float = 0.0
     calls: set[str] = field(default_factory=set)
     # `calls` by pacing stage (see `index`): placed and not answered (id -> when placed), answered

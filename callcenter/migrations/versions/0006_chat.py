@@ -2,7 +2,7 @@
 knowledge base, bot flows, inbox
 
 Revision ID: 0006
-Revises: 0005
+Revises: 0009
 Create Date: 2026-12-04 16:57:55.919287
 """
 
@@ -13,7 +13,7 @@ import sqlmodel
 from alembic import op
 
 revision: str = "0006"
-down_revision: str | None = "0005"
+down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
