@@ -578,3 +578,85 @@ def save_call_outcome(
         "contact": contact.as_dict(),
         "note": note,
     }
+
+
+# --- links and history (the chat module links visitors to contacts and adds its rooms) ----------------
+
+
+def find_by_email(session: Session | Connection, *, email: str) -> ContactView | None:
+    """The most recently updated contact with this e-mail address (compared without regard to case)."""
+    email = email.strip()
+    if not email:
+        return None
+    conn = _conn(session)
+    row = conn.execute(
+        sa.select(*_CONTACT_COLUMNS)
+        .where(func.lower(Contact.email) == email.lower())
+        .order_by(col(Contact.updated_at).desc())
+        .limit(1)
+    ).first()
+    return _view(conn, row) if row else None
+
+
+def find_or_create(
+    session: Session,
+    *,
+    name: str = "",
+    phone: str = "",
+    email: str = "",
+    region: str,
+    owner_id: int | None = None,
+) -> tuple[ContactView, bool]:
+    """The contact owning `phone`, else the one with `email`, else a new one with both: (contact,
+    created). A contact found is completed with what it lacks (name, e-mail), never overwritten."""
+    email = _clean_email(email)
+    e164 = normalise_phone(phone, region=region) if phone.strip() else None
+    if e164 is None and not email:
+        raise Invalid("give a phone number or an e-mail address", field="phone")
+    found = find_by_phone(session, number=e164, region=region) if e164 else None
+    if found is None and email:
+        found = find_by_email(session, email=email)
+    if found is None:
+        if e164:
+            view = upsert_by_phone(
+                session,
+                number=e164,
+                fields=ContactFields(name=name, email=email),
+                owner_id=owner_id,
+                region=region,
+            )
+        else:
+            view = create_contact(
+                session, fields=ContactFields(name=name, email=email), owner_id=owner_id, region=region
+            )
+        return view, True
+    contact_id = found.id
+    assert contact_id is not None
+    changes = ContactFields(
+        name=name if name.strip() and not found.name else None,
+        email=email if email and not found.email else None,
+    )
+    if e164 and e164 not in found.phones:
+        try:
+            with session.begin_nested():
+                _add_phone(session, contact_id=contact_id, e164=e164)
+        except Conflict:
+            pass  # the number is another contact's: keep the one matched by e-mail as it is
+    if changes.name is not None or changes.email is not None:
+        update_contact(session, contact_id=contact_id, fields=changes, region=region)
+    return get_contact(session, contact_id=contact_id), False
+
+
+def contact_history(
+    session: Session | Connection,
+    *,
+    contact_id: int,
+    limit: int = 100,
+    extra: Iterable[Mapping[str, Any]] = (),
+) -> list[dict[str, Any]]:
+    """A contact's calls and, beside them, the entries other modules add (`extra`: the chat module's
+    rooms, each a mapping with `kind` and `at`), newest first, as one list. Calls get `kind` "call"."""
+    items = [{"kind": "call", **c} for c in contact_calls(session, contact_id=contact_id, limit=limit)]
+    items += [dict(e) for e in extra]
+    items.sort(key=lambda item: float(item.get("at") or 0.0), reverse=True)
+    return items[: max(1, limit)]
