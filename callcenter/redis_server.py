@@ -11,6 +11,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -38,10 +39,18 @@ def redis_executable() -> str:
 class EmbeddedRedis:
     """A throwaway Redis server on 127.0.0.1; use as a context manager or call start()/stop()."""
 
-    def __init__(self, data_dir: Path, *, port: int | None = None, persist: bool = False) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        port: int | None = None,
+        persist: bool = False,
+        extra_args: Sequence[str] = (),
+    ) -> None:
         self.data_dir = Path(data_dir)
         self.port = port or free_port()
         self.persist = persist
+        self.extra_args = tuple(extra_args)  # more redis-server options, e.g. ("--appendonly", "yes")
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -69,6 +78,7 @@ class EmbeddedRedis:
         ]
         if not self.persist:
             args += ["--save", "", "--appendonly", "no"]
+        args += self.extra_args
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -93,6 +103,13 @@ class EmbeddedRedis:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        self.proc = None
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would (no shutdown save)."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
         self.proc = None
 
     def __enter__(self) -> EmbeddedRedis:

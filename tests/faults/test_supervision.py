@@ -1,0 +1,77 @@
+"""`callcenter serve` with its children (embedded Redis, dialer, worker): they end with it however it
+ends (SIGTERM, SIGINT, SIGKILL), and a child that dies is started again, with backoff."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import httpx
+import pytest
+
+from tests.faults.conftest import Processes, wait_until
+from tests.servers import free_port
+
+CHILDREN = ("redis-server", "app.cli dialer", "app.cli worker")
+
+
+def start_serve(procs: Processes, sqlite_url: str) -> tuple[subprocess.Popen[bytes], dict[str, int]]:
+    """`callcenter serve` with no Redis URL (so: embedded Redis, dialer and worker as children),
+    once it answers HTTP; with the pid of each child."""
+    port = free_port()
+    parent = procs.spawn("serve", "--port", str(port), env=procs.env(CALLCENTER_DATABASE_URL=sqlite_url))
+
+    def up() -> bool:
+        assert parent.poll() is None, procs.log(parent)
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/login", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_until(up, 30, "serve answers /login")
+    children: dict[str, int] = {}
+
+    def all_children() -> bool:
+        for word in CHILDREN:
+            found = procs.named(parent.pid, word)
+            if found:
+                children[word] = found[0]
+        return len(children) == len(CHILDREN)
+
+    wait_until(all_children, 20, f"serve has its children {CHILDREN}")
+    return parent, children
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL], ids=lambda s: s.name)
+def test_no_child_outlives_serve(sig: signal.Signals, procs: Processes, sqlite_url: str) -> None:
+    parent, children = start_serve(procs, sqlite_url)
+    everyone = procs.descendants(parent.pid)
+    assert set(children.values()) <= set(everyone)
+    os.kill(parent.pid, sig)  # the parent alone, as `kill PID`, systemd or docker stop would
+    try:
+        wait_until(lambda: not any(procs.alive(p) for p in everyone), 10, f"children gone after {sig.name}")
+    except AssertionError:
+        left = {p: procs.cmdline(p) for p in everyone if procs.alive(p)}
+        raise AssertionError(f"alive 10 s after {sig.name} to the parent: {left}") from None
+    parent.wait(10)
+    if sig is not signal.SIGKILL:
+        assert "Traceback" not in procs.log(parent), procs.log(parent)
+
+
+def test_a_crashed_dialer_is_started_again(procs: Processes, sqlite_url: str) -> None:
+    parent, children = start_serve(procs, sqlite_url)
+    first = children["app.cli dialer"]
+    os.kill(first, signal.SIGKILL)
+    killed_at = time.monotonic()
+    found: list[int] = []
+
+    def restarted() -> bool:
+        found[:] = [p for p in procs.named(parent.pid, "app.cli dialer") if p != first]
+        return bool(found)
+
+    wait_until(restarted, 15, "a new dialer")
+    assert time.monotonic() - killed_at >= 0.9  # not before the first backoff step (1 s)
+    assert procs.alive(children["app.cli worker"]) and procs.alive(children["redis-server"])
+    wait_until(lambda: "dialer" in procs.log(parent) and "restart" in procs.log(parent), 5, "restart logged")
