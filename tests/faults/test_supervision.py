@@ -3,14 +3,17 @@ ends (SIGTERM, SIGINT, SIGKILL), and a child that dies is started again, with ba
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import httpx
 import pytest
 
+from app.processes import Backoff, ChildSpec, Supervisor
 from tests.faults.conftest import Processes, wait_until
 from tests.servers import free_port
 
@@ -75,3 +78,26 @@ def test_a_crashed_dialer_is_started_again(procs: Processes, sqlite_url: str) ->
     assert time.monotonic() - killed_at >= 0.9  # not before the first backoff step (1 s)
     assert procs.alive(children["app.cli worker"]) and procs.alive(children["redis-server"])
     wait_until(lambda: "dialer" in procs.log(parent) and "restart" in procs.log(parent), 5, "restart logged")
+
+
+def test_backoff_doubles_for_quick_deaths_and_starts_over_after_a_long_run() -> None:
+    backoff = Backoff(initial_s=1, max_s=8, stable_s=30)
+    assert [backoff.next_delay(ran_s=0.1) for _ in range(5)] == [1, 2, 4, 8, 8]
+    assert backoff.next_delay(ran_s=45) == 1
+    assert backoff.next_delay(ran_s=2) == 2
+
+
+def test_a_child_that_keeps_crashing_is_restarted_no_faster_than_the_backoff(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    crash = ChildSpec("crasher", [sys.executable, "-c", "raise SystemExit(3)"])
+    caplog.set_level(logging.INFO, logger="callcenter.processes")
+    started = time.monotonic()
+    with Supervisor([crash], backoff_s=0.2, backoff_max_s=0.8) as sup:
+        time.sleep(2.0)
+        starts = sup.children[0].starts
+    # Starts at about 0, 0.2, 0.6, 1.4 s (+ the child's own run time); a crash loop would be dozens.
+    assert 3 <= starts <= 5, starts
+    deaths = [r for r in caplog.records if "died (exit code 3)" in r.getMessage()]
+    assert len(deaths) >= starts - 1 and "restart in 0.2 s" in deaths[0].getMessage()
+    assert time.monotonic() - started < 5
