@@ -192,14 +192,17 @@ def dialer() -> None:
 @app.command()
 def worker(
     burst: Annotated[bool, typer.Option(help="exit when the queue is empty")] = False,
+    watch_s: Annotated[
+        float, typer.Option(help="seconds between looks for stale imports (to restart them)")
+    ] = 5.0,
 ) -> None:
-    """Run an rq worker for background jobs (list imports)."""
+    """Run an rq worker for background jobs (list imports); it restarts imports whose worker died."""
     settings = _settings()
     follow_parent()
     from callcenter.jobs import run_worker
 
     with redis_for(settings) as s:
-        run_worker(s, burst=burst)
+        run_worker(s, burst=burst, watch_s=watch_s)
 
 
 @db_app.command("upgrade")

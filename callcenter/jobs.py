@@ -2,7 +2,8 @@
 from the settings in the worker's environment.
 
 Also the process rule every process we start follows: it dies with its parent (`die_with_parent`),
-so a killed worker leaves no work horse, and a killed work horse no pool process, behind.
+so a killed worker leaves no work horse, and a killed work horse no pool process, behind; and what
+keeps list imports alive across a killed worker: their lease and the watchdog every worker runs.
 """
 
 from __future__ import annotations
@@ -12,13 +13,20 @@ import logging
 import os
 import signal
 import sys
+import threading
+import time
+import uuid
 from collections.abc import Callable
+from enum import StrEnum
 from typing import Any
 
 from callcenter.config import Settings
 
 log = logging.getLogger(__name__)
 QUEUE = "callcenter"
+LEASE_S = 60.0  # an import renews its lease as rows go by; one not renewed this long is stale
+WATCH_S = 5.0  # how often each worker looks for stale imports
+MAX_RESTARTS = 5  # an import that keeps dying (a file that kills its process) is failed after this
 
 # --- process lifetime -----------------------------------------------------------------------------
 
@@ -100,11 +108,277 @@ def _worker_class() -> Any:
     return HorseDiesWithWorker
 
 
-def run_worker(settings: Settings, *, burst: bool = False) -> None:
+def run_worker(settings: Settings, *, burst: bool = False, watch_s: float = WATCH_S) -> None:
+    """`callcenter worker`: run jobs, and watch the imports (`ImportWatchdog`) while at it."""
     from redis import Redis
     from rq import Queue
 
     conn = Redis.from_url(settings.redis_url)
     worker = _worker_class()([Queue(QUEUE, connection=conn)], connection=conn)
     log.info("rq worker on queue %s (%s)", QUEUE, settings.redis_url)
-    worker.work(burst=burst, with_scheduler=False)
+    watchdog = ImportWatchdog(settings, interval_s=watch_s)
+    watchdog.start()
+    try:
+        worker.work(burst=burst, with_scheduler=False)
+    finally:
+        watchdog.stop()
+
+
+# --- list imports: enqueue, lease, stop, watchdog -------------------------------------------------
+
+
+def new_import_job_id(campaign_id: int) -> str:
+    return f"import-{campaign_id}-{uuid.uuid4().hex[:8]}"
+
+
+def enqueue_import(
+    rq_queue: Any,
+    *,
+    job_id: str,
+    campaign_id: int,
+    path: str,
+    phone_column: str | None,
+    filename: str = "",
+    batch: int | None = None,
+    lease_s: float | None = None,
+) -> Any:
+    """Queue a task's list import as `job_id`, which the task row must name already
+    (`Campaign.import_job_id`): a job that finds another id there does nothing."""
+    from callcenter.leads import import_job
+
+    options: dict[str, Any] = {}
+    if batch is not None:
+        options["batch"] = batch
+    if lease_s is not None:
+        options["lease_s"] = lease_s
+    return rq_queue.enqueue_call(
+        func=import_job,
+        args=(campaign_id, path, phone_column, filename),
+        kwargs=options,
+        job_id=job_id,
+        timeout=3600,
+    )
+
+
+def _lease_key(campaign_id: int) -> str:
+    return f"callcenter:import:{campaign_id}:lease"
+
+
+def _restarts_key(campaign_id: int) -> str:
+    return f"callcenter:import:{campaign_id}:restarts"
+
+
+def _watch_key(campaign_id: int) -> str:
+    return f"callcenter:import:{campaign_id}:watch"
+
+
+class ImportLease:
+    """A running import's heartbeat: a Redis key naming the job that lives `ttl_s` unless renewed.
+    Renewing is cheap to call often (it writes at most every ttl/4) and never fails the import:
+    with Redis away, the database is all the import needs."""
+
+    def __init__(self, conn: Any, campaign_id: int, job_id: str, ttl_s: float) -> None:
+        self.conn = conn
+        self.key = _lease_key(campaign_id)
+        self.job_id = job_id
+        self.ttl_s = ttl_s
+        self._next = 0.0
+        self._failing = False
+
+    def renew(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now < self._next:
+            return
+        from redis import RedisError
+
+        try:
+            self.conn.set(self.key, self.job_id, px=max(1, int(self.ttl_s * 1000)))
+        except RedisError as exc:
+            if not self._failing:
+                log.warning("import lease %s not renewed: %s", self.key, exc)
+            self._failing = True
+            return
+        self._failing = False
+        self._next = now + self.ttl_s / 4
+
+    def release(self) -> None:
+        from redis import RedisError
+
+        try:
+            if self.conn.get(self.key) in (self.job_id, self.job_id.encode()):
+                self.conn.delete(self.key)
+        except RedisError:
+            pass  # it expires by itself
+
+
+class ImportHealth(StrEnum):
+    ALIVE = "alive"  # its lease is fresh, or its worker still heartbeats the job
+    WAITING = "waiting"  # queued for a worker (or just being queued)
+    STALE = "stale"  # no lease and no live worker: restart it
+    LOST = "lost"  # its job is gone from Redis: it cannot be restarted
+
+
+def import_health(
+    *,
+    lease: bool,
+    status: str | None,
+    job_heartbeat_age_s: float | None,
+    task_age_s: float,
+    lease_s: float,
+) -> ImportHealth:
+    """What an import in `initializing` needs (pure).
+
+    >>> import_health(lease=False, status="started", job_heartbeat_age_s=90.0, task_age_s=600.0, lease_s=60.0)
+    <ImportHealth.STALE: 'stale'>
+    """
+    if lease:
+        return ImportHealth.ALIVE
+    if status is None:
+        return ImportHealth.LOST if task_age_s > lease_s else ImportHealth.WAITING
+    if status in ("queued", "deferred", "scheduled"):
+        return ImportHealth.WAITING
+    if status == "started" and job_heartbeat_age_s is not None and job_heartbeat_age_s < lease_s:
+        return ImportHealth.ALIVE  # its worker lives (a slow step, or the first lease not yet written)
+    return ImportHealth.STALE
+
+
+def restart_stale_imports(
+    engine: Any, conn: Any, *, now: float, max_restarts: int = MAX_RESTARTS
+) -> dict[int, ImportHealth]:
+    """One look at every task in `initializing`. A stale import (no lease, no live worker: killed,
+    or its job failed on a database outage) is queued again as a new job that resumes after its last
+    committed row; after `max_restarts` restarts, or when its job is gone from Redis, the import is
+    failed with a reason, so no task stays `initializing` for ever. Several workers may watch: the
+    first to see a stale import takes it (a Redis lock for one lease period, then a compare-and-set
+    of the task's job id)."""
+    from rq import Queue
+    from rq.exceptions import NoSuchJobError
+    from rq.job import Job, JobStatus
+    from sqlalchemy import select, update
+
+    from callcenter.leads import finish_import, import_job
+    from callcenter.models import Campaign, CampaignState
+
+    table = Campaign.__table__  # type: ignore[attr-defined]
+    with engine.connect() as db:
+        rows = db.execute(
+            select(table.c.id, table.c.import_job_id, table.c.created_at).where(
+                table.c.state == CampaignState.INITIALIZING.value
+            )
+        ).all()
+    seen: dict[int, ImportHealth] = {}
+    for campaign_id, job_id, created_at in rows:
+        job = None
+        if job_id:
+            try:
+                job = Job.fetch(job_id, connection=conn)
+            except NoSuchJobError:
+                job = None
+        lease_s = float((job.kwargs.get("lease_s") if job else None) or LEASE_S)
+        beat = job.last_heartbeat if job else None
+        health = import_health(
+            lease=bool(conn.exists(_lease_key(campaign_id))),
+            status=JobStatus(job.get_status()).value if job else None,
+            job_heartbeat_age_s=now - beat.timestamp() if beat else None,
+            task_age_s=now - (created_at or 0.0),
+            lease_s=lease_s,
+        )
+        seen[campaign_id] = health
+        if health in (ImportHealth.ALIVE, ImportHealth.WAITING):
+            continue
+        if not conn.set(_watch_key(campaign_id), job_id or "-", nx=True, px=int(lease_s * 1000)):
+            continue  # another worker is on it
+        if job is None:
+            log.error("import of task %s: its job %s is gone from Redis; failing it", campaign_id, job_id)
+            finish_import(
+                engine,
+                campaign_id,
+                error="the import was lost (its job is gone from Redis): delete the task and create it again",
+                job_id=job_id,
+            )
+            continue
+        restarts = int(conn.incr(_restarts_key(campaign_id)))
+        conn.expire(_restarts_key(campaign_id), 7 * 24 * 3600)
+        if restarts > max_restarts:
+            log.error("import of task %s died %d times; failing it", campaign_id, restarts)
+            finish_import(
+                engine,
+                campaign_id,
+                error=f"the import stopped {restarts} times without finishing (last job {job_id})",
+                job_id=job_id,
+            )
+            continue
+        new_id = new_import_job_id(campaign_id)
+        with engine.begin() as db:
+            moved = db.execute(
+                update(table)
+                .where(
+                    table.c.id == campaign_id,
+                    table.c.state == CampaignState.INITIALIZING.value,
+                    table.c.import_job_id == job_id,
+                )
+                .values(import_job_id=new_id)
+            )
+        if moved.rowcount != 1:
+            continue
+        Queue(QUEUE, connection=conn).enqueue_call(
+            func=import_job, args=job.args, kwargs=job.kwargs, job_id=new_id, timeout=int(job.timeout or 3600)
+        )
+        log.warning(
+            "import of task %s restarted as job %s (restart %d): job %s is %s, no lease for %.0f s",
+            campaign_id,
+            new_id,
+            restarts,
+            job_id,
+            JobStatus(job.get_status()).value,
+            lease_s,
+        )
+    return seen
+
+
+# The worker forks a work horse for each job while the watchdog thread runs. A fork in the middle of
+# a look would copy a lock the thread holds (an import lock, a connection pool's) into the horse,
+# locked for ever: the horse hung importing the job's module. So a look and a fork exclude each
+# other; a look takes milliseconds.
+_LOOKING = threading.Lock()
+os.register_at_fork(
+    before=_LOOKING.acquire, after_in_parent=_LOOKING.release, after_in_child=_LOOKING.release
+)
+
+
+class ImportWatchdog:
+    """A thread in each worker that runs `restart_stale_imports` every `interval_s`, with its own
+    Redis client and database engine (nothing shared with the jobs), never across a fork."""
+
+    def __init__(self, settings: Settings, *, interval_s: float = WATCH_S) -> None:
+        self.settings = settings
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="import-watchdog", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        with _LOOKING:
+            from redis import Redis
+
+            from callcenter.db import make_engine
+
+            engine = make_engine(self.settings.effective_database_url)
+            conn = Redis.from_url(self.settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
+        try:
+            while not self._stop.wait(self.interval_s):
+                with _LOOKING:
+                    try:
+                        restart_stale_imports(engine, conn, now=time.time())
+                    except Exception:  # the database or Redis is away: look again next time
+                        log.exception("import watchdog: this look failed")
+        finally:
+            with _LOOKING:
+                conn.close()
+                engine.dispose()

@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from callcenter import campaigns, dnc, leads
+from callcenter import campaigns, dnc, jobs, leads
 from callcenter.accounts import Principal
 from callcenter.campaigns import ACTIONS, CampaignEvent
 from callcenter.http import get_ctx, get_session, require
@@ -141,7 +141,8 @@ def _save_upload(request: Request, file: UploadFile) -> Path:
     return dest
 
 
-def _enqueue_import(request: Request, campaign_id: int, path: Path, phone_column: str, filename: str) -> str:
+def _rq_queue(request: Request) -> Any:
+    """The import queue, on a Redis client of its own (rq needs replies as bytes)."""
     from redis import Redis
     from rq import Queue
 
@@ -149,17 +150,9 @@ def _enqueue_import(request: Request, campaign_id: int, path: Path, phone_column
     queue = ctx.extras.get("rq")
     if queue is None:
         queue = ctx.extras["rq"] = Queue(
-            "callcenter", connection=Redis.from_url(ctx.settings.redis_url), default_timeout=3600
+            jobs.QUEUE, connection=Redis.from_url(ctx.settings.redis_url), default_timeout=3600
         )
-    job = queue.enqueue(
-        leads.import_job,
-        campaign_id,
-        str(path),
-        phone_column or None,
-        filename,
-        job_id=f"import-{campaign_id}-{uuid.uuid4().hex[:8]}",
-    )
-    return str(job.id)
+    return queue
 
 
 def _publish_moves(request: Request, moves: list[campaigns.Move]) -> None:
@@ -191,16 +184,22 @@ def create_task(
             {**form.model_dump(exclude={"phone_column"}), "list_filename": (file.filename or "")[:255]}
         )
         campaign = campaigns.create(session, spec=spec, actor=principal.username, now=time.time())
+        assert campaign.id is not None
+        # The task names its import job before the job exists: a job finding another id there (a
+        # restart superseded it) does nothing.
+        campaign.import_job_id = jobs.new_import_job_id(campaign.id)
         session.commit()
     except Exception:
         path.unlink(missing_ok=True)
         raise
-    assert campaign.id is not None
-    campaign.import_job_id = _enqueue_import(
-        request, campaign.id, path, form.phone_column, file.filename or ""
+    jobs.enqueue_import(
+        _rq_queue(request),
+        job_id=campaign.import_job_id,
+        campaign_id=campaign.id,
+        path=str(path),
+        phone_column=form.phone_column or None,
+        filename=file.filename or "",
     )
-    session.add(campaign)
-    session.commit()
     return _public(request, session, campaign)
 
 
