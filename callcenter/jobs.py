@@ -3,7 +3,8 @@ from the settings in the worker's environment.
 
 Also the process rule every process we start follows: it dies with its parent (`die_with_parent`),
 so a killed worker leaves no work horse, and a killed work horse no pool process, behind; and what
-keeps list imports alive across a killed worker: their lease and the watchdog every worker runs.
+keeps list imports alive across a killed worker: their lease, the watchdog every worker runs, and
+how an admin's cancel stops one.
 """
 
 from __future__ import annotations
@@ -209,6 +210,30 @@ class ImportLease:
                 self.conn.delete(self.key)
         except RedisError:
             pass  # it expires by itself
+
+
+def stop_import(conn: Any, job_id: str, campaign_id: int) -> None:
+    """Stop a cancelled import's job: drop it from the queue, or have its worker kill its work
+    horse (the job would stop by itself at its next commit; this frees the worker now)."""
+    from redis import RedisError
+    from rq.command import send_stop_job_command
+    from rq.exceptions import InvalidJobOperation, NoSuchJobError
+    from rq.job import Job, JobStatus
+
+    try:
+        conn.delete(_lease_key(campaign_id), _restarts_key(campaign_id))
+        if not job_id:
+            return
+        job = Job.fetch(job_id, connection=conn)
+        status = job.get_status()
+        if status == JobStatus.STARTED:
+            send_stop_job_command(conn, job_id)
+        elif status in (JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED):
+            job.cancel()
+    except (NoSuchJobError, InvalidJobOperation):
+        pass
+    except RedisError as exc:  # the task is stopped anyway: the job writes nothing more
+        log.warning("could not stop import job %s: %s", job_id, exc)
 
 
 class ImportHealth(StrEnum):

@@ -8,8 +8,8 @@ read as such.
 
 The import runs as an rq job while the task shows `initializing`, writing its progress (rows done,
 rows per second) to the task row; it ends the task's `initializing` state either way. It survives
-its worker: it resumes after the last row it committed when restarted (`import_list`), and a job
-that lost its task writes nothing more.
+its worker: it resumes after the last row it committed when restarted (`import_list`), a job that
+lost its task writes nothing more, and an admin may cancel it (`cancel_import`).
 """
 
 from __future__ import annotations
@@ -34,11 +34,12 @@ from typing import Any
 import phonenumbers
 from phonenumbers.tzdata import TIMEZONE_DATA
 from sqlalchemy import func, select, update
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlmodel import Session
 
 from callcenter import campaigns as campaign_table
-from callcenter.errors import Invalid
+from callcenter.errors import Invalid, NotFound
 from callcenter.models import Campaign, DncEntry, ImportIssue, Lead, LeadStatus
 
 log = logging.getLogger(__name__)
@@ -683,6 +684,40 @@ def finish_import(
         )
     if redis_url:
         _publish(redis_url, moves)
+    return moves
+
+
+def cancel_import(
+    conn: Connection | Session, *, campaign_id: int, actor: str, now: float
+) -> list[campaign_table.Move]:
+    """An admin ends an import (stuck, or not wanted): the task goes to `stopped` with an import error
+    saying so and keeps the rows imported so far. The caller commits, then stops the job
+    (`jobs.stop_import`); the job, if it still runs, finds the task no longer its own at its next
+    commit and writes nothing more."""
+    row = conn.execute(
+        select(CAMPAIGN.c.import_done, CAMPAIGN.c.import_total, CAMPAIGN.c.import_ok).where(
+            CAMPAIGN.c.id == campaign_id
+        )
+    ).first()
+    if row is None:
+        raise NotFound(f"no task {campaign_id}")
+    done, total, imported = (int(v) for v in row)
+    moves = campaign_table.transition(
+        conn,
+        campaign_id=campaign_id,
+        event=campaign_table.CampaignEvent.CANCEL_IMPORT,
+        actor=actor,
+        now=now,
+        note="import cancelled",
+    )
+    conn.execute(
+        update(CAMPAIGN)
+        .where(CAMPAIGN.c.id == campaign_id)
+        .values(
+            import_error=f"import cancelled by {actor} after {done} of {max(total, done)} rows; "
+            f"the {imported} numbers imported so far are kept"
+        )
+    )
     return moves
 
 

@@ -1,9 +1,11 @@
 """List imports survive their worker: an interrupted import resumes after its last commit without
 duplicating a lead, a SIGKILLed worker's import is finished by another worker, a stale import is
-restarted (and failed after too many restarts, or when its job is lost)."""
+restarted (and failed after too many restarts, or when its job is lost), and an admin can cancel an
+import, stuck or running."""
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import time
@@ -148,6 +150,40 @@ def test_an_interrupted_import_resumes_after_its_last_commit_without_duplicates(
     assert_exactly(engine, cid, leads, issues)
 
 
+def test_a_cancelled_import_writes_nothing_more(sqlite_engine: Engine, tmp_path: Path) -> None:
+    path = tmp_path / "list.csv"
+    make_list(path, 2000)
+    cid = new_task(sqlite_engine, job_id="job-1")
+    from callcenter.leads import cancel_import
+
+    def cancelled_midway() -> None:
+        if task_row(sqlite_engine, cid)["import_done"] >= 500 and task_row(sqlite_engine, cid)["state"] == (
+            "initializing"
+        ):
+            with sqlite_engine.begin() as conn:
+                cancel_import(conn, campaign_id=cid, actor="admin", now=time.time())
+
+    with pytest.raises(ImportSuperseded):
+        import_list(
+            sqlite_engine,
+            campaign_id=cid,
+            path=path,
+            phone_column=None,
+            region="CN",
+            job_id="job-1",
+            batch=250,
+            heartbeat=cancelled_midway,
+        )
+    task = task_row(sqlite_engine, cid)
+    count = rows(sqlite_engine, "SELECT COUNT(*) FROM lead WHERE campaign_id = :c", c=cid)[0][0]
+    assert task["state"] == "stopped" and count == task["import_ok"] < 2000
+    assert task["import_error"].startswith(f"import cancelled by admin after {task['import_done']} of ")
+    audit = rows(
+        sqlite_engine, "SELECT actor, old, new, note FROM campaign_audit WHERE campaign_id = :c", c=cid
+    )
+    assert audit[-1] == ("admin", "initializing", "stopped", "import cancelled")
+
+
 # --- the watchdog's decisions -----------------------------------------------------------------------
 
 
@@ -269,3 +305,91 @@ def test_a_killed_workers_import_is_finished_by_another_worker_with_exactly_the_
     assert f"task {cid}: import resumes after row" in log
     conn.close()
     engine.dispose()
+
+
+# --- cancel, through the API ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def api(web, monkeypatch):  # type: ignore[no-untyped-def]
+    """An admin and a supervisor on the web app; a worker run in the test sees the test database."""
+    monkeypatch.setenv("CALLCENTER_DATABASE_URL", web.engine.url.render_as_string(hide_password=False))
+    monkeypatch.setenv("CALLCENTER_MODE", "dev")
+    monkeypatch.delenv("CALLCENTER_REDIS_URL", raising=False)
+    web.user("admin", ["admin"])
+    web.user("sup", ["supervisor"])
+    with session_scope(web.engine) as s:
+        web.group_id = accounts.create_skill_group(s, name="Sales").id
+    web.admin = web.headers("admin")
+    web.sup = web.headers("sup")
+    return web
+
+
+def create(api, body: bytes) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    resp = api.client.post(
+        "/api/tasks",
+        data={"name": "Renewals", "skill_group_id": str(api.group_id)},
+        files={"file": ("list.csv", io.BytesIO(body), "text/csv")},
+        headers=api.admin,
+    )
+    assert resp.status_code == 201, resp.text
+    return dict(resp.json())
+
+
+def test_an_admin_cancels_a_stuck_import_then_can_delete_the_task(api, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "list.csv"
+    make_list(path, 50)
+    task = create(api, path.read_bytes())  # no worker runs: the import is stuck
+    tid = task["id"]
+    assert api.client.delete(f"/api/tasks/{tid}", headers=api.admin).status_code == 409
+    assert api.client.post(f"/api/tasks/{tid}/import/cancel", headers=api.sup).status_code == 403
+    resp = api.client.post(f"/api/tasks/{tid}/import/cancel", headers=api.admin)
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["state"] == "stopped" and body["actions"] == ["delete", "edit", "start"]
+    assert body["import_progress"]["error"].startswith("import cancelled by admin after 0 of ")
+    audit = api.client.get(f"/api/tasks/{tid}/audit", headers=api.admin).json()
+    assert (audit[-1]["actor"], audit[-1]["old"], audit[-1]["new"], audit[-1]["note"]) == (
+        "admin",
+        "initializing",
+        "stopped",
+        "import cancelled",
+    )
+    # The queued job was cancelled: no worker will run it.
+    conn = redis.Redis.from_url(api.settings.redis_url)
+    job = Job.fetch(task_row(api.engine, tid)["import_job_id"], connection=conn)
+    assert job.get_status() == "canceled" and Queue(jobs.QUEUE, connection=conn).job_ids == []
+    conn.close()
+    again = api.client.post(f"/api/tasks/{tid}/import/cancel", headers=api.admin)
+    assert again.status_code == 409 and "stopped" in again.json()["detail"]
+    assert api.client.delete(f"/api/tasks/{tid}", headers=api.admin).status_code == 200
+
+
+@pytest.mark.slow
+def test_cancel_stops_a_running_import_in_a_real_worker(  # type: ignore[no-untyped-def]
+    api, procs: Processes, tmp_path: Path
+) -> None:
+    path = tmp_path / "big.csv"
+    make_list(path, 60_000)
+    worker = procs.spawn(
+        "worker",
+        "--watch-s",
+        "0.2",
+        env=worker_env(procs, api.engine.url.render_as_string(hide_password=False), api.settings.redis_url),
+    )
+    tid = create(api, path.read_bytes())["id"]
+    conn = redis.Redis.from_url(api.settings.redis_url)
+    job = Job.fetch(task_row(api.engine, tid)["import_job_id"], connection=conn)
+    wait_until(lambda: job.get_status(refresh=True) == "started", 30, "the import under way")
+    horse = procs.descendants(worker.pid)
+    resp = api.client.post(f"/api/tasks/{tid}/import/cancel", headers=api.admin)
+    assert resp.status_code == 200, resp.text
+    kept = task_row(api.engine, tid)
+    assert kept["state"] == "stopped" and kept["import_done"] < 60_000
+    wait_until(lambda: job.get_status(refresh=True) == "stopped", 10, "the worker stops the job")
+    wait_until(lambda: not any(procs.alive(p) for p in horse), 5, "its work horse (and pool) gone")
+    time.sleep(1.0)  # the watchdog looks 5 times meanwhile: nothing restarts, nothing more is written
+    count = rows(api.engine, "SELECT COUNT(*) FROM lead WHERE campaign_id = :c", c=tid)[0][0]
+    assert count == kept["import_ok"] and task_row(api.engine, tid)["state"] == "stopped"
+    assert worker.poll() is None  # the worker itself goes on
+    conn.close()

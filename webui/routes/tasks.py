@@ -1,5 +1,5 @@
 """Outbound tasks (campaigns) API: create with the list file, list, show, start / pause / resume / stop,
-edit, delete, live snapshot, import progress and report; the do-not-call list; supervisor spy."""
+edit, delete, live snapshot, import progress, cancel and report; the do-not-call list; supervisor spy."""
 
 from __future__ import annotations
 
@@ -294,6 +294,21 @@ def import_progress(
     task_id: int, principal: Principal = VIEW, session: Session = Depends(get_session)
 ) -> ImportProgress:
     return _progress(campaigns.get(session, task_id))
+
+
+@router.post("/api/tasks/{task_id}/import/cancel")
+def cancel_import(
+    task_id: int, request: Request, principal: Principal = MANAGE, session: Session = Depends(get_session)
+) -> TaskPublic:
+    """End an import (stuck, or not wanted): the task goes to stopped with an import error saying so,
+    keeping the numbers imported so far; 409 unless it is initializing."""
+    campaign = campaigns.get(session, task_id)
+    moves = leads.cancel_import(session, campaign_id=task_id, actor=principal.username, now=time.time())
+    session.commit()
+    jobs.stop_import(_rq_queue(request).connection, campaign.import_job_id, task_id)
+    _publish_moves(request, moves)
+    session.refresh(campaign)
+    return _public(request, session, campaign)
 
 
 @router.get("/api/tasks/{task_id}/import-report.csv")
