@@ -5,8 +5,10 @@ from __future__ import annotations
 import statistics
 import time
 
+from tests.conftest import WebHarness
 
-def test_login_page_sets_session_and_home_shows_user(web) -> None:  # type: ignore[no-untyped-def]
+
+def test_login_page_sets_session_and_home_shows_user(web: WebHarness) -> None:
     web.user("alice", ["admin"])
     page = web.client.get("/login")
     assert page.status_code == 200 and 'name="password"' in page.text
@@ -23,7 +25,7 @@ def test_login_page_sets_session_and_home_shows_user(web) -> None:  # type: igno
     assert web.client.get("/api/me").status_code == 401
 
 
-def test_wrong_password_and_unknown_user_get_the_same_401(web) -> None:  # type: ignore[no-untyped-def]
+def test_wrong_password_and_unknown_user_get_the_same_401(web: WebHarness) -> None:
     web.user("bob", ["agent"])
     wrong = web.client.post("/api/auth/token", json={"username": "bob", "password": "nope-nope"})
     unknown = web.client.post("/api/auth/token", json={"username": "ghost", "password": "nope-nope"})
@@ -31,7 +33,7 @@ def test_wrong_password_and_unknown_user_get_the_same_401(web) -> None:  # type:
     assert wrong.json() == unknown.json()
 
 
-def test_wrong_password_and_unknown_user_take_the_same_time(web) -> None:  # type: ignore[no-untyped-def]
+def test_wrong_password_and_unknown_user_take_the_same_time(web: WebHarness) -> None:
     web.user("carol", ["agent"])
 
     def timed(username: str) -> float:
@@ -46,7 +48,7 @@ def test_wrong_password_and_unknown_user_take_the_same_time(web) -> None:  # typ
     assert abs(known - unknown) < 0.5 * max(known, unknown), (known, unknown)
 
 
-def test_login_is_throttled_after_repeated_failures(web) -> None:  # type: ignore[no-untyped-def]
+def test_login_is_throttled_after_repeated_failures(web: WebHarness) -> None:
     web.user("dave", ["agent"])
     limit = web.settings.login_max_failures
     for _ in range(limit):
@@ -60,7 +62,7 @@ def test_login_is_throttled_after_repeated_failures(web) -> None:  # type: ignor
     assert page.status_code == 429
 
 
-def test_token_is_revoked_by_password_change(web) -> None:  # type: ignore[no-untyped-def]
+def test_token_is_revoked_by_password_change(web: WebHarness) -> None:
     uid = web.user("erin", ["agent"])
     web.user("root", ["admin"])
     headers = web.headers("erin")
@@ -72,7 +74,7 @@ def test_token_is_revoked_by_password_change(web) -> None:  # type: ignore[no-un
     assert web.client.get("/api/me", headers=headers).status_code == 401
 
 
-def test_open_redirect_after_login_is_refused(web) -> None:  # type: ignore[no-untyped-def]
+def test_open_redirect_after_login_is_refused(web: WebHarness) -> None:
     web.user("fay", ["agent"])
     resp = web.client.post(
         "/login",

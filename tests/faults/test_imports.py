@@ -9,13 +9,14 @@ import io
 import os
 import signal
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 from rq import Queue
-from rq.job import Job
+from rq.job import Job, JobStatus
 from sqlalchemy import text, update
 from sqlalchemy.engine import Engine
 
@@ -24,6 +25,7 @@ from callcenter.db import make_engine, session_scope
 from callcenter.jobs import ImportHealth, import_health, restart_stale_imports
 from callcenter.leads import ImportSuperseded, import_list
 from callcenter.models import Campaign, CampaignCreate
+from tests.conftest import WebHarness
 from tests.faults.conftest import Processes, RedisServer, wait_until
 
 CAMPAIGN = Campaign.__table__  # type: ignore[attr-defined]
@@ -220,7 +222,7 @@ def test_a_failed_import_job_is_restarted_until_the_limit_then_failed(
         queue, job_id="import-x-1", campaign_id=cid, path=str(tmp_path / "gone.csv"), phone_column=None
     )
     job = Job.fetch("import-x-1", connection=conn)
-    job.set_status("failed")  # as rq leaves it when the horse is killed under a live worker
+    job.set_status(JobStatus.FAILED)  # as rq leaves it when the horse is killed under a live worker
     health = restart_stale_imports(engine, conn, now=time.time(), max_restarts=1)
     assert health == {cid: ImportHealth.STALE}
     restarted = task_row(engine, cid)["import_job_id"]
@@ -229,7 +231,7 @@ def test_a_failed_import_job_is_restarted_until_the_limit_then_failed(
     assert (again.args, again.kwargs) == (job.args, job.kwargs)
     # Seen again at once: another watchdog's lock holds for a lease period.
     assert restart_stale_imports(engine, conn, now=time.time(), max_restarts=1) == {cid: ImportHealth.WAITING}
-    again.set_status("failed")
+    again.set_status(JobStatus.FAILED)
     conn.delete(f"callcenter:import:{cid}:watch")  # the lease period has passed
     restart_stale_imports(engine, conn, now=time.time(), max_restarts=1)
     task = task_row(engine, cid)
@@ -261,7 +263,7 @@ def worker_env(procs: Processes, db_url: str, redis_url: str) -> dict[str, str]:
     )
 
 
-@pytest.mark.slow
+@pytest.mark.processes
 def test_a_killed_workers_import_is_finished_by_another_worker_with_exactly_the_right_leads(
     sqlite_url: str, redis_server: RedisServer, procs: Processes, tmp_path: Path
 ) -> None:
@@ -310,23 +312,32 @@ def test_a_killed_workers_import_is_finished_by_another_worker_with_exactly_the_
 # --- cancel, through the API ---------------------------------------------------------------------------
 
 
+@dataclass
+class Admin:
+    """The web app (`web`) with the headers of an admin and of a supervisor, and a skill group."""
+
+    web: WebHarness
+    admin: dict[str, str]
+    sup: dict[str, str]
+    group_id: int
+
+
 @pytest.fixture
-def api(web, monkeypatch):  # type: ignore[no-untyped-def]
-    """An admin and a supervisor on the web app; a worker run in the test sees the test database."""
+def api(web: WebHarness, monkeypatch: pytest.MonkeyPatch) -> Admin:
+    """An admin and a supervisor on the web app; a worker run by the test sees the test database."""
     monkeypatch.setenv("CALLCENTER_DATABASE_URL", web.engine.url.render_as_string(hide_password=False))
     monkeypatch.setenv("CALLCENTER_MODE", "dev")
     monkeypatch.delenv("CALLCENTER_REDIS_URL", raising=False)
     web.user("admin", ["admin"])
     web.user("sup", ["supervisor"])
     with session_scope(web.engine) as s:
-        web.group_id = accounts.create_skill_group(s, name="Sales").id
-    web.admin = web.headers("admin")
-    web.sup = web.headers("sup")
-    return web
+        group_id = accounts.create_skill_group(s, name="Sales").id
+    assert group_id is not None
+    return Admin(web, web.headers("admin"), web.headers("sup"), group_id)
 
 
-def create(api, body: bytes) -> dict[str, Any]:  # type: ignore[no-untyped-def]
-    resp = api.client.post(
+def create(api: Admin, body: bytes) -> dict[str, Any]:
+    resp = api.web.client.post(
         "/api/tasks",
         data={"name": "Renewals", "skill_group_id": str(api.group_id)},
         files={"file": ("list.csv", io.BytesIO(body), "text/csv")},
@@ -336,19 +347,19 @@ def create(api, body: bytes) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     return dict(resp.json())
 
 
-def test_an_admin_cancels_a_stuck_import_then_can_delete_the_task(api, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_an_admin_cancels_a_stuck_import_then_can_delete_the_task(api: Admin, tmp_path: Path) -> None:
     path = tmp_path / "list.csv"
     make_list(path, 50)
     task = create(api, path.read_bytes())  # no worker runs: the import is stuck
     tid = task["id"]
-    assert api.client.delete(f"/api/tasks/{tid}", headers=api.admin).status_code == 409
-    assert api.client.post(f"/api/tasks/{tid}/import/cancel", headers=api.sup).status_code == 403
-    resp = api.client.post(f"/api/tasks/{tid}/import/cancel", headers=api.admin)
+    assert api.web.client.delete(f"/api/tasks/{tid}", headers=api.admin).status_code == 409
+    assert api.web.client.post(f"/api/tasks/{tid}/import/cancel", headers=api.sup).status_code == 403
+    resp = api.web.client.post(f"/api/tasks/{tid}/import/cancel", headers=api.admin)
     assert resp.status_code == 200, resp.text
     body = resp.json()
     assert body["state"] == "stopped" and body["actions"] == ["delete", "edit", "start"]
     assert body["import_progress"]["error"].startswith("import cancelled by admin after 0 of ")
-    audit = api.client.get(f"/api/tasks/{tid}/audit", headers=api.admin).json()
+    audit = api.web.client.get(f"/api/tasks/{tid}/audit", headers=api.admin).json()
     assert (audit[-1]["actor"], audit[-1]["old"], audit[-1]["new"], audit[-1]["note"]) == (
         "admin",
         "initializing",
@@ -356,40 +367,40 @@ def test_an_admin_cancels_a_stuck_import_then_can_delete_the_task(api, tmp_path:
         "import cancelled",
     )
     # The queued job was cancelled: no worker will run it.
-    conn = redis.Redis.from_url(api.settings.redis_url)
-    job = Job.fetch(task_row(api.engine, tid)["import_job_id"], connection=conn)
+    conn = redis.Redis.from_url(api.web.settings.redis_url)
+    job = Job.fetch(task_row(api.web.engine, tid)["import_job_id"], connection=conn)
     assert job.get_status() == "canceled" and Queue(jobs.QUEUE, connection=conn).job_ids == []
     conn.close()
-    again = api.client.post(f"/api/tasks/{tid}/import/cancel", headers=api.admin)
+    again = api.web.client.post(f"/api/tasks/{tid}/import/cancel", headers=api.admin)
     assert again.status_code == 409 and "stopped" in again.json()["detail"]
-    assert api.client.delete(f"/api/tasks/{tid}", headers=api.admin).status_code == 200
+    assert api.web.client.delete(f"/api/tasks/{tid}", headers=api.admin).status_code == 200
 
 
-@pytest.mark.slow
-def test_cancel_stops_a_running_import_in_a_real_worker(  # type: ignore[no-untyped-def]
-    api, procs: Processes, tmp_path: Path
-) -> None:
+@pytest.mark.processes
+def test_cancel_stops_a_running_import_in_a_real_worker(api: Admin, procs: Processes, tmp_path: Path) -> None:
     path = tmp_path / "big.csv"
     make_list(path, 60_000)
     worker = procs.spawn(
         "worker",
         "--watch-s",
         "0.2",
-        env=worker_env(procs, api.engine.url.render_as_string(hide_password=False), api.settings.redis_url),
+        env=worker_env(
+            procs, api.web.engine.url.render_as_string(hide_password=False), api.web.settings.redis_url
+        ),
     )
     tid = create(api, path.read_bytes())["id"]
-    conn = redis.Redis.from_url(api.settings.redis_url)
-    job = Job.fetch(task_row(api.engine, tid)["import_job_id"], connection=conn)
+    conn = redis.Redis.from_url(api.web.settings.redis_url)
+    job = Job.fetch(task_row(api.web.engine, tid)["import_job_id"], connection=conn)
     wait_until(lambda: job.get_status(refresh=True) == "started", 30, "the import under way")
     horse = procs.descendants(worker.pid)
-    resp = api.client.post(f"/api/tasks/{tid}/import/cancel", headers=api.admin)
+    resp = api.web.client.post(f"/api/tasks/{tid}/import/cancel", headers=api.admin)
     assert resp.status_code == 200, resp.text
-    kept = task_row(api.engine, tid)
+    kept = task_row(api.web.engine, tid)
     assert kept["state"] == "stopped" and kept["import_done"] < 60_000
     wait_until(lambda: job.get_status(refresh=True) == "stopped", 10, "the worker stops the job")
     wait_until(lambda: not any(procs.alive(p) for p in horse), 5, "its work horse (and pool) gone")
     time.sleep(1.0)  # the watchdog looks 5 times meanwhile: nothing restarts, nothing more is written
-    count = rows(api.engine, "SELECT COUNT(*) FROM lead WHERE campaign_id = :c", c=tid)[0][0]
-    assert count == kept["import_ok"] and task_row(api.engine, tid)["state"] == "stopped"
+    count = rows(api.web.engine, "SELECT COUNT(*) FROM lead WHERE campaign_id = :c", c=tid)[0][0]
+    assert count == kept["import_ok"] and task_row(api.web.engine, tid)["state"] == "stopped"
     assert worker.poll() is None  # the worker itself goes on
     conn.close()

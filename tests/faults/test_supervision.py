@@ -47,7 +47,7 @@ def start_serve(procs: Processes, sqlite_url: str) -> tuple[subprocess.Popen[byt
     return parent, children
 
 
-@pytest.mark.slow
+@pytest.mark.processes
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL], ids=lambda s: s.name)
 def test_no_child_outlives_serve(sig: signal.Signals, procs: Processes, sqlite_url: str) -> None:
     parent, children = start_serve(procs, sqlite_url)
@@ -64,7 +64,7 @@ def test_no_child_outlives_serve(sig: signal.Signals, procs: Processes, sqlite_u
         assert "Traceback" not in procs.log(parent), procs.log(parent)
 
 
-@pytest.mark.slow
+@pytest.mark.processes
 def test_a_crashed_dialer_is_started_again(procs: Processes, sqlite_url: str) -> None:
     parent, children = start_serve(procs, sqlite_url)
     first = children["app.cli dialer"]

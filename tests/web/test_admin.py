@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from tests.conftest import WebHarness
 
-def test_skill_group_is_renamed_and_its_members_replaced(web) -> None:  # type: ignore[no-untyped-def]
+
+def test_skill_group_is_renamed_and_its_members_replaced(web: WebHarness) -> None:
     web.user("root", ["admin"])
     web.user("ann", ["agent"], extension="1001")
     web.user("bob", ["agent"], extension="1002")
