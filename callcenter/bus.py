@@ -24,6 +24,11 @@ def agent_topic(agent_id: int) -> str:
     return f"{PREFIX}agent:{agent_id}"
 
 
+def presence_key(agent_id: int) -> str:
+    """Set (with a time to live) by every web process holding a workstation socket of this agent."""
+    return f"{PREFIX}presence:{agent_id}"
+
+
 MONITOR_TOPIC = f"{PREFIX}monitor"
 DIALER_TOPIC = f"{PREFIX}dialer"
 CHAT_ROOM_PREFIX = f"{PREFIX}chat:room:"

@@ -97,6 +97,9 @@ class Settings(BaseSettings):
         le=1000,
         description="new calls per second through the default gateway (rows set their own)",
     )
+    agent_disconnect_s: float = Field(
+        30.0, gt=0, description="a ready agent with no workstation open this long goes not ready, seconds"
+    )
     gateway_keepalive_s: float = Field(10.0, gt=0, description="keepalive interval of gateway links, seconds")
     pbx_max_calls: int = Field(
         2500,

@@ -9,6 +9,7 @@ Dialer -> web (the notifier publishes them; `webui.ws` fans them out to browsers
 - `TaskStateChanged`   monitor topic (and the task list's `tasks` stream)
 - `TaskStats`          monitor topic; also kept under `stats_key(id)` for 10 s
 - `GatewayStatus`      monitor topic; also kept under `gateway_status_key(gateway)`
+- `SpySession`         monitor topic; the active ones kept in the hash `SPIES_KEY`
 
 Web -> dialer (on the dialer topic, through `webui.dialer_client.DialerClient`; the runner has one
 handler per type): `AgentChanged`, `TaskChanged`, `PreviewDial`, `PreviewSkip`, `SpyRequest`. A request
@@ -192,6 +193,25 @@ class TaskStats(BusMessage):
 
     def topics(self) -> tuple[str, ...]:
         return (MONITOR_TOPIC,)
+
+
+class SpySession(BusMessage):
+    """A supervisor listening to (whispering to, barging into) an agent's call: started, then ended.
+    The monitor shows who listens to whom; the active ones are kept under `SPIES_KEY`."""
+
+    TYPE: ClassVar[str] = "spy_session"
+    spy_id: str
+    supervisor_extension: str
+    target_extension: str
+    mode: str
+    started_at: float
+    ended_at: float | None = None
+
+    def topics(self) -> tuple[str, ...]:
+        return (MONITOR_TOPIC,)
+
+
+SPIES_KEY = "cc:spies"
 
 
 class GatewayState(StrEnum):

@@ -6,7 +6,15 @@ from __future__ import annotations
 from typing import Any
 
 from callcenter.bus import Bus
-from callcenter.messages import BusMessage, GatewayStatus, TaskStats, gateway_status_key, stats_key
+from callcenter.messages import (
+    SPIES_KEY,
+    BusMessage,
+    GatewayStatus,
+    SpySession,
+    TaskStats,
+    gateway_status_key,
+    stats_key,
+)
 
 
 class Notifier:
@@ -23,4 +31,9 @@ class Notifier:
             redis.set(stats_key(message.campaign_id), data, ex=10)
         elif isinstance(message, GatewayStatus):  # pages opened later show the latest
             redis.set(gateway_status_key(message.gateway), data, ex=86400)
+        elif isinstance(message, SpySession):  # monitors opened later see who listens to whom
+            if message.ended_at is None:
+                redis.hset(SPIES_KEY, message.spy_id, data)
+            else:
+                redis.hdel(SPIES_KEY, message.spy_id)
         return [redis.publish(topic, data) for topic in message.topics()]

@@ -39,6 +39,8 @@ TABLE: dict[str, dict[str, str]] = {
     "state.wrap_up": {"en": "Wrap-up", "zh": "话后处理"},
     "state.not_ready": {"en": "Not ready", "zh": "未就绪"},
     "reason.missed_call": {"en": "missed a call", "zh": "漏接来电"},
+    "reason.workstation_disconnected": {"en": "workstation closed", "zh": "工作台已断开"},
+    "reason.after_manual_call": {"en": "after a call dialled by hand", "zh": "手动外呼后"},
     "state.away": {"en": "Away", "zh": "离开"},
     # the push connection
     "live.connecting": {"en": "Connecting…", "zh": "连接中…"},
@@ -71,6 +73,12 @@ TABLE: dict[str, dict[str, str]] = {
         "en": "You missed a call: your phone rang and was not answered, so you were set to Not ready. "
         "Click Ready when you are back.",
         "zh": "您漏接了一个来电：分机振铃未接听，已将您置为未就绪。回到座位后请点击“就绪”。",
+    },
+    "ws.workstation_disconnected": {
+        "en": "Your workstation was closed or lost its connection for a while, so you were set to Not "
+        "ready (no call goes to a screen nobody watches). Click Ready to take calls again.",
+        "zh": "您的工作台已关闭或断线一段时间，已将您置为未就绪（不会把来电转给无人值守的屏幕）。"
+        "请点击“就绪”继续接听。",
     },
     "ws.set_state": {"en": "Set my state", "zh": "设置状态"},
     "ws.extension": {"en": "Extension", "zh": "分机"},
@@ -435,6 +443,7 @@ TABLE: dict[str, dict[str, str]] = {
     "gw.state_draining": {"en": "draining", "zh": "正在停机"},
     "gw.state_down": {"en": "down", "zh": "断开"},
     "gw.state_disabled": {"en": "disabled", "zh": "已停用"},
+    "mon.listened_by": {"en": "{ext}: {mode}", "zh": "{ext}：{mode}"},
     "mon.gateway_state": {"en": "PBX {name}: {state}", "zh": "交换机 {name}：{state}"},
     # permissions (callcenter.models.Permission)
     "perm.workstation": {"en": "Agent workstation", "zh": "坐席工作台"},

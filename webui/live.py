@@ -18,7 +18,15 @@ from sqlmodel import Session, col, select
 from callcenter import gateway_admin
 from callcenter.accounts import Principal
 from callcenter.campaigns import ACTIONS
-from callcenter.messages import AgentStateChanged, ScreenPop, TaskStats, decode, stats_key
+from callcenter.messages import (
+    SPIES_KEY,
+    AgentStateChanged,
+    ScreenPop,
+    SpySession,
+    TaskStats,
+    decode,
+    stats_key,
+)
 from callcenter.models import (
     Agent,
     AgentState,
@@ -230,6 +238,18 @@ def gateway_statuses(session: Session, *, redis: Any) -> list[dict[str, Any]]:
     return list(gateway_admin.latest_statuses(redis, keys).values())
 
 
+def active_spies(redis: Any) -> list[dict[str, Any]]:
+    """Who listens to whom now (the dialer keeps the active `SpySession`s in a hash)."""
+    if redis is None:
+        return []
+    out = []
+    for raw in redis.hvals(SPIES_KEY):
+        msg = decode(raw)
+        if isinstance(msg, SpySession):
+            out.append(msg.payload())
+    return out
+
+
 def hello(
     session: Session,
     *,
@@ -266,6 +286,7 @@ def hello(
         out["grid"] = grid(session)
         out["tasks"] = monitor_tasks(session, redis=redis, default_gateway=default_gateway)
         out["gateways"] = gateway_statuses(session, redis=redis)
+        out["spies"] = active_spies(redis)
     return out
 
 

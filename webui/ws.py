@@ -79,6 +79,7 @@ from callcenter.bus import (
     CHAT_ROOM_PREFIX,
     MONITOR_TOPIC,
     PREFIX,
+    presence_key,
 )
 from callcenter.http import AppContext, Requirement, current_principal, principal_from_token, public
 from callcenter.messages import (
@@ -252,12 +253,31 @@ class Hub:
         await self._subscribe()
         self._runner = self.spawn(self._run(), "bus subscriber")
         self._sweeper = self.spawn(self._chat_sweep(), "chat sweep")
+        self.spawn(self._presence(), "agent presence")
         try:
             await self.db(live.warm_up, region=self.region, bare=True, hot=True)
         except Exception:  # a cold first pop is slower, not wrong
             log.exception("warming up the screen pop's CRM lookup failed")
         # The chat bot's Chinese segmenter loads its dictionary in the background (about a second).
         self.spawn(self._warm_up_chat(), "jieba warm-up")
+
+    async def _presence(self) -> None:
+        """Tell the dialer which agents have a workstation open here: a key per agent with a time to
+        live, renewed while a socket of theirs is open. A ready agent whose key lapses (browser closed,
+        network gone) is set not ready by the dialer, so no call goes to a screen nobody watches."""
+        ttl = self.ctx.settings.agent_disconnect_s
+        every = max(0.5, min(10.0, ttl / 3))
+        while True:
+            agents = list(self.by_agent)
+            if agents:
+                try:
+                    pipe = self._redis.pipeline(transaction=False)
+                    for agent_id in agents:
+                        pipe.set(presence_key(agent_id), "1", ex=max(1, round(ttl)))
+                    await pipe.execute()
+                except Exception as exc:  # Redis away: the keys lapse; retried next round
+                    log.warning("could not renew agent presence: %s", exc)
+            await asyncio.sleep(every)
 
     async def _warm_up_chat(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self._pool, kb_warm_up)
@@ -530,7 +550,11 @@ class Hub:
         if conn.chat_monitor:
             self.chat_monitors.add(conn)
         if conn.agent_id is not None:
+            first = conn.agent_id not in self.by_agent
             self.by_agent.setdefault(conn.agent_id, set()).add(conn)
+            if first and self._redis is not None:  # present from the first socket, not the next round
+                ttl = max(1, round(self.ctx.settings.agent_disconnect_s))
+                self.spawn(self._redis.set(presence_key(conn.agent_id), "1", ex=ttl), "presence")
         if MONITOR in conn.streams:
             self.monitors.add(conn)
         if TASKS in conn.streams:

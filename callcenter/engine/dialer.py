@@ -296,6 +296,33 @@ class DialerCore:
             self._gateway_status(gw, now)
         return self._flush(now)
 
+    def note_on_agents_call(self, extension: str, kind: str, detail: str, now: float) -> None:
+        """A step on the ladder of the call an agent is on (a supervisor starts or stops listening)."""
+        agent_id = self.roster.by_extension(extension)
+        agent = self.roster.get(agent_id)
+        if agent is not None and agent.call_id:
+            self.store.log_call(agent.call_id, now, kind, detail)
+
+    def agents_away(self, agent_ids: Iterable[int], now: float) -> list[Command]:
+        """Ready agents whose workstation has been closed or cut off too long: not ready, saying why
+        (calls must not go to a screen nobody watches)."""
+        for agent_id in agent_ids:
+            agent = self.roster.get(agent_id)
+            if agent is None or agent.state != AgentState.READY.value or agent.simulated:
+                continue
+            log.warning("agent %s has no workstation open: set not ready", agent.extension)
+            try:
+                self._move_agent(
+                    agent_id,
+                    AE.SET_NOT_READY,
+                    now,
+                    expect=AgentState.READY,
+                    reason="workstation_disconnected",
+                )
+            except Conflict:
+                continue
+        return self._flush(now)
+
     def agent_changed(self, now: float) -> list[Command]:
         """An agent's state changed elsewhere (web): refresh and pace now."""
         self._refresh(now)

@@ -40,12 +40,20 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from callcenter.bus import DIALER_TOPIC, Bus
+from callcenter.bus import DIALER_TOPIC, Bus, presence_key
 from callcenter.clock import LoopScheduler
 from callcenter.config import GatewayKind, Settings
 from callcenter.engine.commands import Command, ConnectAgent, Hangup, Originate, PlayAndHangup
 from callcenter.engine.dialer import DEAD_AFTER_S, DialerCore
-from callcenter.engine.events import GatewayDraining, GatewayEvent, GatewayLink, ManualCallStarted, SpyMode
+from callcenter.engine.events import (
+    GatewayDraining,
+    GatewayEvent,
+    GatewayLink,
+    ManualCallStarted,
+    SpyEnded,
+    SpyMode,
+    SpyStarted,
+)
 from callcenter.engine.sqlstore import SqlStore
 from callcenter.engine.store import AgentRow
 from callcenter.errors import DomainError
@@ -58,6 +66,7 @@ from callcenter.messages import (
     PreviewSkip,
     Reply,
     SpyRequest,
+    SpySession,
     TaskChanged,
     TaskStats,
     decode,
@@ -68,6 +77,7 @@ from callcenter.notifier import Notifier
 log = logging.getLogger(__name__)
 TICK_S = 1.0
 TAKEOVER_EVERY_S = 5.0
+PRESENCE_EVERY_S = 2.0
 BACKOFF_FIRST_S = 0.5
 BACKOFF_MAX_S = 30.0
 # The web waits a few seconds for a reply: the subscription is retried often enough to be back in time.
@@ -193,9 +203,13 @@ class DialerRunner:
         command_timeout_s: float = 5.0,
         originates_per_s: float = 10.0,
         region: str = "CN",
+        agent_disconnect_s: float | None = None,
     ) -> None:
         self.engine = engine
         self.region = region
+        # None: nobody checks workstations (benchmarks, tests of the engine alone).
+        self.agent_disconnect_s = agent_disconnect_s
+        self._absent_since: dict[int, float] = {}
         self.slots: dict[str, GatewaySlot] = {
             key: gw if isinstance(gw, GatewaySlot) else GatewaySlot(key, key, originates_per_s, gw)
             for key, gw in gateways.items()
@@ -225,6 +239,8 @@ class DialerRunner:
         self.tasks: set[asyncio.Task[Any]] = set()
         self.ready = asyncio.Event()
         self.database_up = True
+        self.spies: dict[str, SpySession] = {}  # active spy legs, by id
+        self._spy_early: dict[str, SpyStarted | SpyEnded] = {}
 
     @property
     def gateways(self) -> dict[str, Gateway]:
@@ -291,6 +307,8 @@ class DialerRunner:
                 self.wake.set()
             elif isinstance(event, ManualCallStarted):
                 self._emit(dataclasses.replace(event, gateway=key))
+            elif isinstance(event, SpyStarted | SpyEnded):
+                self._spy_changed(event)
             else:
                 self._emit(event)
 
@@ -451,7 +469,7 @@ class DialerRunner:
         if self.aredis is not None:
             self._spawn(self._listen(stop), "dialer-bus")
         self.ready.set()
-        next_tick = next_stats = next_takeover = 0.0
+        next_tick = next_stats = next_takeover = next_presence = 0.0
         while not stop.is_set():
             now = self.clock()
             due = min(next_tick, self.core.next_wake() or next_tick)
@@ -503,6 +521,9 @@ class DialerRunner:
             if any(link.up for _, link in links if isinstance(link, GatewayLink)):
                 commands += await self._reconcile_ready()
             await self.send(commands)
+            if now >= next_presence:
+                next_presence = now + PRESENCE_EVERY_S
+                await self.send(await self._check_presence(now))
             if now >= next_takeover:
                 next_takeover = now + TAKEOVER_EVERY_S
                 with contextlib.suppress(*DATABASE_DOWN):
@@ -514,6 +535,36 @@ class DialerRunner:
                     if snap is not None:
                         self.notifier.publish(TaskStats.model_validate(snap))
                 self._publish()
+
+    async def _check_presence(self, now: float) -> list[Command]:
+        """Ready agents (people, not simulated ones) with no workstation open anywhere for
+        `agent_disconnect_s` go not ready (the web processes keep a presence key per open workstation)."""
+        if self.agent_disconnect_s is None or self.aredis is None or not self.database_up:
+            return []
+        ready = [a.id for a in self.core.agents.values() if a.state == "ready" and not a.simulated]
+        for gone in set(self._absent_since) - set(ready):
+            del self._absent_since[gone]
+        if not ready:
+            return []
+        try:
+            present = await self.aredis.mget([presence_key(a) for a in ready])
+        except Exception as exc:  # Redis away: nobody can be told apart; no one is moved
+            log.warning("could not read agent presence: %s", exc)
+            return []
+        away = []
+        for agent_id, seen in zip(ready, present, strict=True):
+            if seen:
+                self._absent_since.pop(agent_id, None)
+                continue
+            since = self._absent_since.setdefault(agent_id, now)
+            if now - since >= self.agent_disconnect_s:
+                away.append(agent_id)
+        if not away:
+            return []
+        for agent_id in away:
+            self._absent_since.pop(agent_id, None)
+        with self._batch():
+            return self.core.agents_away(away, now)
 
     # --- requests from the web ----------------------------------------------------------------------
 
@@ -553,6 +604,16 @@ class DialerRunner:
 
     async def _spy(self, req: SpyRequest) -> None:
         gw = self.gateways.get(req.gateway or "default")
+        busy = next(
+            (s for s in self.spies.values() if s.supervisor_extension == req.supervisor_extension), None
+        )
+        if busy is not None:  # one phone, one call: a second spy would ring a phone already in use
+            why = (
+                f"phone {req.supervisor_extension} is already listening to {busy.target_extension} "
+                f"({busy.mode}); hang it up first"
+            )
+            await self._reply(req, Reply(ok=False, status=409, error=why))
+            return
         try:
             if gw is None:
                 raise GatewayUnavailable(f"gateway {req.gateway} is not available")
@@ -565,9 +626,50 @@ class DialerRunner:
                 self.command_timeout_s,
             )
             reply = Reply(ok=True, spy_id=spy_id)
+            session = SpySession(
+                spy_id=spy_id,
+                supervisor_extension=req.supervisor_extension,
+                target_extension=req.target_extension,
+                mode=req.mode,
+                started_at=self.clock(),
+            )
+            early = self._spy_early.pop(spy_id, None)
+            if isinstance(early, SpyEnded):  # it ended before the gateway even answered
+                self._publish_spy(session.model_copy(update={"ended_at": early.at}))
+            else:
+                self.spies[spy_id] = session
+                if isinstance(early, SpyStarted):
+                    self._publish_spy(session.model_copy(update={"started_at": early.at}))
         except (GatewayError, DomainError, TimeoutError, ValueError) as exc:
             reply = Reply(ok=False, error=getattr(exc, "message", None) or str(exc) or type(exc).__name__)
         await self._reply(req, reply)
+
+    def _spy_changed(self, event: SpyStarted | SpyEnded) -> None:
+        """A spy leg the gateway reports started or ended: the monitor shows it, the agent's call
+        keeps it on its ladder. An event before `spy()` returned its id waits for it."""
+        session = self.spies.get(event.spy_id)
+        if session is None:
+            self._spy_early[event.spy_id] = event
+            return
+        if isinstance(event, SpyStarted):
+            session = self.spies[event.spy_id] = session.model_copy(update={"started_at": event.at})
+        else:
+            del self.spies[event.spy_id]
+            session = session.model_copy(update={"ended_at": event.at})
+        self._publish_spy(session)
+
+    def _publish_spy(self, session: SpySession) -> None:
+        verb = "stopped" if session.ended_at is not None else "started"
+        detail = f"{session.mode} by {session.supervisor_extension} {verb}"
+        try:
+            with self._batch():
+                if self.notifier is not None:
+                    self.notifier.publish(session)
+                self.core.note_on_agents_call(
+                    session.target_extension, "spy", detail, session.ended_at or session.started_at
+                )
+        except Exception as exc:  # a spy note must never stop the dialer
+            log.warning("could not record %s: %s", detail, exc)
 
     async def _listen(self, stop: asyncio.Event) -> None:
         """The dialer topic, for as long as the dialer runs: a lost Redis link is reconnected with
@@ -674,6 +776,7 @@ def run_dialer(settings: Settings, *, dialer_id: str | None = None) -> None:
             command_timeout_s=settings.gateway_timeout_s,
             originates_per_s=settings.gateway_originates_per_s,
             region=settings.default_region,
+            agent_disconnect_s=settings.agent_disconnect_s,
         )
         log.info("dialer %s running", runner.store.dialer_id)
         try:

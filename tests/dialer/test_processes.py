@@ -24,7 +24,9 @@ from tests.conftest import TEST_SECRET
 pytestmark = pytest.mark.processes
 
 
-def start_dialer(db_url: str, redis_url: str, dialer_id: str, tmp_path: Path) -> subprocess.Popen[bytes]:
+def start_dialer(
+    db_url: str, redis_url: str, dialer_id: str, tmp_path: Path, **extra: str
+) -> subprocess.Popen[bytes]:
     env = dict(os.environ)
     env.update(
         {
@@ -37,6 +39,7 @@ def start_dialer(db_url: str, redis_url: str, dialer_id: str, tmp_path: Path) ->
             "CALLCENTER_SIM_TIME_SCALE": "20",
             "CALLCENTER_DATA_DIR": str(tmp_path),
             "CALLCENTER_LOG_LEVEL": "WARNING",
+            **extra,
         }
     )
     log = open(tmp_path / f"{dialer_id}.log", "ab")  # noqa: SIM115 - closed with the process

@@ -67,7 +67,28 @@
     tr.querySelector(".task").textContent = onCall ? a.campaign_name || (a.call_id ? t("dir.manual") : "") : "";
     // Listening needs a call that is up.
     tr.querySelectorAll("button[data-spy]").forEach((b) => (b.disabled = a.state !== "on_call"));
+    // Who listens to this agent now (spy_session messages).
+    const listeners = [...spies.values()].filter((s) => s.target_extension === a.extension);
+    let badge = tr.querySelector(".listened");
+    if (!badge) {
+      badge = h("span", { class: "pill listened" });
+      tr.querySelector(".state").append(badge);
+    }
+    badge.hidden = listeners.length === 0;
+    badge.textContent = listeners
+      .map((s) => t("mon.listened_by").replace("{ext}", s.supervisor_extension).replace("{mode}", t("mon.spy_" + s.mode)))
+      .join(", ");
     tickAgent(tr, a);
+  }
+
+  // --- who listens to whom ------------------------------------------------------------------------
+
+  const spies = new Map(); // spy_id -> spy_session
+
+  function onSpySession(msg) {
+    if (msg.ended_at) spies.delete(msg.spy_id);
+    else spies.set(msg.spy_id, msg);
+    for (const a of agents.values()) if (a.extension === msg.target_extension) renderAgent(a);
   }
 
   function tickAgent(tr, a) {
@@ -471,6 +492,9 @@
         for (const id of [...tasks.keys()]) if (!live.has(id)) removeTask(id);
         $("gateway-alerts").replaceChildren();
         (msg.gateways || []).forEach(onGatewayStatus);
+        spies.clear();
+        (msg.spies || []).forEach((s) => spies.set(s.spy_id, s));
+        for (const a of agents.values()) renderAgent(a);
         noneHint();
         document.body.dataset.ready = "1";
         break;
@@ -486,6 +510,9 @@
         break;
       case "gateway_status":
         onGatewayStatus(msg);
+        break;
+      case "spy_session":
+        onSpySession(msg);
         break;
       default:
         break;

@@ -79,6 +79,9 @@
       ui.stateError.hidden = false;
       chime();
       notify(t("ws.missed_call"), "", "missed-call");
+    } else if (msg.reason === "workstation_disconnected") {
+      ui.stateError.textContent = t("ws.workstation_disconnected");
+      ui.stateError.hidden = false;
     } else {
       ui.stateError.hidden = true;
     }
