@@ -227,19 +227,19 @@ def test_supervisor_grid_updates_by_push(pages: Pages, live_server: LiveServer) 
     page = pages.open("sue", "/monitor")
     expect(page.locator("#agents-grid tbody tr")).to_have_count(2)
     row = page.locator(f'#agents-grid tr[data-agent-id="{ann}"]')
-    expect(row.locator(".state .pill")).to_have_text("Offline")
+    expect(row.locator(".state .pill:not(.listened)")).to_have_text("Offline")
     page.evaluate("window.__same_page = true")  # survives only if nothing reloads the page
 
     sim.set_ready(live_server.engine, live_server.redis, ann)
     expect(row).to_have_attribute("data-state", "ready")
-    expect(row.locator(".state .pill")).to_have_text("Ready")
+    expect(row.locator(".state .pill:not(.listened)")).to_have_text("Ready")
     expect(page.locator('#agent-summary [data-summary="ready"]')).to_have_text("Ready 1")
 
     sim.miss(live_server.engine, live_server.redis, ann)  # ann's phone rang unanswered
     expect(row).to_have_attribute("data-state", "not_ready")
-    expect(row.locator(".state .pill")).to_have_text("Not ready · missed a call")
+    expect(row.locator(".state .pill:not(.listened)")).to_have_text("Not ready · missed a call")
     sim.set_ready(live_server.engine, live_server.redis, ann)
-    expect(row.locator(".state .pill")).to_have_text("Ready")
+    expect(row.locator(".state .pill:not(.listened)")).to_have_text("Ready")
 
     sim.connect(live_server.engine, live_server.redis, agent=ann, number=NUMBER, campaign_id=task)
     expect(row).to_have_attribute("data-state", "on_call")
