@@ -91,10 +91,11 @@ def children(settings: Settings, commands: list[list[str]]) -> Iterator[list[sub
 def _serve_web(settings: Settings) -> None:
     import uvicorn
 
-    from webui.app import create_app
+    from webui.app import SERVER_OPTIONS, create_app
 
     uvicorn.run(
         create_app(settings),
+        **SERVER_OPTIONS,
         host=settings.web_host,
         port=settings.web_port,
         log_level=settings.log_level.lower(),

@@ -180,7 +180,8 @@ def web_factory(redis_client: redis.Redis, tmp_path: Path):  # type: ignore[no-u
 
     clients = []
 
-    def build(engine: Engine, **overrides: object) -> WebHarness:
+    def build(engine: Engine, *, peer: tuple[str, int] | None = None, **overrides: object) -> WebHarness:
+        """`peer`: the address the app sees the test client connect from."""
         settings = make_settings(
             tmp_path,
             redis_url=redis_client.connection_pool.connection_kwargs
@@ -189,7 +190,7 @@ def web_factory(redis_client: redis.Redis, tmp_path: Path):  # type: ignore[no-u
         )
         ctx = AppContext(settings=settings, engine=engine, redis=redis_client)
         app = create_app(settings, ctx=ctx)
-        client = TestClient(app)
+        client = TestClient(app, client=peer) if peer else TestClient(app)
         client.__enter__()
         clients.append(client)
         return WebHarness(app, client, engine, settings, redis_client)

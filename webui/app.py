@@ -20,6 +20,10 @@ from callcenter.http import AppContext, LoginRequired
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
+# How uvicorn must run the app (`callcenter serve`, the test servers). Not `proxy_headers`: uvicorn
+# would then take the client's address from X-Forwarded-For of any local peer; the app reads that
+# header itself, from CALLCENTER_TRUSTED_PROXIES only (`webui.auth.client_address`).
+SERVER_OPTIONS: dict[str, Any] = {"proxy_headers": False, "server_header": False}
 
 
 def create_app(settings: Settings, *, ctx: AppContext | None = None) -> FastAPI:

@@ -12,7 +12,7 @@ from sqlmodel import Session
 
 from callcenter.accounts import Principal, authenticate, load_principal
 from callcenter.http import get_session, issue_token, public, require
-from webui.auth import client_address, min_duration, throttle_for, too_many_attempts
+from webui.auth import min_duration, request_address, throttle_for, too_many_attempts
 from webui.templating import render
 
 router = APIRouter()
@@ -43,16 +43,17 @@ class MePublic(BaseModel):
 
 
 def _check_login(request: Request, session: Session, username: str, password: str) -> Principal | None:
-    """Authenticate with throttling; None (after a fixed delay) when it fails."""
+    """Authenticate with throttling; None (after a fixed delay) when it fails. The attempt is counted
+    before the password is looked at, in one Redis step, so concurrent guesses cannot all slip in
+    under the limit."""
     started = time.perf_counter()
     throttle = throttle_for(request)
-    address = client_address(request)
-    wait = throttle.retry_after(username, address)
+    address = request_address(request)
+    wait = throttle.attempt(username, address)
     if wait:
         raise too_many_attempts(wait)
     user = authenticate(session, username=username, password=password)
     if user is None:
-        throttle.failed(username, address)
         min_duration(started, FAILED_LOGIN_FLOOR_S)
         return None
     throttle.succeeded(username, address)
