@@ -169,6 +169,27 @@ class WebHarness:
     def headers(self, username: str, password: str = "password-123") -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token(username, password)}"}
 
+    def login(self, username: str, password: str = "password-123") -> None:
+        """Sign in with the session cookie as a browser does, and send the page's CSRF token with
+        every later request (as the pages' scripts do)."""
+        resp = self.client.post(
+            "/login", data={"username": username, "password": password}, follow_redirects=False
+        )
+        assert resp.status_code == 303, resp.text
+        token = self.csrf_token()
+        if token:
+            self.client.headers["X-CSRF-Token"] = token
+        else:
+            self.client.headers.pop("X-CSRF-Token", None)
+
+    def csrf_token(self) -> str:
+        """The CSRF token a page of the signed-in session carries (its `csrf-token` meta tag)."""
+        import re
+
+        page = self.client.get("/login")
+        found = re.search(r'<meta name="csrf-token" content="([^"]+)"', page.text)
+        return found.group(1) if found else ""
+
 
 @pytest.fixture
 def web_factory(redis_client: redis.Redis, tmp_path: Path):  # type: ignore[no-untyped-def]

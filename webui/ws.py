@@ -7,6 +7,10 @@ a socket may land on any of them.
 Who gets what (the messages of `callcenter.messages`):
 - `cc:agent:<id>` goes only to sockets of the user whose agent id is <id> (the `agent` stream);
 - `cc:monitor` goes only to sockets of users with the `monitor` permission (the `monitor` stream);
+- `cc:sessions` (`callcenter.http.SESSIONS_TOPIC`) is for the hub itself: a user's password was changed,
+  they were deactivated or their roles changed, or one session signed out; the sockets concerned are
+  closed (4401: sign in again; 4409 after a role change: reconnect, to get the streams the user may
+  now have);
 - anything else (`cc:dialer`) is not for browsers and is dropped.
 
 What is added on the way (one read per message, only when this process has a socket that wants it):
@@ -56,7 +60,13 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from callcenter.accounts import Principal
 from callcenter.bus import ALL_PATTERN, MONITOR_TOPIC, PREFIX
-from callcenter.http import AppContext, Requirement, current_principal, principal_from_token
+from callcenter.http import (
+    SESSIONS_TOPIC,
+    AppContext,
+    Requirement,
+    current_principal,
+    principal_from_token,
+)
 from callcenter.messages import (
     AgentCallEnded,
     AgentStateChanged,
@@ -75,6 +85,7 @@ QUEUE_MAX = 500  # messages waiting for one socket; a client this far behind is 
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_TOO_SLOW = 4408
+CLOSE_PERMISSIONS_CHANGED = 4409
 CLOSE_RESTART = 1012
 
 AGENT = "agent"
@@ -124,12 +135,18 @@ class Conn:
     """One socket: who it is, which streams it gets, and its outgoing queue."""
 
     def __init__(
-        self, ws: WebSocket, principal: Principal, streams: frozenset[str], day_start: float
+        self,
+        ws: WebSocket,
+        principal: Principal,
+        streams: frozenset[str],
+        day_start: float,
+        sid: str | None = None,
     ) -> None:
         self.ws = ws
         self.principal = principal
         self.streams = streams
         self.day_start = day_start
+        self.sid = sid  # the browser session it was opened with (None: a token)
         self.queue: asyncio.Queue[Item] = asyncio.Queue(QUEUE_MAX)
         self.dropped = False
 
@@ -271,6 +288,22 @@ class Hub:
                 self._to_agent(conns, data)
         elif channel == MONITOR_TOPIC and (self.monitors or self.task_watchers):
             self._to_monitors(data)
+        elif channel == SESSIONS_TOPIC:
+            self._revoke(data)
+
+    def _revoke(self, data: str) -> None:
+        """Close the sockets of a user whose account changed, or of a session that signed out."""
+        msg = _decode(data)
+        if msg is None or msg["type"] != "revoke":
+            return
+        user_id, sid = msg.get("user_id"), msg.get("sid")
+        code = CLOSE_PERMISSIONS_CHANGED if msg.get("reason") == "roles" else CLOSE_UNAUTHENTICATED
+        for conn in list(self.conns):
+            if (user_id is not None and conn.principal.user_id == user_id) or (
+                sid is not None and conn.sid == sid
+            ):
+                self.unregister(conn)  # nothing more is queued for it from here on
+                self.spawn(self._close(conn, code), "close revoked socket")
 
     def _to_agent(self, conns: set[Conn], data: str) -> None:
         msg = _message(data)
@@ -489,6 +522,8 @@ router = APIRouter()
 @router.websocket("/ws")
 async def socket(websocket: WebSocket, principal: Principal | None = Depends(SocketRequirement())) -> None:
     hub: Hub = websocket.app.state.hub
+    # A socket opened with the session cookie is closed when that session signs out.
+    sid = websocket.session.get("sid") if principal and "authorization" not in websocket.headers else None
     if principal is not None and _cross_site(websocket):
         await websocket.close(CLOSE_FORBIDDEN)  # before accept: the handshake is refused (403)
         return
@@ -506,7 +541,8 @@ async def socket(websocket: WebSocket, principal: Principal | None = Depends(Soc
     if not streams:
         await websocket.close(CLOSE_FORBIDDEN, "nothing on this socket for this user")
         return
-    conn = Conn(websocket, principal, streams, _day_start(websocket.query_params.get("day"), time.time()))
+    day = _day_start(websocket.query_params.get("day"), time.time())
+    conn = Conn(websocket, principal, streams, day, sid=sid if isinstance(sid, str) else None)
     try:
         await hub.serve(conn)
     except WebSocketDisconnect:

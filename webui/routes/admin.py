@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+import logging
+import time
+
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 from sqlalchemy import delete, select
 from sqlmodel import Session
 
 from callcenter import accounts
+from callcenter import agents as agent_states
 from callcenter.config import GatewayKind
 from callcenter.errors import Conflict, NotFound
-from callcenter.http import get_session, require
+from callcenter.http import RevokeReason, get_ctx, get_session, publish_revocation, require
+from callcenter.messages import AgentStateChanged
 from callcenter.models import (
     Agent,
     AgentSkill,
+    AgentState,
     GatewayRow,
     Permission,
     Role,
@@ -22,7 +28,10 @@ from callcenter.models import (
     User,
     UserRole,
 )
+from callcenter.notifier import Notifier
+from webui.dialer_client import dialer
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/admin", dependencies=[require(Permission.ADMIN)])
 
 
@@ -156,24 +165,73 @@ def create_user(body: UserCreate, session: Session = Depends(get_session)) -> Us
 
 
 @router.patch("/users/{user_id}")
-def update_user(user_id: int, body: UserUpdate, session: Session = Depends(get_session)) -> UserPublic:
+def update_user(
+    user_id: int, body: UserUpdate, request: Request, session: Session = Depends(get_session)
+) -> UserPublic:
+    """Edit a user. A password change or a deactivation ends their sessions and closes their sockets
+    (in every web process); a role change closes their sockets so they reconnect with what they may
+    now have. An agent who is deactivated or loses the agent permission is set offline and the
+    dialer told, so no customer is routed to them."""
     user = session.get(User, user_id)
     if user is None:
         raise NotFound("no such user")
+    before = accounts.load_principal(session, user_id)
+    reason: RevokeReason | None = None
     if body.display_name is not None:
         user.display_name = body.display_name
     if body.locale is not None:
         user.locale = body.locale
     if body.is_active is not None:
+        if user.is_active and not body.is_active:
+            reason = "deactivated"
         user.is_active = body.is_active
         user.token_version += 1
     session.add(user)
     if body.roles is not None:
         accounts.set_user_roles(session, user_id=user_id, roles=body.roles)
+        if reason is None and before is not None and set(body.roles) != set(before.roles):
+            reason = "roles"
     if body.password is not None:
         accounts.set_password(session, user_id=user_id, password=body.password)
+        if reason != "deactivated":
+            reason = "password"
     session.flush()
+    after = accounts.load_principal(session, user_id)
+    withdrawn = _withdrawn_agent(before, after)
+    moved = _set_offline(session, withdrawn) if withdrawn is not None else None
+    session.commit()  # before telling anyone: a reconnecting socket or the dialer reads the new rows
+    redis = get_ctx(request).redis
+    if reason is not None:
+        publish_revocation(redis, user_id=user_id, reason=reason)
+    if moved is not None:
+        Notifier(get_ctx(request).bus).publish(AgentStateChanged.of_agent(moved))
+    if withdrawn is not None:
+        dialer(request).agent_changed(withdrawn)
     return _user_public(session, user)
+
+
+def _withdrawn_agent(before: accounts.Principal | None, after: accounts.Principal | None) -> int | None:
+    """The agent id of a user who could take calls before this change and cannot now."""
+    if before is None or before.agent_id is None or not before.can(Permission.CALLCENTER_AGENT):
+        return None
+    if after is not None and after.can(Permission.CALLCENTER_AGENT):
+        return None
+    return before.agent_id
+
+
+def _set_offline(session: Session, agent_id: int) -> Agent | None:
+    """Log an agent off through the agent state table; None when they are on a call (the dialer is
+    told all the same, and a user who is inactive cannot set themselves ready again)."""
+    agent = session.get(Agent, agent_id)
+    if agent is None or agent.state == AgentState.OFFLINE.value:
+        return None
+    try:
+        agent_states.apply(session, agent_id=agent_id, event=agent_states.AgentEvent.LOGOUT, now=time.time())
+    except agent_states.InvalidTransition:
+        log.warning("agent %s withdrawn while %s: left for the dialer to end the call", agent_id, agent.state)
+        return None
+    session.refresh(agent)
+    return agent
 
 
 @router.get("/roles")

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 from sqlmodel import Session
 
 from callcenter.accounts import Principal, authenticate, load_principal
-from callcenter.http import get_session, issue_token, public, require
+from callcenter.http import end_session, get_session, issue_token, public, require, start_session
 from webui.auth import min_duration, request_address, throttle_for, too_many_attempts
 from webui.templating import render
 
@@ -93,14 +93,13 @@ def login_submit(
         return render(
             request, "login.html", {"next": _safe_next(next), "error": "login.failed"}, status_code=401
         )
-    request.session.clear()
-    request.session.update({"uid": principal.user_id, "tv": principal.token_version})
+    start_session(request, principal)
     return RedirectResponse(_safe_next(next), status_code=303)
 
 
 @router.post("/logout", dependencies=[public()])
 def logout(request: Request) -> Any:
-    request.session.clear()
+    end_session(request)
     return RedirectResponse("/login", status_code=303)
 
 
