@@ -154,6 +154,19 @@ def end_session(request: HTTPConnection) -> None:
     request.session.clear()
 
 
+def csrf_token(request: HTTPConnection) -> str:
+    """The signed-in session's CSRF token ('' when nobody is signed in with a cookie): pages carry it
+    in a `csrf-token` meta tag and their forms' `csrf_token` field; scripts send it as `X-CSRF-Token`."""
+    if "session" not in request.scope:
+        return ""
+    token = request.session.get("csrf")
+    return token if isinstance(token, str) else ""
+
+
+def csrf_token_matches(expected: str, sent: str | None) -> bool:
+    return bool(expected) and isinstance(sent, str) and secrets.compare_digest(expected, sent)
+
+
 def _session_alive(request: HTTPConnection, sid: Any, uid: Any) -> bool:
     if not isinstance(sid, str) or not sid:
         return False

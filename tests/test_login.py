@@ -19,7 +19,8 @@ def test_login_page_sets_session_and_home_shows_user(web) -> None:  # type: igno
     assert home.status_code == 200 and "alice" in home.text
     me = web.client.get("/api/me")
     assert me.status_code == 200 and me.json()["roles"] == ["admin"]
-    web.client.post("/logout")
+    # Signing out as the page's button does: a form with the session's CSRF token.
+    assert web.client.post("/logout", data={"csrf_token": web.csrf_token()}).status_code == 200
     assert web.client.get("/api/me").status_code == 401
 
 

@@ -17,6 +17,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from callcenter.config import Settings
 from callcenter.errors import DomainError
 from callcenter.http import AppContext, LoginRequired
+from webui.security import RequestGuard
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
@@ -74,6 +75,8 @@ def create_app(settings: Settings, *, ctx: AppContext | None = None) -> FastAPI:
     app = FastAPI(title="Call Center", version="0.1.0", lifespan=lifespan)
     app.state.startup_hooks = []
     app.state.shutdown_hooks = []
+    # Added first, so it runs inside the session middleware (it reads the session's CSRF token).
+    app.add_middleware(RequestGuard)
     app.add_middleware(
         SessionMiddleware,
         secret_key=settings.secret_key.get_secret_value(),

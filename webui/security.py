@@ -1,0 +1,117 @@
+"""What every request goes through before a route sees it (ASGI middleware, installed by `webui.app`
+around the routes of every package: webui, crm, chat).
+
+`RequestGuard`, for each request that changes something (POST, PUT, PATCH, DELETE):
+- a browser's `Origin` (or, without it, `Referer`) must be this host: a page of another origin - even
+  on the same site, where SameSite cookies are sent - is refused (403);
+- a request carrying the session cookie of a signed-in session must carry that session's CSRF token
+  (the `X-CSRF-Token` header; a plain HTML form may send it as its `csrf_token` field instead).
+  Bearer-token calls are exempt: no browser attaches a bearer token on its own. Signing in
+  (`/login`, `/api/auth/token`) starts a new session, so it needs no token, only the origin check.
+"""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import parse_qs, urlsplit
+
+from starlette.requests import HTTPConnection
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from callcenter.http import csrf_token, csrf_token_matches
+
+log = logging.getLogger(__name__)
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+SIGN_IN_PATHS = frozenset({"/login", "/api/auth/token"})
+CSRF_HEADER = "x-csrf-token"
+CSRF_FIELD = "csrf_token"
+FORM_TYPE = "application/x-www-form-urlencoded"
+FORM_MAX_BYTES = 64 * 1024  # the sign-in, sign-out and language forms are a few hundred bytes
+
+
+class RequestGuard:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in SAFE_METHODS:
+            await self.app(scope, receive, send)
+            return
+        conn = HTTPConnection(scope)
+        if conn.headers.get("authorization", "").lower().startswith("bearer "):
+            await self.app(scope, receive, send)
+            return
+        if not _same_origin(conn):
+            await _refuse(scope, receive, send, 403, "cross-origin request refused")
+            return
+        expected = csrf_token(conn)
+        if not expected or scope["path"] in SIGN_IN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        sent = conn.headers.get(CSRF_HEADER)
+        if sent is None and _media_type(conn) == FORM_TYPE:
+            body = await _read_body(receive, FORM_MAX_BYTES)
+            if body is None:
+                await _refuse(scope, receive, send, 413, "form too large")
+                return
+            fields = parse_qs(body.decode("latin-1"), max_num_fields=100)
+            sent = (fields.get(CSRF_FIELD) or [None])[0]
+            receive = _replay(body, receive)
+        if not csrf_token_matches(expected, sent):
+            await _refuse(scope, receive, send, 403, "missing or wrong CSRF token; reload the page")
+            return
+        await self.app(scope, receive, send)
+
+
+def _same_origin(conn: HTTPConnection) -> bool:
+    """False when a browser says the request comes from a page of another origin. A request with
+    neither header (not a browser) passes: the CSRF token still guards the session cookie."""
+    source = conn.headers.get("origin") or conn.headers.get("referer")
+    if source is None:
+        return True
+    host = conn.headers.get("host", "")
+    return bool(host) and urlsplit(source).netloc.lower() == host.lower()
+
+
+def _media_type(conn: HTTPConnection) -> str:
+    return conn.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes | None:
+    """The whole body, or None once it passes `limit` (the rest is not read)."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A `receive` that hands the app the body already read, then what the client sends next
+    (a disconnect)."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+async def _refuse(scope: Scope, receive: Receive, send: Send, status: int, detail: str) -> None:
+    log.info("%s %s refused: %s", scope["method"], scope["path"], detail)
+    await JSONResponse({"detail": detail}, status_code=status)(scope, receive, send)
