@@ -76,7 +76,7 @@ def create_app(settings: Settings, *, ctx: AppContext | None = None) -> FastAPI:
     app.state.startup_hooks = []
     app.state.shutdown_hooks = []
     # Added first, so it runs inside the session middleware (it reads the session's CSRF token).
-    app.add_middleware(RequestGuard)
+    app.add_middleware(RequestGuard, settings=settings)
     app.add_middleware(
         SessionMiddleware,
         secret_key=settings.secret_key.get_secret_value(),

@@ -1,7 +1,12 @@
 """What every request goes through before a route sees it (ASGI middleware, installed by `webui.app`
 around the routes of every package: webui, crm, chat).
 
-`RequestGuard`, for each request that changes something (POST, PUT, PATCH, DELETE):
+`RequestGuard`, for every request: a body is bounded - a multipart upload by the upload limit
+(CALLCENTER_UPLOAD_MAX_MB, plus room for the form's other fields), anything else by `BODY_MAX_BYTES` -
+refused (413) by its `Content-Length` before any of it is read, or as soon as a streamed body passes
+the limit, not once it is all in.
+
+And for each request that changes something (POST, PUT, PATCH, DELETE):
 - a browser's `Origin` (or, without it, `Referer`) must be this host: a page of another origin - even
   on the same site, where SameSite cookies are sent - is refused (403);
 - a request carrying the session cookie of a signed-in session must carry that session's CSRF token
@@ -15,10 +20,12 @@ from __future__ import annotations
 import logging
 from urllib.parse import parse_qs, urlsplit
 
+from fastapi import HTTPException
 from starlette.requests import HTTPConnection
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from callcenter.config import Settings
 from callcenter.http import csrf_token, csrf_token_matches
 
 log = logging.getLogger(__name__)
@@ -29,17 +36,54 @@ CSRF_HEADER = "x-csrf-token"
 CSRF_FIELD = "csrf_token"
 FORM_TYPE = "application/x-www-form-urlencoded"
 FORM_MAX_BYTES = 64 * 1024  # the sign-in, sign-out and language forms are a few hundred bytes
+BODY_MAX_BYTES = 2 * 1024 * 1024  # a JSON body: 10,000 do-not-call numbers are ~300 KB
+MULTIPART_EXTRA_BYTES = 1024 * 1024  # an upload's other form fields and part headers
+
+
+class BodyTooLarge(HTTPException):
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"the request is larger than {limit // (1024 * 1024)} MB")
 
 
 class RequestGuard:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, settings: Settings) -> None:
         self.app = app
+        self.upload_max_bytes = settings.upload_max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] in SAFE_METHODS:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         conn = HTTPConnection(scope)
+        limit = self._body_limit(conn)
+        announced = conn.headers.get("content-length", "")
+        if announced.isdigit() and int(announced) > limit:
+            await _refuse(scope, receive, send, 413, BodyTooLarge(limit).detail)
+            return
+        bounded = _bounded(receive, limit)
+        if scope["method"] in SAFE_METHODS:
+            await self.app(scope, bounded, send)
+            return
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = True
+            await send(message)
+
+        try:
+            await self._unsafe(conn, scope, bounded, tracked)
+        except BodyTooLarge as exc:  # past the app's error handler (read here, or by a raw route)
+            if started:
+                raise
+            await _refuse(scope, receive, send, 413, str(exc.detail))
+
+    def _body_limit(self, conn: HTTPConnection) -> int:
+        if _media_type(conn) == "multipart/form-data":
+            return self.upload_max_bytes + MULTIPART_EXTRA_BYTES
+        return BODY_MAX_BYTES
+
+    async def _unsafe(self, conn: HTTPConnection, scope: Scope, receive: Receive, send: Send) -> None:
         if conn.headers.get("authorization", "").lower().startswith("bearer "):
             await self.app(scope, receive, send)
             return
@@ -57,7 +101,7 @@ class RequestGuard:
                 await _refuse(scope, receive, send, 413, "form too large")
                 return
             fields = parse_qs(body.decode("latin-1"), max_num_fields=100)
-            sent = (fields.get(CSRF_FIELD) or [None])[0]
+            sent = next(iter(fields.get(CSRF_FIELD, [])), None)
             receive = _replay(body, receive)
         if not csrf_token_matches(expected, sent):
             await _refuse(scope, receive, send, 403, "missing or wrong CSRF token; reload the page")
@@ -95,6 +139,23 @@ async def _read_body(receive: Receive, limit: int) -> bytes | None:
         if not message.get("more_body", False):
             break
     return b"".join(chunks)
+
+
+def _bounded(receive: Receive, limit: int) -> Receive:
+    """A `receive` that raises `BodyTooLarge` (a 413 from the app's HTTP error handler) once the body
+    passes `limit`: the route reading it stops there, and the rest is never read."""
+    size = 0
+
+    async def bounded() -> Message:
+        nonlocal size
+        message = await receive()
+        if message["type"] == "http.request":
+            size += len(message.get("body", b""))
+            if size > limit:
+                raise BodyTooLarge(limit)
+        return message
+
+    return bounded
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

@@ -3,7 +3,6 @@ edit, delete, live snapshot, import progress and report; the do-not-call list; s
 
 from __future__ import annotations
 
-import shutil
 import time
 import uuid
 from pathlib import Path
@@ -134,11 +133,34 @@ def _upload_dir(request: Request) -> Path:
 
 
 def _save_upload(request: Request, file: UploadFile) -> Path:
+    """Copy an upload (spooled to a temporary file as it came in, the request's size already
+    bounded by `webui.security`) to the uploads folder, a chunk at a time, refusing it once past the
+    upload limit."""
+    limit = get_ctx(request).settings.upload_max_bytes
     suffix = Path(file.filename or "list.csv").suffix.lower()[:6] or ".csv"
     dest = _upload_dir(request) / f"{uuid.uuid4().hex}{suffix}"
-    with dest.open("wb") as out:
-        shutil.copyfileobj(file.file, out, length=1024 * 1024)
+    size = 0
+    try:
+        with dest.open("wb") as out:
+            while chunk := file.file.read(1024 * 1024):
+                size += len(chunk)
+                if size > limit:
+                    raise HTTPException(413, f"the file is larger than {limit // (1024 * 1024)} MB")
+                out.write(chunk)
+    except BaseException:
+        dest.unlink(missing_ok=True)
+        raise
     return dest
+
+
+def _read_upload(request: Request, path: Path, filename: str) -> leads.Table:
+    settings = get_ctx(request).settings
+    return leads.read_table(
+        path,
+        filename=filename,
+        max_bytes=settings.upload_max_bytes,
+        max_unpacked_bytes=settings.upload_max_unpacked_bytes,
+    )
 
 
 def _enqueue_import(request: Request, campaign_id: int, path: Path, phone_column: str, filename: str) -> str:
@@ -180,10 +202,13 @@ def create_task(
     """Create a task from its list; the list imports in the background while the task is initializing."""
     path = _save_upload(request, file)
     try:
-        table = leads.read_table(path, filename=file.filename or "")
-        leads.find_phone_column(table.header, form.phone_column or None)
-        if next(table.rows, None) is None:
-            raise leads.ListError("the list has a header but no rows")
+        table = _read_upload(request, path, file.filename or "")
+        try:
+            leads.find_phone_column(table.header, form.phone_column or None)
+            if next(table.rows, None) is None:
+                raise leads.ListError("the list has a header but no rows")
+        finally:
+            table.close()
         from callcenter.policy import validate_window
 
         validate_window(form.window_start, form.window_end, form.window_days, form.timezone)
