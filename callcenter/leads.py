@@ -729,12 +729,38 @@ def report_rows(conn: Any, campaign_id: int) -> Iterable[tuple[Any, ...]]:
     ).all()
 
 
-def report_csv(conn: Any, campaign_id: int) -> str:
-    """The import report as CSV (with a BOM so Excel opens it as UTF-8)."""
+# --- writing spreadsheets --------------------------------------------------------------------------
+
+# A cell starting with one of these runs as a formula when Excel, LibreOffice or Sheets open the file
+# (`=HYPERLINK(...)`, `@SUM(...)`, `+cmd|...`); a tab or carriage return first hides the one after it.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_cell(value: Any) -> Any:
+    """A value as it may go into a CSV or XLSX the app writes: text that a spreadsheet would take for
+    a formula gets a leading quote (shown as text, the characters kept); other values pass. Every
+    writer of a spreadsheet goes through this (`spreadsheet_csv` does).
+
+    >>> spreadsheet_cell("=1+1"), spreadsheet_cell("+8613800138000"), spreadsheet_cell(7)
+    ("'=1+1", "'+8613800138000", 7)
+    """
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
+def spreadsheet_csv(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A CSV for people to open in a spreadsheet: UTF-8 with a BOM (Excel then reads it as UTF-8),
+    every cell through `spreadsheet_cell`."""
     out = io.StringIO()
     out.write("\ufeff")
     writer = csv.writer(out)
-    writer.writerow(["row", "number", "reason", "detail"])
-    for row in report_rows(conn, campaign_id):
-        writer.writerow(row)
+    writer.writerow([spreadsheet_cell(h) for h in header])
+    for row in rows:
+        writer.writerow([spreadsheet_cell(v) for v in row])
     return out.getvalue()
+
+
+def report_csv(conn: Any, campaign_id: int) -> str:
+    """The import report as CSV: every row not imported, with the reason."""
+    return spreadsheet_csv(["row", "number", "reason", "detail"], report_rows(conn, campaign_id))
