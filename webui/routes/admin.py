@@ -1,12 +1,22 @@
-"""Administration API: users, roles, skill groups, agents (SIP extensions) and gateways."""
+"""Administration API: users, roles, skill groups, agents (SIP extensions) and gateways.
+
+Every field here that reaches a PBX - in a command to it (AMI, ESL) or in the configuration rendered
+for it (sip-config, freeswitch) - is checked where it is entered, against what that place can hold: a
+CR or LF would end an AMI or ESL command and start another, a quote or brace would end a value in a
+config file or open ESL variables, `&` dials a second channel, and a dial template is a Python format
+string (`{number.__class__}` reaches attributes). Users' names end up as caller names in the PBX's
+config; skill group names are kept as plain too, for the same destinations.
+"""
 
 from __future__ import annotations
 
 import logging
+import re
 import time
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 from sqlalchemy import delete, select
 from sqlmodel import Session
 
@@ -35,16 +45,64 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/admin", dependencies=[require(Permission.ADMIN)])
 
 
+def _matching(pattern: str, what: str) -> AfterValidator:
+    compiled = re.compile(pattern)
+
+    def check(value: str) -> str:
+        if not compiled.fullmatch(value):
+            raise ValueError(what)
+        return value
+
+    return AfterValidator(check)
+
+
+def _template(placeholder: str) -> AfterValidator:
+    """A dial string template: `placeholder` once, around it only what a channel name holds."""
+
+    def check(value: str) -> str:
+        if value and (value.count(placeholder) != 1 or not _DIAL.fullmatch(value.replace(placeholder, ""))):
+            raise ValueError(
+                f"must hold {placeholder} once and otherwise only letters, digits and _ / @ . : + -"
+            )
+        return value
+
+    return AfterValidator(check)
+
+
+_DIAL = re.compile(r"[A-Za-z0-9_/@.:+-]*")
+Login = Annotated[str, _matching(r"[\w.@-]{1,64}", "letters, digits and _ . @ - only")]
+# As the FreeSWITCH directory and the Asterisk config can hold it (callcenter.pbxconfig).
+PersonName = Annotated[
+    str,
+    _matching(
+        r"[^\x00-\x1f\x7f<>&\"',{}\[\];|\\]{0,64}",
+        "at most 64 characters, none of < > & \" ' , { } [ ] ; | \\",
+    ),
+]
+GroupName = Annotated[
+    str, _matching(r"[\w .()-]{1,64}", "letters, digits, spaces and _ . ( ) - only, at most 64")
+]
+GatewayName = Annotated[str, _matching(r"[A-Za-z0-9_.-]{1,64}", "letters, digits and _ . - only")]
+Host = Annotated[
+    str,
+    _matching(
+        r"|[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\]",
+        "a host name or an IP address ([...] for IPv6)",
+    ),
+]
+PbxUser = Annotated[str, _matching(r"[A-Za-z0-9_.@-]{0,64}", "letters, digits and _ . @ - only")]
+
+
 class UserCreate(BaseModel):
-    username: str = Field(min_length=1, max_length=64)
+    username: Login
     password: str = Field(min_length=8, max_length=256)
-    display_name: str = Field("", max_length=128)
+    display_name: PersonName = ""
     roles: list[str] = Field(default_factory=list)
     locale: str = Field("en", pattern="^(en|zh)$")
 
 
 class UserUpdate(BaseModel):
-    display_name: str | None = Field(None, max_length=128)
+    display_name: PersonName | None = None
     roles: list[str] | None = None
     is_active: bool | None = None
     password: str | None = Field(None, min_length=8, max_length=256)
@@ -70,12 +128,12 @@ class RolePublic(BaseModel):
 
 
 class SkillGroupCreate(BaseModel):
-    name: str = Field(min_length=1, max_length=64)
+    name: GroupName
     description: str = Field("", max_length=500)
 
 
 class SkillGroupUpdate(BaseModel):
-    name: str | None = Field(None, min_length=1, max_length=64)
+    name: GroupName | None = None
     description: str | None = Field(None, max_length=500)
     agent_ids: list[int] | None = None  # replaces the group's members
 
@@ -109,14 +167,14 @@ class AgentPublic(BaseModel):
 
 
 class GatewayCreate(BaseModel):
-    name: str = Field(min_length=1, max_length=64)
+    name: GatewayName
     kind: GatewayKind
-    host: str = Field("", max_length=255)
+    host: Host = ""
     port: int = Field(0, ge=0, le=65535)
-    username: str = Field("", max_length=64)
+    username: PbxUser = ""
     secret_env: str = Field("", max_length=64, pattern=r"^[A-Z0-9_]*$")
-    dial_template: str = Field("", max_length=255)
-    agent_template: str = Field("", max_length=255)
+    dial_template: Annotated[str, _template("{number}")] = Field("", max_length=255)
+    agent_template: Annotated[str, _template("{extension}")] = Field("", max_length=255)
     enabled: bool = True
 
 

@@ -17,6 +17,7 @@ from sqlmodel import Session, col, select
 from callcenter import campaigns, dnc, leads
 from callcenter.accounts import Principal
 from callcenter.campaigns import ACTIONS, CampaignEvent
+from callcenter.errors import Invalid
 from callcenter.http import get_ctx, get_session, require
 from callcenter.messages import TaskStats, decode, stats_key
 from callcenter.models import (
@@ -35,6 +36,7 @@ from callcenter.models import (
 )
 from callcenter.notifier import Notifier
 from callcenter.stats import snapshot_from_db
+from callcenter.validation import validate_sound
 from webui.dialer_client import dialer
 from webui.live import gateway_of
 
@@ -163,6 +165,22 @@ def _read_upload(request: Request, path: Path, filename: str) -> leads.Table:
     )
 
 
+def check_sound(sound: str) -> None:
+    """A sound the PBX plays is a file name under its sounds folder (no extension): refused when it
+    is not one, or names a path outside that folder (`/etc/...`)."""
+    problem = sound.startswith("/") or sound.endswith("/") or "//" in sound
+    try:
+        validate_sound(sound)
+    except Invalid:
+        problem = True
+    if problem:
+        raise Invalid(
+            "abandon_sound must be a file name under the sounds folder, such as abandon or "
+            f"custom/abandon-2; got {sound!r}",
+            field="abandon_sound",
+        )
+
+
 def _enqueue_import(request: Request, campaign_id: int, path: Path, phone_column: str, filename: str) -> str:
     from redis import Redis
     from rq import Queue
@@ -200,6 +218,7 @@ def create_task(
     session: Session = Depends(get_session),
 ) -> TaskPublic:
     """Create a task from its list; the list imports in the background while the task is initializing."""
+    check_sound(form.abandon_sound)
     path = _save_upload(request, file)
     try:
         table = _read_upload(request, path, file.filename or "")
@@ -262,6 +281,8 @@ def edit_task(
     session: Session = Depends(get_session),
 ) -> TaskPublic:
     changes = body.model_dump(exclude_none=True)
+    if "abandon_sound" in changes:
+        check_sound(changes["abandon_sound"])
     campaign = campaigns.edit(session, campaign_id=task_id, changes=changes, actor=principal.username)
     session.commit()
     dialer(request).task_changed(task_id)
