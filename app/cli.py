@@ -114,6 +114,14 @@ def demo(
     """Migrate, seed demo data (users, agents, a simulated task) and run web, dialer and worker."""
     os.environ.setdefault("CALLCENTER_MODE", Mode.DEMO.value)
     settings = _settings(web_port=port, web_host=host)
+    if settings.mode is Mode.PRODUCTION:
+        # The demo seeds users whose passwords it prints: never on a production database.
+        typer.echo(
+            "error: `callcenter demo` refuses production mode (it creates users with published "
+            "passwords); unset CALLCENTER_MODE or set it to demo, or run `callcenter serve`",
+            err=True,
+        )
+        raise typer.Exit(2)
     from callcenter.db import make_engine, upgrade
     from callcenter.seed import DEMO_LOGINS, seed_demo
 

@@ -21,6 +21,8 @@ ENV_PREFIX = "CALLCENTER_"
 # secret that the whole internet knows.
 SAMPLE_SECRETS = frozenset({"", "change-me", "changeme", "secret", "demo-secret-not-for-production"})
 DEMO_SECRET = "demo-secret-not-for-production"
+# A shorter HMAC key can be guessed offline from a single signed cookie or token.
+MIN_SECRET_BYTES = 32
 
 
 class SettingsError(RuntimeError):
@@ -172,6 +174,11 @@ class Settings(BaseSettings):
                 "secret_key: CALLCENTER_SECRET_KEY must be set to a private random value in production mode "
                 "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`), "
                 "or set CALLCENTER_MODE=dev for local use"
+            )
+        if self.mode is Mode.PRODUCTION and len(secret.encode()) < MIN_SECRET_BYTES:
+            raise ValueError(
+                f"secret_key: CALLCENTER_SECRET_KEY must be at least {MIN_SECRET_BYTES} bytes in production "
+                "mode (e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
             )
         if self.mode is not Mode.PRODUCTION and not self.secret_key.get_secret_value():
             self.secret_key = SecretStr(DEMO_SECRET)

@@ -235,6 +235,31 @@ class PublicMarker:
 _PUBLIC = PublicMarker()
 
 
+def declared_need(route: Any) -> Requirement | PublicMarker | None:
+    """What a route declared (`require(...)` or `public()`), found among its dependencies."""
+    dependant = getattr(route, "dependant", None)
+    stack = list(dependant.dependencies) if dependant is not None else []
+    while stack:
+        dep = stack.pop()
+        if isinstance(dep.call, Requirement | PublicMarker):
+            return dep.call
+        stack.extend(dep.dependencies)
+    return None
+
+
+def app_routes(app: Any) -> list[Any]:
+    """Every route of an app, through included routers (FastAPI >= 0.16x keeps them as lazy entries
+    reached through `effective_candidates()`)."""
+    out, stack = [], list(app.routes)
+    while stack:
+        route = stack.pop(0)
+        if hasattr(route, "effective_candidates"):
+            stack[:0] = route.effective_candidates()
+        elif getattr(route, "dependant", None) is not None and getattr(route, "path", None):
+            out.append(route)
+    return out
+
+
 def require(*permissions: Permission) -> Any:
     return Depends(Requirement(permissions))
 

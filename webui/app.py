@@ -12,12 +12,13 @@ from typing import Any
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.exc import DataError
 from starlette.middleware.sessions import SessionMiddleware
 
 from callcenter.config import Settings
 from callcenter.errors import DomainError
 from callcenter.http import AppContext, LoginRequired
-from webui.security import RequestGuard
+from webui.security import RequestGuard, SecurityHeaders
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
@@ -72,10 +73,19 @@ def create_app(settings: Settings, *, ctx: AppContext | None = None) -> FastAPI:
                 if c.aredis is not None:
                     await c.aredis.aclose()
 
-    app = FastAPI(title="Call Center", version="0.1.0", lifespan=lifespan)
+    # The API's description is served by routes that need a signed-in user (`_api_docs`).
+    app = FastAPI(
+        title="Call Center",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
     app.state.startup_hooks = []
     app.state.shutdown_hooks = []
-    # Added first, so it runs inside the session middleware (it reads the session's CSRF token).
+    # Starlette runs the middleware added last first: the headers wrap everything (the guard's
+    # refusals too), the session is decoded before the guard reads its CSRF token.
     app.add_middleware(RequestGuard, settings=settings)
     app.add_middleware(
         SessionMiddleware,
@@ -83,9 +93,11 @@ def create_app(settings: Settings, *, ctx: AppContext | None = None) -> FastAPI:
         session_cookie="cc_session",
         max_age=settings.session_max_age_s,
         same_site="lax",
-        https_only=False,
+        https_only=settings.secure_cookies,
     )
+    app.add_middleware(SecurityHeaders)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
+    _api_docs(app)
 
     @app.exception_handler(DomainError)
     async def _domain_error(_request: Request, exc: DomainError) -> JSONResponse:
@@ -93,6 +105,14 @@ def create_app(settings: Settings, *, ctx: AppContext | None = None) -> FastAPI:
         if exc.field:
             body["field"] = exc.field
         return JSONResponse(body, status_code=exc.status)
+
+    @app.exception_handler(OverflowError)
+    @app.exception_handler(DataError)
+    async def _out_of_range(request: Request, exc: Exception) -> JSONResponse:
+        # An id past 2^63 (SQLite cannot bind it, PostgreSQL's bigint cannot hold it) or a NUL in
+        # text (PostgreSQL refuses it): the request is wrong, not the server.
+        log.info("%s %s: value refused by the database: %s", request.method, request.url.path, exc)
+        return JSONResponse({"detail": "a value is out of range or holds a character not allowed"}, 422)
 
     @app.exception_handler(LoginRequired)
     async def _login_required(_request: Request, exc: LoginRequired) -> RedirectResponse:
@@ -121,3 +141,25 @@ def create_app(settings: Settings, *, ctx: AppContext | None = None) -> FastAPI:
     app.include_router(crm_routes.router)
     ws.install(app)
     return app
+
+
+def _api_docs(app: FastAPI) -> None:
+    """/openapi.json, /docs and /redoc for signed-in users only: the API's map is no map for
+    strangers."""
+    from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+
+    from callcenter.http import require
+
+    signed_in = [require()]
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=signed_in)
+    def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False, dependencies=signed_in)
+    def docs() -> Any:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{app.title} - API")
+
+    @app.get("/redoc", include_in_schema=False, dependencies=signed_in)
+    def redoc() -> Any:
+        return get_redoc_html(openapi_url="/openapi.json", title=f"{app.title} - API")

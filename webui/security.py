@@ -6,27 +6,49 @@ around the routes of every package: webui, crm, chat).
 refused (413) by its `Content-Length` before any of it is read, or as soon as a streamed body passes
 the limit, not once it is all in.
 
+A NUL in the path or the query is a 400 (databases refuse it in text; nothing legitimate sends it).
+
 And for each request that changes something (POST, PUT, PATCH, DELETE):
+- a route that needs a signed-in user gets one before its body is read: no credentials, 401, and no
+  permission, 403, without reading a byte of an upload;
 - a browser's `Origin` (or, without it, `Referer`) must be this host: a page of another origin - even
   on the same site, where SameSite cookies are sent - is refused (403);
 - a request carrying the session cookie of a signed-in session must carry that session's CSRF token
   (the `X-CSRF-Token` header; a plain HTML form may send it as its `csrf_token` field instead).
   Bearer-token calls are exempt: no browser attaches a bearer token on its own. Signing in
   (`/login`, `/api/auth/token`) starts a new session, so it needs no token, only the origin check.
+
+`SecurityHeaders` adds to every response a Content-Security-Policy without inline script (pages keep
+their scripts in static/js and their data in `<script type="application/json">` blocks), no framing
+(`frame-ancestors 'none'`, X-Frame-Options), `X-Content-Type-Options: nosniff` and a same-origin
+Referrer-Policy. The API's description pages (/docs, /redoc: FastAPI's, with an inline script and a
+CDN) get a policy of their own; they are behind sign-in.
 """
 
 from __future__ import annotations
 
 import logging
-from urllib.parse import parse_qs, urlsplit
+import re
+from urllib.parse import parse_qs, unquote_to_bytes, urlsplit
 
 from fastapi import HTTPException
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import MutableHeaders
 from starlette.requests import HTTPConnection
 from starlette.responses import JSONResponse
+from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from callcenter.config import Settings
-from callcenter.http import csrf_token, csrf_token_matches
+from callcenter.http import (
+    PublicMarker,
+    Requirement,
+    app_routes,
+    csrf_token,
+    csrf_token_matches,
+    current_principal,
+    declared_need,
+)
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +71,15 @@ class RequestGuard:
     def __init__(self, app: ASGIApp, *, settings: Settings) -> None:
         self.app = app
         self.upload_max_bytes = settings.upload_max_bytes
+        self._needs: list[tuple[re.Pattern[str], frozenset[str], Requirement | PublicMarker | None]] | None
+        self._needs = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if _has_nul(scope):
+            await _refuse(scope, receive, send, 400, "a NUL character in the address")
             return
         conn = HTTPConnection(scope)
         limit = self._body_limit(conn)
@@ -83,7 +110,31 @@ class RequestGuard:
             return self.upload_max_bytes + MULTIPART_EXTRA_BYTES
         return BODY_MAX_BYTES
 
+    def _need(self, scope: Scope) -> Requirement | PublicMarker | None:
+        """What the route this request goes to declared (None: no route, or none declared)."""
+        if self._needs is None:
+            self._needs = [
+                (compile_path(r.path)[0], frozenset(getattr(r, "methods", None) or ()), declared_need(r))
+                for r in app_routes(scope["app"])
+            ]
+        for regex, methods, need in self._needs:
+            if scope["method"] in methods and regex.match(scope["path"]):
+                return need
+        return None
+
     async def _unsafe(self, conn: HTTPConnection, scope: Scope, receive: Receive, send: Send) -> None:
+        need = self._need(scope)
+        if isinstance(need, Requirement):
+            # Who is asking, before the route reads the body (FastAPI reads it before dependencies).
+            # The answer is cached on the request, so the route's own `require` does not ask again.
+            principal = await run_in_threadpool(current_principal, conn)
+            if principal is None:
+                await _refuse(scope, receive, send, 401, "not signed in", {"WWW-Authenticate": "Bearer"})
+                return
+            if need.permissions and not any(principal.can(p) for p in need.permissions):
+                names = " or ".join(p.value for p in need.permissions)
+                await _refuse(scope, receive, send, 403, f"this needs the {names} permission")
+                return
         if conn.headers.get("authorization", "").lower().startswith("bearer "):
             await self.app(scope, receive, send)
             return
@@ -107,6 +158,12 @@ class RequestGuard:
             await _refuse(scope, receive, send, 403, "missing or wrong CSRF token; reload the page")
             return
         await self.app(scope, receive, send)
+
+
+def _has_nul(scope: Scope) -> bool:
+    query: bytes = scope.get("query_string", b"")
+    path: str = scope.get("path", "")
+    return "\x00" in path or b"\x00" in query or b"\x00" in unquote_to_bytes(query)
 
 
 def _same_origin(conn: HTTPConnection) -> bool:
@@ -173,6 +230,68 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
-async def _refuse(scope: Scope, receive: Receive, send: Send, status: int, detail: str) -> None:
+async def _refuse(
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    status: int,
+    detail: str,
+    headers: dict[str, str] | None = None,
+) -> None:
     log.info("%s %s refused: %s", scope["method"], scope["path"], detail)
-    await JSONResponse({"detail": detail}, status_code=status)(scope, receive, send)
+    await JSONResponse({"detail": detail}, status_code=status, headers=headers)(scope, receive, send)
+
+
+# --- response headers ------------------------------------------------------------------------------
+
+CSP = "; ".join(
+    (
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self' data:",
+        "connect-src 'self'",
+        "font-src 'self'",
+        "object-src 'none'",
+        "base-uri 'none'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    )
+)
+# FastAPI's /docs and /redoc: its inline start-up script and the Swagger / ReDoc bundles from a CDN.
+DOCS_CSP = "; ".join(
+    (
+        "default-src 'self'",
+        "script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net",
+        "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net https://fonts.googleapis.com",
+        "font-src 'self' https://fonts.gstatic.com",
+        "img-src 'self' data: https://fastapi.tiangolo.com https://cdn.redoc.ly",
+        "worker-src 'self' blob:",
+        "object-src 'none'",
+        "base-uri 'none'",
+        "frame-ancestors 'none'",
+    )
+)
+DOCS_PATHS = frozenset({"/docs", "/redoc"})
+
+
+class SecurityHeaders:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        csp = DOCS_CSP if scope["path"] in DOCS_PATHS else CSP
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers.setdefault("Content-Security-Policy", csp)
+                headers.setdefault("X-Frame-Options", "DENY")
+                headers.setdefault("X-Content-Type-Options", "nosniff")
+                headers.setdefault("Referrer-Policy", "same-origin")
+            await send(message)
+
+        await self.app(scope, receive, with_headers)

@@ -133,10 +133,11 @@ def healthz() -> dict[str, str]:
 
 
 @router.post("/lang/{lang}", dependencies=[public()])
-def set_language(lang: str, next: str = "/") -> Any:
+def set_language(request: Request, lang: str, next: str = "/") -> Any:
     from webui.i18n import LANGUAGES
 
     resp = RedirectResponse(_safe_next(next), status_code=303)
     if lang in LANGUAGES:
-        resp.set_cookie("lang", lang, max_age=365 * 86400, samesite="lax")
+        secure = request.app.state.ctx.settings.secure_cookies
+        resp.set_cookie("lang", lang, max_age=365 * 86400, samesite="lax", secure=secure)
     return resp
