@@ -256,21 +256,31 @@ def sip_render(
     out: Annotated[Path, typer.Option(help="folder to write into (mounted as /etc/asterisk)")] = Path(
         "sip-config/rendered"
     ),
+    gateway: Annotated[
+        str | None, typer.Option(help="the gateway row to render for (default: the CALLCENTER_AMI_* one)")
+    ] = None,
     trunk_host: Annotated[str | None, typer.Option(help="SIP provider host for the customer trunk")] = None,
     trunk_port: Annotated[int, typer.Option(help="SIP provider port")] = 5060,
     trunk_username: Annotated[str, typer.Option(help="SIP provider user (empty: no registration auth)")] = "",
     trunk_secret_env: Annotated[
         str, typer.Option(help="environment variable holding the SIP provider password")
     ] = "CALLCENTER_TRUNK_SECRET",
+    ami_bind: Annotated[
+        str, typer.Option(help="address AMI listens on (0.0.0.0 in a container, with --ami-permit)")
+    ] = "127.0.0.1",
     ami_permit: Annotated[
         list[str], typer.Option(help="address/mask allowed to log in to AMI; repeat for several")
     ] = ["127.0.0.1/255.255.255.255"],  # noqa: B006
+    sip_port: Annotated[int, typer.Option(help="SIP port of the agents' phones and the trunk")] = 5060,
+    rtp_start: Annotated[int, typer.Option(help="first RTP port (sized from the tasks)")] = 10000,
+    language: Annotated[str, typer.Option(help="channel language: en or zh")] = "en",
+    caller_id: Annotated[str, typer.Option(help="caller ID the carrier gets for calls agents dial")] = "",
     show_passwords: Annotated[bool, typer.Option(help="print the agents' SIP passwords")] = False,
 ) -> None:
-    """Render manager.conf, extensions.conf, pjsip.conf (and the small files Asterisk needs with them)
-    from the database's agents and gateways."""
+    """Render a complete /etc/asterisk (asterisk.conf, manager.conf, extensions.conf, pjsip.conf, rtp.conf
+    and the small files Asterisk needs with them) from the database's agents, gateways and tasks."""
     from callcenter.db import make_engine
-    from callcenter.pbxconfig.sipconfig import Trunk, agent_sip_password, load_rows, render
+    from callcenter.pbxconfig.sipconfig import COMPOSE_ENV, Trunk, agent_sip_password, load_rows, render
 
     try:
         settings = load_settings()
@@ -283,8 +293,19 @@ def sip_render(
         trunk = Trunk(trunk_host, trunk_port, trunk_username, password)
     engine = make_engine(settings.effective_database_url)
     try:
-        rows = load_rows(engine)
-        paths = render(rows, out, settings, trunk=trunk, ami_permit=ami_permit)
+        rows = load_rows(engine, gateway)
+        paths = render(
+            rows,
+            out,
+            settings,
+            trunk=trunk,
+            ami_bind=ami_bind,
+            ami_permit=ami_permit,
+            sip_port=sip_port,
+            rtp_start=rtp_start,
+            language=language,
+            caller_id=caller_id,
+        )
     except Invalid as exc:
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(1) from None
@@ -292,6 +313,11 @@ def sip_render(
         engine.dispose()
     for path in paths:
         typer.echo(f"wrote {path}")
+    capacity = rows.capacity()
+    typer.echo(
+        f"sized for {capacity.calls} calls at once ({len(capacity.tasks)} tasks, {capacity.phones} phones); "
+        f"publish the RTP range with `docker compose --env-file .env --env-file {out / COMPOSE_ENV} ...`"
+    )
     if show_passwords:
         for agent in rows.agents:
             typer.echo(
@@ -315,6 +341,9 @@ def fs_render(
     output: Annotated[Path, typer.Option("--output", "-o", help="configuration directory to write")] = Path(
         "freeswitch/conf"
     ),
+    gateway: Annotated[
+        str | None, typer.Option(help="the gateway row to render for (default: the CALLCENTER_ESL_* one)")
+    ] = None,
     domain: Annotated[str, typer.Option(help="SIP domain of the agents' phones")] = "callcenter.local",
     esl_listen_ip: Annotated[
         str, typer.Option(help="address the event socket binds (the controller's network)")
@@ -326,22 +355,36 @@ def fs_render(
         str, typer.Option(help="SIP/RTP address (default: FreeSWITCH's own)")
     ] = "$${local_ip_v4}",
     ext_ip: Annotated[str, typer.Option(help="public address behind NAT, if any")] = "",
+    sip_port: Annotated[int, typer.Option(help="SIP port of the agents' phones (profile agents)")] = 5060,
+    trunk_port: Annotated[int, typer.Option(help="SIP port facing the carrier (profile trunk)")] = 5080,
     trunk_proxy: Annotated[str, typer.Option(help="the carrier's SIP proxy, host[:port]")] = "127.0.0.1",
     trunk_username: Annotated[str, typer.Option(help="trunk username (if it registers)")] = "",
     trunk_password_env: Annotated[
         str, typer.Option(help="environment variable holding the trunk password (if it registers)")
     ] = "",
-    rtp_start_port: Annotated[int, typer.Option(help="first RTP port")] = 16384,
-    rtp_end_port: Annotated[int, typer.Option(help="last RTP port")] = 32768,
-    amd_engine: Annotated[str, typer.Option(help="avmd (built in), mod_amd (add-on) or none")] = "avmd",
+    rtp_start_port: Annotated[
+        int, typer.Option(help="first RTP port (the range is sized from the tasks)")
+    ] = 16384,
+    amd_engine: Annotated[
+        str, typer.Option(help="auto (avmd if a task asks for AMD), avmd, mod_amd (add-on) or none")
+    ] = "auto",
+    language: Annotated[str, typer.Option(help="language of the abandon message: en or zh")] = "en",
     caller_id: Annotated[str, typer.Option(help="caller ID for calls agents dial by hand")] = "",
     templates: Annotated[Path, typer.Option(help="template directory")] = FS_TEMPLATES_DIR,
     credentials: Annotated[
         Path | None, typer.Option(help="also write extension,password lines here (mode 600)")
     ] = None,
 ) -> None:
-    """Render the FreeSWITCH configuration from settings and the agents in the database."""
-    from callcenter.pbxconfig.fsconfig import FsConfig, agents_from_database, render
+    """Render the FreeSWITCH configuration from settings, the agents in the database and the tasks
+    that dial through the gateway (RTP range, sessions and sessions-per-second)."""
+    from callcenter.gateway_admin import gateway_secret
+    from callcenter.pbxconfig.fsconfig import (
+        FsConfig,
+        agents_from_database,
+        plan_from_database,
+        render,
+        sized,
+    )
 
     try:
         settings = load_settings()
@@ -350,27 +393,34 @@ def fs_render(
         raise typer.Exit(2) from None
     trunk_password = os.environ.get(trunk_password_env, "") if trunk_password_env else ""
     try:
+        agents = agents_from_database(settings.effective_database_url)
+        plan = plan_from_database(settings.effective_database_url, gateway, len(agents))
+        row = plan.row or {}
+        if amd_engine == "auto":
+            amd_engine = "avmd" if any(t.amd for t in plan.capacity.tasks) else "none"
         config = FsConfig(
-            esl_password=settings.esl_password.get_secret_value(),
+            esl_password=gateway_secret(row) if plan.row else settings.esl_password.get_secret_value(),
             domain=domain,
             esl_listen_ip=esl_listen_ip,
-            esl_port=settings.esl_port,
+            esl_port=int(row.get("port") or settings.esl_port),
             esl_acl=tuple(esl_acl),
             sip_ip=sip_ip,
             rtp_ip=sip_ip,
             ext_ip=ext_ip,
+            agents_sip_port=sip_port,
+            trunk_sip_port=trunk_port,
             rtp_start_port=rtp_start_port,
-            rtp_end_port=rtp_end_port,
             trunk_proxy=trunk_proxy,
             trunk_register=bool(trunk_username and trunk_password),
             trunk_username=trunk_username,
             trunk_password=trunk_password,
-            dial_template=settings.esl_dial_template,
-            agent_template=settings.esl_agent_template,
+            dial_template=row.get("dial_template") or settings.esl_dial_template,
+            agent_template=row.get("agent_template") or settings.esl_agent_template,
             amd_engine=amd_engine,
+            language=language,
             caller_id=caller_id,
         )
-        agents = agents_from_database(settings.effective_database_url)
+        config = sized(config, plan.capacity, max_calls=settings.pbx_max_calls)
         result = render(
             output,
             config=config,
@@ -387,6 +437,11 @@ def fs_render(
         with os.fdopen(fd, "w") as fh:
             fh.writelines(f"{ext},{pw}\n" for ext, pw in result.credentials.items())
     typer.echo(f"wrote {len(result.files)} files to {output} ({len(agents)} agent phones)")
+    typer.echo(
+        f"sized for {plan.capacity.calls} calls at once: RTP {config.rtp_start_port}-{config.rtp_end_port}, "
+        f"sessions-per-second {config.sessions_per_second} "
+        f"({plan.capacity.originates_per_s:g} originates/s); AMD {config.amd_engine}"
+    )
 
 
 app.add_typer(sip_app, name="sip-config", help="Render the Asterisk configuration (sip-config/).")

@@ -287,6 +287,7 @@ async def run_pipeline(
         aredis=async_redis,
         dialer_id="bench-esl",
         command_timeout_s=30,
+        originates_per_s=1e6,  # the replay server has no session-rate limit: this measures ingest
     )
     stop = asyncio.Event()
     running = asyncio.create_task(runner.run(stop))

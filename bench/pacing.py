@@ -23,8 +23,8 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import emit_json, machine
 
+from bench.baselines import AdaptAveragePacer
 from callcenter.db import make_engine, upgrade
-from callcenter.engine.pacing import AdaptAveragePacer
 from callcenter.engine.simulation import Simulation, seed_world
 from callcenter.engine.tasks import make_pacer
 from callcenter.gateways.simulated import Dist, SimProfile

@@ -434,6 +434,7 @@ def run_dialer(args: argparse.Namespace) -> None:
             redis=redis.Redis.from_url(args.redis, decode_responses=True),
             aredis=aredis.Redis.from_url(args.redis, decode_responses=True),
             dialer_id="bench-dialer",
+            originates_per_s=1e6,  # the simulated PBX has no session-rate limit
         )
         running = asyncio.create_task(runner.run(stop))
         await asyncio.wait([running, runner.warmed], return_when=asyncio.FIRST_COMPLETED, timeout=60)

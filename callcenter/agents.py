@@ -13,12 +13,12 @@ from enum import StrEnum
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
 from callcenter.errors import Conflict, NotFound
-from callcenter.models import Agent, AgentState
+from callcenter.models import Agent, AgentState, AgentStateLog
 
 S = AgentState
 
@@ -103,6 +103,7 @@ class AgentMove:
 
 
 _AGENT = Agent.__table__  # type: ignore[attr-defined]
+_LOG = insert(AgentStateLog)
 _STATE = select(_AGENT.c.state).where(_AGENT.c.id == bindparam("aid"))
 
 
@@ -148,10 +149,26 @@ def apply(
     elif new in (S.READY, S.NOT_READY, S.AWAY, S.OFFLINE):
         values["call_id"] = None
         values["campaign_id"] = None
+    if event is AgentEvent.MANUAL_CALL:
+        # A call dialled by hand while not ready (or away) goes back there after its wrap-up.
+        values["after_wrap"] = expect.value if expect in (S.NOT_READY, S.AWAY) else None
+    elif new not in (S.ON_CALL, S.WRAP_UP):
+        values["after_wrap"] = None
     result = conn.execute(_cas(tuple(sorted(values))), {"aid": agent_id, "old": expect.value, **values})
     if result.rowcount != 1:  # type: ignore[attr-defined]
         current = conn.execute(_STATE, {"aid": agent_id}).first()
         if current is None:
             raise NotFound(f"no agent {agent_id}")
         raise InvalidTransition(current[0], event)
+    if new != expect:  # the history the reports add up
+        conn.execute(
+            _LOG,
+            {
+                "agent_id": agent_id,
+                "at": now,
+                "state": new.value,
+                "reason": reason,
+                "call_id": values.get("call_id", call_id),
+            },
+        )
     return AgentMove(agent_id, expect, new, now, values.get("call_id", call_id), campaign_id)  # type: ignore[arg-type]

@@ -4,6 +4,10 @@ Topics are strings built only here, so a reader finds every channel in one scree
 - `agent:<agent_id>`  messages for one agent's workstation (screen pop, state, call end)
 - `monitor`           supervisor data (task counters, agent grid, calls)
 - `dialer`            requests to the dialer (agent state changed, task started, spy)
+- `chat:room:<id>`    everything about one chat room: messages, state, typing, read marks
+                      (the hub sends each to the room's visitor, its agents and supervisors watching)
+- `chat:group:<id>`   a skill group's chat queue and inbox (its agents, supervisors, queued visitors)
+- `chat:monitor`      agents' chat availability and load (supervisors, and the agent themself)
 Messages are JSON objects with a `type` field, one class each in `callcenter.messages`.
 """
 
@@ -22,6 +26,19 @@ def agent_topic(agent_id: int) -> str:
 
 MONITOR_TOPIC = f"{PREFIX}monitor"
 DIALER_TOPIC = f"{PREFIX}dialer"
+CHAT_ROOM_PREFIX = f"{PREFIX}chat:room:"
+CHAT_GROUP_PREFIX = f"{PREFIX}chat:group:"
+CHAT_MONITOR_TOPIC = f"{PREFIX}chat:monitor"
+
+
+def chat_room_topic(room_id: int) -> str:
+    return f"{CHAT_ROOM_PREFIX}{room_id}"
+
+
+def chat_group_topic(skill_group_id: int) -> str:
+    return f"{CHAT_GROUP_PREFIX}{skill_group_id}"
+
+
 ALL_PATTERN = f"{PREFIX}*"
 
 

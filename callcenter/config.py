@@ -125,7 +125,75 @@ class Settings(BaseSettings):
         description="simulated PBX: JSON file of scripted customers {number: {outcome, ring_s, talk_s}}",
     )
     gateway_timeout_s: float = Field(5.0, gt=0, description="timeout of every gateway command, seconds")
+    gateway_originates_per_s: float = Field(
+        10.0,
+        gt=0,
+        le=1000,
+        description="new calls per second through the default gateway (rows set their own)",
+    )
     gateway_keepalive_s: float = Field(10.0, gt=0, description="keepalive interval of gateway links, seconds")
+    pbx_max_calls: int = Field(
+        2500,
+        gt=0,
+        le=16000,
+        description="calls one PBX is configured for at most (config render refuses task sets above it)",
+    )
+
+    chat_grace_s: float = Field(
+        60.0, ge=0, le=3600, description="chat: a web visitor who drops keeps their place this long, seconds"
+    )
+    chat_sweep_s: float = Field(
+        5.0, gt=0, le=60, description="chat: how often each web process checks visitors' grace and the queues"
+    )
+    chat_default_capacity: int = Field(
+        3, ge=1, le=50, description="chat: rooms an agent holds at once (each agent may have their own)"
+    )
+    chat_route_during_call: bool = Field(
+        True, description="chat: an agent on a phone call may still be given new chats"
+    )
+    chat_max_message_chars: int = Field(2000, ge=1, le=4000, description="chat: longest text message")
+    chat_upload_max_bytes: int = Field(
+        5 * 1024 * 1024, ge=1024, le=50 * 1024 * 1024, description="chat: largest image upload, bytes"
+    )
+    chat_visitor_token_max_age_s: int = Field(
+        7 * 86400, gt=0, description="chat: lifetime of a visitor's token (their chat and history), seconds"
+    )
+    chat_survey_window_s: int = Field(
+        86400, gt=0, description="chat: how long after a chat ends the visitor may still rate it, seconds"
+    )
+    chat_bot_webhook_secret: SecretStr = Field(
+        SecretStr(""), description="chat: HMAC-SHA256 key signing requests to an external bot's webhook"
+    )
+    chat_bot_webhook_timeout_s: float = Field(
+        3.0,
+        gt=0,
+        le=30,
+        description="chat: an external bot that takes longer is skipped (queued for a human)",
+    )
+    chat_telegram_bot_token: SecretStr = Field(
+        SecretStr(""), description="chat: Telegram bot token (BotFather)"
+    )
+    chat_telegram_secret_token: SecretStr = Field(
+        SecretStr(""),
+        description="chat: secret Telegram sends in X-Telegram-Bot-Api-Secret-Token (setWebhook)",
+    )
+    chat_telegram_api_base: str = Field(
+        "https://api.telegram.org", description="chat: Telegram Bot API base URL"
+    )
+    chat_telegram_group: str = Field(
+        "", description="chat: skill group that takes Telegram chats (empty = the first chat-enabled group)"
+    )
+    chat_wechat_token: SecretStr = Field(
+        SecretStr(""), description="chat: WeChat Official Account server token (signature check)"
+    )
+    chat_wechat_app_id: str = Field("", description="chat: WeChat Official Account AppID")
+    chat_wechat_app_secret: SecretStr = Field(
+        SecretStr(""), description="chat: WeChat Official Account AppSecret"
+    )
+    chat_wechat_api_base: str = Field("https://api.weixin.qq.com", description="chat: WeChat API base URL")
+    chat_wechat_group: str = Field(
+        "", description="chat: skill group that takes WeChat chats (empty = the first chat-enabled group)"
+    )
 
     @field_validator("log_level")
     @classmethod
@@ -144,6 +212,13 @@ class Settings(BaseSettings):
         if value not in phonenumbers.SUPPORTED_REGIONS:
             raise ValueError(f"{value!r} is not an ISO 3166 region phonenumbers knows (e.g. CN, US, GB)")
         return value
+
+    @field_validator("chat_telegram_api_base", "chat_wechat_api_base")
+    @classmethod
+    def _api_base(cls, value: str) -> str:
+        if not re.match(r"^https?://[^\s/]+", value):
+            raise ValueError("must be an http(s) URL such as https://api.telegram.org")
+        return value.rstrip("/")
 
     @field_validator("database_url", "redis_url")
     @classmethod

@@ -8,7 +8,6 @@ Dialer -> web (the notifier publishes them; `webui.ws` fans them out to browsers
 - `AgentCallEnded`     agent topic; the web adds the agent's `counters` for today
 - `TaskStateChanged`   monitor topic (and the task list's `tasks` stream)
 - `TaskStats`          monitor topic; also kept under `stats_key(id)` for 10 s
-- `GatewayLinkChanged` monitor topic
 - `GatewayStatus`      monitor topic; also kept under `gateway_status_key(gateway)`
 
 Web -> dialer (on the dialer topic, through `webui.dialer_client.DialerClient`; the runner has one
@@ -190,17 +189,6 @@ class TaskStats(BusMessage):
     name: str = ""
     pacing_mode: str = ""
     at: float = 0.0
-
-    def topics(self) -> tuple[str, ...]:
-        return (MONITOR_TOPIC,)
-
-
-class GatewayLinkChanged(BusMessage):
-    TYPE: ClassVar[str] = "gateway_link"
-    gateway: str
-    up: bool
-    detail: str = ""
-    at: float
 
     def topics(self) -> tuple[str, ...]:
         return (MONITOR_TOPIC,)

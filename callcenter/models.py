@@ -92,8 +92,8 @@ class RolePermission(SQLModel, table=True):
 
 class UserBase(SQLModel):
     username: str = Field(unique=True, index=True, min_length=1, max_length=64)
-    display_name: str = Field("", max_length=128)
-    locale: str = Field("en", max_length=8)
+    display_name: str = Field(default="", max_length=128)
+    locale: str = Field(default="en", max_length=8)
 
 
 class User(UserBase, table=True):
@@ -166,6 +166,9 @@ class Agent(SQLModel, table=True):
     campaign_id: int | None = None
     # Simulated agents (demo, benchmarks) are driven by the simulated PBX, not by a person.
     simulated: bool = False
+    # Where a call started by hand from not ready (or away) returns after its wrap-up: the agent
+    # dialled out on purpose, not to be handed campaign calls (None: back to ready).
+    after_wrap: str | None = Field(default=None, max_length=16)
 
 
 class AgentSkill(SQLModel, table=True):
@@ -185,12 +188,12 @@ class GatewayRow(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(unique=True, max_length=64)
     kind: str = Field(max_length=16)  # GatewayKind value
-    host: str = Field("", max_length=255)
+    host: str = Field(default="", max_length=255)
     port: int = 0
-    username: str = Field("", max_length=64)
-    secret_env: str = Field("", max_length=64)
-    dial_template: str = Field("", max_length=255)
-    agent_template: str = Field("", max_length=255)
+    username: str = Field(default="", max_length=64)
+    secret_env: str = Field(default="", max_length=64)
+    dial_template: str = Field(default="", max_length=255)
+    agent_template: str = Field(default="", max_length=255)
     enabled: bool = True
     # The dialer never sends more new calls than this per second through this PBX (a token bucket):
     # below the PBX's own limit (FreeSWITCH sessions-per-second), which the rendered config matches.
@@ -355,13 +358,13 @@ class Campaign(CampaignBase, table=True):
     __tablename__ = "campaign"
     id: int | None = Field(default=None, primary_key=True)
     state: str = Field(default=CampaignState.INITIALIZING.value, max_length=16, index=True)
-    list_filename: str = Field("", max_length=255)
-    created_by: str = Field("", max_length=64)
+    list_filename: str = Field(default="", max_length=255)
+    created_by: str = Field(default="", max_length=64)
     created_at: float = Field(default_factory=now)
     started_at: float | None = None
     finished_at: float | None = None
     # Import progress (the list is imported by an rq job while the task is initializing).
-    import_job_id: str = Field("", max_length=64)
+    import_job_id: str = Field(default="", max_length=64)
     import_total: int = 0
     import_done: int = 0
     import_ok: int = 0
@@ -374,7 +377,7 @@ class CampaignCreate(CampaignBase):
     """What an admin fills in to create a task (its list is uploaded beside it). The calling window
     is checked as a whole by `campaigns.create` (`policy.validate_window`)."""
 
-    list_filename: str = Field("", max_length=255)
+    list_filename: str = Field(default="", max_length=255)
 
 
 class CampaignUpdate(SQLModel):
@@ -417,15 +420,15 @@ class Lead(SQLModel, table=True):
     campaign_id: int = Field(foreign_key="campaign.id")
     row_no: int = 0
     number: str = Field(max_length=20, index=True)
-    tz: str = Field("", max_length=64)
+    tz: str = Field(default="", max_length=64)
     fields: str = "{}"
     status: str = Field(default=LeadStatus.PENDING.value, max_length=10)
     attempts: int = 0
     next_at: float = 0.0
-    claimed_by: str = Field("", max_length=64)
+    claimed_by: str = Field(default="", max_length=64)
     claimed_at: float | None = None
-    last_result: str = Field("", max_length=20)
-    last_call_id: str = Field("", max_length=64)
+    last_result: str = Field(default="", max_length=20)
+    last_call_id: str = Field(default="", max_length=64)
 
 
 class ImportIssue(SQLModel, table=True):
@@ -446,7 +449,7 @@ class DncEntry(SQLModel, table=True):
     __tablename__ = "dnc"
     number: str = Field(primary_key=True, max_length=20)
     added_at: float = Field(default_factory=now)
-    source: str = Field("", max_length=64)
+    source: str = Field(default="", max_length=64)
     note: str = ""
 
 
@@ -491,20 +494,46 @@ class Call(SQLModel, table=True):
     campaign_id: int | None = Field(default=None, foreign_key="campaign.id")
     lead_id: int | None = Field(default=None, foreign_key="lead.id")
     number: str = Field(max_length=20, index=True)
-    direction: str = Field("outbound", max_length=8)  # outbound | manual
+    direction: str = Field(default="outbound", max_length=8)  # outbound | manual
     state: str = Field(default=CallState.DIALING.value, max_length=16)
     attempt: int = 1
-    dialer_id: str = Field("", max_length=64)
-    gateway: str = Field("", max_length=64)
+    dialer_id: str = Field(default="", max_length=64)
+    gateway: str = Field(default="", max_length=64)
     agent_id: int | None = Field(default=None, foreign_key="agent.id")
     created_at: float = Field(default_factory=now)
     ringing_at: float | None = None
     answered_at: float | None = None
-    answer_kind: str = Field("", max_length=8)
+    answer_kind: str = Field(default="", max_length=8)
     agent_at: float | None = None  # an agent was reserved and asked to pick up
     connected_at: float | None = None
     ended_at: float | None = None
-    result: str = Field("", max_length=16)
+    result: str = Field(default="", max_length=16)
     cause: int = 0
     detail: str = ""
-    disposition: str = Field("", max_length=64)
+    disposition: str = Field(default="", max_length=64)
+
+
+class CallEvent(SQLModel, table=True):
+    """One step of a call's life, in time order: what the PBX reported and what the dialer did (the
+    ladder support reads to answer "what happened to this call")."""
+
+    __tablename__ = "call_event"
+    __table_args__ = (Index("ix_call_event_call", "call_id", "at"),)
+    id: int | None = Field(default=None, primary_key=True)
+    call_id: str = Field(max_length=64)
+    at: float
+    kind: str = Field(max_length=32)  # originate, ringing, answered, agent, connected, abandon, ended ...
+    detail: str = Field(default="", max_length=500)
+
+
+class AgentStateLog(SQLModel, table=True):
+    """Every agent state change: reports add up the time in each state and the not-ready reasons."""
+
+    __tablename__ = "agent_state_log"
+    __table_args__ = (Index("ix_agent_state_log_agent", "agent_id", "at"),)
+    id: int | None = Field(default=None, primary_key=True)
+    agent_id: int
+    at: float
+    state: str = Field(max_length=16)
+    reason: str | None = Field(default=None, max_length=32)
+    call_id: str | None = Field(default=None, max_length=64)

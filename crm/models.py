@@ -16,9 +16,9 @@ from callcenter.models import now
 class Contact(SQLModel, table=True):
     __tablename__ = "crm_contact"
     id: int | None = Field(default=None, primary_key=True)
-    name: str = Field("", max_length=128, index=True)
-    company: str = Field("", max_length=128)
-    email: str = Field("", max_length=254)
+    name: str = Field(default="", max_length=128, index=True)
+    company: str = Field(default="", max_length=128)
+    email: str = Field(default="", max_length=254)
     owner_id: int | None = Field(default=None, foreign_key="users.id", ondelete="SET NULL")
     created_at: float = Field(default_factory=now)
     updated_at: float = Field(default_factory=now)
@@ -33,7 +33,7 @@ class ContactPhone(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     contact_id: int = Field(foreign_key="crm_contact.id", index=True, ondelete="CASCADE")
     number: str = Field(max_length=20)  # E.164, e.g. +8613800138000
-    label: str = Field("", max_length=32)
+    label: str = Field(default="", max_length=32)
 
 
 class Tag(SQLModel, table=True):

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import phonenumbers
+import sqlalchemy as sa
 from sqlalchemy import ColumnElement, bindparam, delete, func, or_
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
@@ -194,7 +195,8 @@ class ContactView:
 
 # The read path's statements are built once, with bound parameters: the screen pop runs them for
 # every connected call, and building a statement costs more than running it on an indexed column.
-# They run on the session's connection (Core), so they see what the session has flushed.
+# They run on the session's connection (Core), so they see what the session has flushed; they are
+# SQLAlchemy's `select`, typed for any number of columns (SQLModel's is typed for four at most).
 _CONTACT_COLUMNS = (
     col(Contact.id),
     col(Contact.name),
@@ -204,9 +206,9 @@ _CONTACT_COLUMNS = (
     col(Contact.created_at),
     col(Contact.updated_at),
 )
-_CONTACT_BY_ID = select(*_CONTACT_COLUMNS).where(col(Contact.id) == bindparam("contact_id"))
+_CONTACT_BY_ID = sa.select(*_CONTACT_COLUMNS).where(col(Contact.id) == bindparam("contact_id"))
 _CONTACT_BY_NUMBER = (
-    select(*_CONTACT_COLUMNS)
+    sa.select(*_CONTACT_COLUMNS)
     .join(ContactPhone, col(ContactPhone.contact_id) == col(Contact.id))
     .where(col(ContactPhone.number) == bindparam("number"))
 )
@@ -222,7 +224,7 @@ _TAGS = (
     .order_by(func.lower(Tag.name))
 )
 _NOTES = (
-    select(
+    sa.select(
         col(Note.id),
         col(Note.created_at),
         col(Note.body),
@@ -236,7 +238,7 @@ _NOTES = (
     .limit(bindparam("limit"))
 )
 _CALLS = (
-    select(
+    sa.select(
         col(Call.id),
         col(Call.created_at),
         col(Call.direction),
@@ -304,7 +306,9 @@ def search_contacts(
 ) -> list[ContactView]:
     """Contacts `who` may see whose name, company or email contains `query` (as typed: `%` and `_`
     are characters), or whose phone is `query`. `who` None: every contact (internal use)."""
-    stmt = select(*_CONTACT_COLUMNS).order_by(col(Contact.updated_at).desc()).limit(max(1, min(limit, 200)))
+    stmt = (
+        sa.select(*_CONTACT_COLUMNS).order_by(col(Contact.updated_at).desc()).limit(max(1, min(limit, 200)))
+    )
     condition = visible(who) if who is not None else None
     if condition is not None:
         stmt = stmt.where(condition)
@@ -448,7 +452,7 @@ def _clean_email(email: str) -> str:
 
 
 def _clean_tags(tags: Iterable[str]) -> list[str]:
-    out = []
+    out: list[str] = []
     for tag in tags:
         name = " ".join(str(tag).split())
         if not name:
@@ -661,3 +665,85 @@ def save_call_outcome(
         "contact": contact.as_dict(),
         "note": note,
     }
+
+
+# --- links and history (the chat module links visitors to contacts and adds its rooms) ----------------
+
+
+def find_by_email(session: Session | Connection, *, email: str) -> ContactView | None:
+    """The most recently updated contact with this e-mail address (compared without regard to case)."""
+    email = email.strip()
+    if not email:
+        return None
+    conn = _conn(session)
+    row = conn.execute(
+        sa.select(*_CONTACT_COLUMNS)
+        .where(func.lower(Contact.email) == email.lower())
+        .order_by(col(Contact.updated_at).desc())
+        .limit(1)
+    ).first()
+    return _view(conn, row) if row else None
+
+
+def find_or_create(
+    session: Session,
+    *,
+    name: str = "",
+    phone: str = "",
+    email: str = "",
+    region: str,
+    owner_id: int | None = None,
+) -> tuple[ContactView, bool]:
+    """The contact owning `phone`, else the one with `email`, else a new one with both: (contact,
+    created). A contact found is completed with what it lacks (name, e-mail), never overwritten."""
+    email = _clean_email(email)
+    e164 = normalise_phone(phone, region=region) if phone.strip() else None
+    if e164 is None and not email:
+        raise Invalid("give a phone number or an e-mail address", field="phone")
+    found = find_by_phone(session, number=e164, region=region) if e164 else None
+    if found is None and email:
+        found = find_by_email(session, email=email)
+    if found is None:
+        if e164:
+            view = upsert_by_phone(
+                session,
+                number=e164,
+                fields=ContactFields(name=name, email=email),
+                owner_id=owner_id,
+                region=region,
+            )
+        else:
+            view = create_contact(
+                session, fields=ContactFields(name=name, email=email), owner_id=owner_id, region=region
+            )
+        return view, True
+    contact_id = found.id
+    assert contact_id is not None
+    changes = ContactFields(
+        name=name if name.strip() and not found.name else None,
+        email=email if email and not found.email else None,
+    )
+    if e164 and e164 not in found.phones:
+        try:
+            with session.begin_nested():
+                _add_phone(session, contact_id=contact_id, e164=e164)
+        except Conflict:
+            pass  # the number is another contact's: keep the one matched by e-mail as it is
+    if changes.name is not None or changes.email is not None:
+        update_contact(session, contact_id=contact_id, fields=changes, region=region)
+    return get_contact(session, contact_id=contact_id), False
+
+
+def contact_history(
+    session: Session | Connection,
+    *,
+    contact_id: int,
+    limit: int = 100,
+    extra: Iterable[Mapping[str, Any]] = (),
+) -> list[dict[str, Any]]:
+    """A contact's calls and, beside them, the entries other modules add (`extra`: the chat module's
+    rooms, each a mapping with `kind` and `at`), newest first, as one list. Calls get `kind` "call"."""
+    items = [{"kind": "call", **c} for c in contact_calls(session, contact_id=contact_id, limit=limit)]
+    items += [dict(e) for e in extra]
+    items.sort(key=lambda item: float(item.get("at") or 0.0), reverse=True)
+    return items[: max(1, limit)]

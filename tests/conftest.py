@@ -6,6 +6,7 @@ import itertools
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 import pytest
 import redis
@@ -17,6 +18,10 @@ from callcenter.db import make_engine, upgrade
 from callcenter.redis_server import EmbeddedRedis
 from callcenter.seed import seed_base
 from tests.servers import PostgresServer
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
 
 TEST_SECRET = "test-secret-key-0123456789abcdef"
 _db_counter = itertools.count()
@@ -133,7 +138,9 @@ def make_settings(tmp_path: Path, **overrides: object) -> Settings:
 class WebHarness:
     """A TestClient on the real app with helpers to create users and sign in."""
 
-    def __init__(self, app, client, engine: Engine, settings: Settings, redis_client) -> None:  # type: ignore[no-untyped-def]
+    def __init__(
+        self, app: FastAPI, client: TestClient, engine: Engine, settings: Settings, redis_client: redis.Redis
+    ) -> None:
         self.app = app
         self.client = client
         self.engine = engine
@@ -191,8 +198,16 @@ class WebHarness:
         return found.group(1) if found else ""
 
 
+class WebFactory(Protocol):
+    """The `web_factory` fixture: a WebHarness on the given engine, settings overridden by keyword."""
+
+    def __call__(
+        self, engine: Engine, *, peer: tuple[str, int] | None = None, **overrides: object
+    ) -> WebHarness: ...
+
+
 @pytest.fixture
-def web_factory(redis_client: redis.Redis, tmp_path: Path):  # type: ignore[no-untyped-def]
+def web_factory(redis_client: redis.Redis, tmp_path: Path) -> Iterator[WebFactory]:
     """Build a WebHarness on a given engine (so a test can pick SQLite or both databases)."""
     from fastapi.testclient import TestClient
 
@@ -222,5 +237,5 @@ def web_factory(redis_client: redis.Redis, tmp_path: Path):  # type: ignore[no-u
 
 
 @pytest.fixture
-def web(web_factory, sqlite_engine: Engine) -> WebHarness:  # type: ignore[no-untyped-def]
+def web(web_factory: WebFactory, sqlite_engine: Engine) -> WebHarness:
     return web_factory(sqlite_engine)

@@ -30,16 +30,16 @@ def _pg_bin(name: str) -> str:
     return candidates[-1]
 
 
-def _run_as() -> tuple[str | None, int | None, int | None]:
-    """PostgreSQL refuses to run as root: pick an unprivileged account when we are root."""
+def _run_as() -> pwd.struct_passwd | None:
+    """PostgreSQL refuses to run as root: pick an unprivileged account when we are root (None: we
+    are not, run as ourselves)."""
     if os.geteuid() != 0:
-        return None, None, None
+        return None
     for name in ("postgres", "nobody"):
         try:
-            pw = pwd.getpwnam(name)
+            return pwd.getpwnam(name)
         except KeyError:
             continue
-        return name, pw.pw_uid, pw.pw_gid
     raise RuntimeError("running as root and no 'postgres' or 'nobody' account to run PostgreSQL as")
 
 
@@ -50,17 +50,20 @@ class PostgresServer:
         self.dir = Path(tempfile.mkdtemp(prefix="cc-pg-"))
         self.port = free_port()
         self.user = "cc"
-        self._as, self._uid, self._gid = _run_as()
+        self._account = _run_as()
 
     def _run(self, *args: str) -> None:
-        kwargs = {}
-        if self._uid is not None:
-            kwargs = {"user": self._uid, "group": self._gid}
-        subprocess.run(args, check=True, capture_output=True, cwd=self.dir, **kwargs)  # type: ignore[call-overload]
+        if self._account is None:
+            subprocess.run(args, check=True, capture_output=True, cwd=self.dir)
+        else:
+            account = self._account
+            subprocess.run(
+                args, check=True, capture_output=True, cwd=self.dir, user=account.pw_uid, group=account.pw_gid
+            )
 
     def start(self) -> None:
-        if self._uid is not None:
-            os.chown(self.dir, self._uid, self._gid)
+        if self._account is not None:
+            os.chown(self.dir, self._account.pw_uid, self._account.pw_gid)
         data = self.dir / "data"
         self._run(
             _pg_bin("initdb"),

@@ -12,7 +12,7 @@ from callcenter.models import Permission
 def test_user_with_role_gets_role_permissions(engine: Engine) -> None:
     with session_scope(engine) as s:
         user = accounts.create_user(s, username="ann", password="password-1", roles=["agent"])
-        principal = accounts.load_principal(s, user.id)
+        principal = accounts.load_principal(s, accounts.row_id(user))
     assert principal is not None
     assert principal.roles == {"agent"}
     assert Permission.WORKSTATION in principal.permissions
@@ -46,8 +46,8 @@ def test_password_change_revokes_tokens(engine: Engine) -> None:
     with session_scope(engine) as s:
         user = accounts.create_user(s, username="eve", password="password-5")
         before = user.token_version
-        accounts.set_password(s, user_id=user.id, password="password-6")
-        principal = accounts.load_principal(s, user.id)
+        accounts.set_password(s, user_id=accounts.row_id(user), password="password-6")
+        principal = accounts.load_principal(s, accounts.row_id(user))
     assert principal is not None and principal.token_version == before + 1
 
 
@@ -56,11 +56,13 @@ def test_agent_extension_is_unique_and_validated(engine: Engine) -> None:
         group = accounts.create_skill_group(s, name="Sales")
         u1 = accounts.create_user(s, username="a1", password="password-7")
         u2 = accounts.create_user(s, username="a2", password="password-7")
-        agent = accounts.create_agent(s, user_id=u1.id, extension="1001", skill_group_ids=[group.id])
+        agent = accounts.create_agent(
+            s, user_id=accounts.row_id(u1), extension="1001", skill_group_ids=[accounts.row_id(group)]
+        )
         assert agent.state == "offline"
         with pytest.raises(Conflict):
-            accounts.create_agent(s, user_id=u2.id, extension="1001")
+            accounts.create_agent(s, user_id=accounts.row_id(u2), extension="1001")
         with pytest.raises(Invalid):
-            accounts.create_agent(s, user_id=u2.id, extension="10\r\n02")
-        principal = accounts.load_principal(s, u1.id)
+            accounts.create_agent(s, user_id=accounts.row_id(u2), extension="10\r\n02")
+        principal = accounts.load_principal(s, accounts.row_id(u1))
     assert principal is not None and principal.extension == "1001"

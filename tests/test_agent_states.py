@@ -9,6 +9,7 @@ from callcenter import accounts
 from callcenter.agents import TABLE, AgentEvent, InvalidTransition, apply, next_state
 from callcenter.db import session_scope
 from callcenter.models import Agent, AgentState
+from tests.conftest import WebHarness
 
 
 @pytest.mark.parametrize("state", list(AgentState))
@@ -42,8 +43,8 @@ def test_outbound_call_cycle() -> None:
 def _agent(engine: Engine) -> int:
     with session_scope(engine) as s:
         user = accounts.create_user(s, username="ag", password="password-1", roles=["agent"])
-        agent = accounts.create_agent(s, user_id=user.id, extension="1001")
-        return agent.id
+        agent = accounts.create_agent(s, user_id=accounts.row_id(user), extension="1001")
+        return accounts.row_id(agent)
 
 
 def test_apply_compare_and_set_on_both_databases(engine: Engine) -> None:
@@ -68,6 +69,7 @@ def test_apply_compare_and_set_on_both_databases(engine: Engine) -> None:
         )
     with session_scope(engine) as s:
         agent = s.get(Agent, agent_id)
+        assert agent is not None
         assert (agent.state, agent.call_id, agent.campaign_id, agent.idle_since) == (
             "reserved",
             "c1",
@@ -76,7 +78,7 @@ def test_apply_compare_and_set_on_both_databases(engine: Engine) -> None:
         )
 
 
-def test_agent_sets_own_state_over_the_api(web) -> None:  # type: ignore[no-untyped-def]
+def test_agent_sets_own_state_over_the_api(web: WebHarness) -> None:
     web.user("ann", ["agent"], extension="1001")
     h = web.headers("ann")
     assert web.client.get("/api/agent/me", headers=h).json()["state"] == "offline"
@@ -95,7 +97,7 @@ def test_agent_sets_own_state_over_the_api(web) -> None:  # type: ignore[no-unty
     assert bad.status_code == 422 and "state" in bad.text
 
 
-def test_user_without_extension_gets_a_clear_409(web) -> None:  # type: ignore[no-untyped-def]
+def test_user_without_extension_gets_a_clear_409(web: WebHarness) -> None:
     web.user("sup", ["supervisor"])
     resp = web.client.get("/api/agent/me", headers=web.headers("sup"))
     assert resp.status_code == 409 and "extension" in resp.json()["detail"]

@@ -3,15 +3,29 @@
 from __future__ import annotations
 
 import re
+from typing import Protocol, TypeGuard
 
 import pytest
+from fastapi import FastAPI
+from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIWebSocketRoute
 
 from callcenter.http import PublicMarker, Requirement
 from callcenter.models import BUILTIN_ROLES
+from tests.conftest import WebHarness
 
 
-def _declaration(route) -> Requirement | PublicMarker | None:  # type: ignore[no-untyped-def]
+class _Route(Protocol):
+    """What the walk reads of a route: FastAPI hands out `APIRoute`s and `APIWebSocketRoute`s or, for
+    included routers, its own private route contexts, which all have these (a WebSocket route has no
+    `methods`: read it with getattr where both kinds are walked)."""
+
+    path: str
+    dependant: Dependant
+    methods: set[str]
+
+
+def _declaration(route: _Route) -> Requirement | PublicMarker | None:
     stack = list(route.dependant.dependencies)
     while stack:
         dep = stack.pop()
@@ -21,22 +35,27 @@ def _declaration(route) -> Requirement | PublicMarker | None:  # type: ignore[no
     return None
 
 
-def _routes(app):  # type: ignore[no-untyped-def]
+def _routes(app: FastAPI) -> list[_Route]:
     """Every API and WebSocket route, flattened through included routers.
 
     FastAPI >= 0.16x keeps included routers as lazy `_IncludedRouter` entries whose routes are
     reached through `effective_candidates()`; older versions copy `APIRoute`s into `app.routes`."""
-    out, stack = [], list(app.routes)
+    out: list[_Route] = []
+    stack = list(app.routes)
     while stack:
         r = stack.pop()
         if hasattr(r, "effective_candidates"):
             stack.extend(r.effective_candidates())
-        elif getattr(r, "dependant", None) is not None and getattr(r, "path", None):
+        elif _is_route(r):
             out.append(r)
     return out
 
 
-def _is_ws(route) -> bool:  # type: ignore[no-untyped-def]
+def _is_route(r: object) -> TypeGuard[_Route]:
+    return getattr(r, "dependant", None) is not None and bool(getattr(r, "path", None))
+
+
+def _is_ws(route: _Route) -> bool:
     original = getattr(route, "original_route", route)
     return isinstance(original, APIWebSocketRoute)
 
@@ -45,7 +64,7 @@ def _concrete(path: str) -> str:
     return re.sub(r"\{[^}]+\}", "1", path)
 
 
-def test_every_route_declares_its_need(web) -> None:  # type: ignore[no-untyped-def]
+def test_every_route_declares_its_need(web: WebHarness) -> None:
     undeclared = [
         f"{sorted(getattr(r, 'methods', None) or ['WS'])} {r.path}"
         for r in _routes(web.app)
@@ -54,7 +73,7 @@ def test_every_route_declares_its_need(web) -> None:  # type: ignore[no-untyped-
     assert not undeclared, f"routes without require()/public(): {undeclared}"
 
 
-def test_role_matrix(web) -> None:  # type: ignore[no-untyped-def]
+def test_role_matrix(web: WebHarness) -> None:
     for role in BUILTIN_ROLES:
         web.user(f"user_{role}", [role])
     web.user("user_none", [])
@@ -80,11 +99,11 @@ def test_role_matrix(web) -> None:  # type: ignore[no-untyped-def]
     assert checked > 20
 
 
-def test_pages_redirect_to_login_when_signed_out(web) -> None:  # type: ignore[no-untyped-def]
+def test_pages_redirect_to_login_when_signed_out(web: WebHarness) -> None:
     resp = web.client.get("/", follow_redirects=False)
     assert resp.status_code == 303 and resp.headers["location"].startswith("/login")
 
 
 @pytest.mark.parametrize("bad", ["Bearer nonsense", "Bearer ", "Basic abc"])
-def test_bad_bearer_token_is_401(web, bad: str) -> None:  # type: ignore[no-untyped-def]
+def test_bad_bearer_token_is_401(web: WebHarness, bad: str) -> None:
     assert web.client.get("/api/me", headers={"Authorization": bad}).status_code == 401

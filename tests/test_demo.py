@@ -16,7 +16,7 @@ import pytest
 
 from tests.servers import free_port
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.processes
 
 
 def test_demo_serves_logs_in_and_runs_the_demo_task(tmp_path: Path) -> None:
@@ -52,7 +52,9 @@ def test_demo_serves_logs_in_and_runs_the_demo_task(tmp_path: Path) -> None:
         out.seek(0)
         printed = out.read().decode(errors="replace")
         assert f"http://127.0.0.1:{port}/" in printed
-        user, password = re.search(r"admin\s+(\S+) / (\S+)", printed).groups()  # type: ignore[union-attr]
+        logins = re.search(r"admin\s+(\S+) / (\S+)", printed)
+        assert logins is not None, printed
+        user, password = logins.groups()
         with httpx.Client(base_url=base, timeout=5) as client:
             login = client.post("/login", data={"username": user, "password": password, "next": "/"})
             assert login.status_code in (200, 303) and client.get("/api/me").json()["username"] == user

@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import stat
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,7 +22,17 @@ from callcenter.engine.commands import OriginateRequest
 from callcenter.errors import Invalid
 from callcenter.gateways.esl_calls import ANSWERED_SUBCLASS, MANUAL_SUBCLASS
 from callcenter.gateways.freeswitch import SUBSCRIBE_COMMAND, FreeswitchGateway
-from callcenter.pbxconfig.fsconfig import AgentUser, FsConfig, a1_hash, render, sip_password
+from callcenter.pbxconfig.capacity import Capacity, TaskLoad
+from callcenter.pbxconfig.fsconfig import (
+    COMPOSE_ENV,
+    FAILSAFE_WAIT_MS,
+    AgentUser,
+    FsConfig,
+    a1_hash,
+    render,
+    sip_password,
+    sized,
+)
 
 SECRET = "a-test-secret-for-sip-passwords"
 AGENTS = [AgentUser("1001", "Ann Lee"), AgentUser("1002"), AgentUser("1003", "王芳")]
@@ -115,6 +127,12 @@ def _context(doc: ET.Element, name: str) -> ET.Element:
     return next(c for c in dialplan.iter("context") if c.get("name") == name)
 
 
+def _group_of(m: re.Match[str]) -> Callable[[re.Match[str]], str]:
+    """A `re.sub` replacement for FreeSWITCH's `$N`: group N of the condition's match `m`, empty if it
+    took no part."""
+    return lambda g: m.group(int(g.group(1))) or ""
+
+
 def _hunt(context: ET.Element, destination: str, variables: dict[str, str] | None = None) -> tuple[str, list]:
     """The extension the XML dialplan picks for `destination`, and the actions it queues (with $1 etc.
     filled in): conditions in order, a false one ends the extension unless break="never"."""
@@ -130,7 +148,7 @@ def _hunt(context: ET.Element, destination: str, variables: dict[str, str] | Non
             for act in cond.findall(kind):
                 data = act.get("data", "")
                 if m:
-                    data = re.sub(r"\$(\d)", lambda g, m=m: m.group(int(g.group(1))) or "", data)
+                    data = re.sub(r"\$(\d)", _group_of(m), data)
                 actions.append((act.get("application", ""), data))
             if not m and cond.get("break", "on-false") != "never":
                 matched = False
@@ -201,9 +219,13 @@ def test_dialplan_routes_exactly_what_the_driver_sends(tmp_path: Path) -> None:
         "event",
         f"Event-Name=CUSTOM,Event-Subclass={ANSWERED_SUBCLASS},cc_call_id=${{cc_call_id}}",
     ) in actions
-    assert actions[-1] == ("park", "")
+    assert actions[-2:] == [
+        ("sleep", str(FAILSAFE_WAIT_MS)),
+        ("transfer", "abandon_abandon XML campaign-answered"),
+    ]
 
     # originate with AMD: `wait_amd`, then the verdict extension it transfers to
+    doc = _document(_render(tmp_path / "avmd", amd_engine="avmd"))
     amd = OriginateRequest(call_id="c-2", number="+8613800000000", amd=True)
     context, destination = target(gw.originate_command(amd))
     name, actions = _hunt(_context(doc, context), destination)
@@ -232,7 +254,7 @@ def test_dialplan_routes_exactly_what_the_driver_sends(tmp_path: Path) -> None:
     name, actions = _hunt(_context(doc, context), destination)
     assert name == "abandon"
     assert actions == [
-        ("playback", "$${sounds_dir}/callcenter/campaign7/abandon-en.wav"),
+        ("playback", "$${sounds_dir}/callcenter/en/campaign7/abandon-en.wav"),
         ("hangup", "NORMAL_CLEARING"),
     ]
 
@@ -260,7 +282,7 @@ def test_directory_has_one_user_per_agent_with_a_digest_hash_not_the_password(tm
     conf = _render(tmp_path, domain="cc.example.org")
     text = (conf / "directory" / "callcenter.xml").read_text()
     doc = _document(conf)
-    users = {u.get("id"): u for u in doc.iter("user")}
+    users = {u.attrib["id"]: u for u in doc.iter("user")}
     assert set(users) == {"1001", "1002", "1003"}
     for ext, user in users.items():
         password = sip_password(SECRET, ext)
@@ -363,3 +385,136 @@ def test_cli_refuses_to_render_without_an_event_socket_password(tmp_path: Path, 
     assert result.exit_code == 2
     assert "esl_password" in result.output
     assert not (tmp_path / "conf").exists()
+
+
+def _settings_of(doc: ET.Element, name: str) -> dict[str, str]:
+    conf = next(c for c in doc.iter("configuration") if c.get("name") == name)
+    return {p.get("name", ""): p.get("value", "") for p in conf.iter("param")}
+
+
+@pytest.mark.parametrize("engine", ["none", "avmd"])
+def test_a_customer_nobody_transfers_hears_the_abandon_message_and_is_hung_up(
+    tmp_path: Path, engine: str
+) -> None:
+    """`sleep` (which the controller's uuid_transfer interrupts) stands where `park` waited for ever."""
+    doc = _document(_render(tmp_path, amd_engine=engine, language="zh"))
+    context = _context(doc, "campaign-answered")
+    waits = {"wait": {}, "wait_amd_verdict": {"avmd_detect": ""}, "agent_1001": {}}
+    for destination, variables in waits.items():
+        _, actions = _hunt(context, destination, variables)
+        sleeps = [int(d) for a, d in actions if a == "sleep"]
+        assert sleeps[-1] == FAILSAFE_WAIT_MS and 2000 < FAILSAFE_WAIT_MS <= 10000
+        assert actions[-1] == ("transfer", "abandon_abandon XML campaign-answered"), destination
+        assert not any(a == "park" for a, _ in actions)
+    name, actions = _hunt(context, "abandon_abandon")
+    assert name == "abandon"
+    assert actions == [
+        ("playback", "$${sounds_dir}/callcenter/zh/abandon.wav"),
+        ("hangup", "NORMAL_CLEARING"),
+    ]
+
+
+def test_modules_load_without_optional_ones_unless_a_task_asks_for_amd(tmp_path: Path) -> None:
+    loaded = {m.get("module") for m in _document(_render(tmp_path / "a")).iter("load")}
+    assert "mod_avmd" not in loaded and "mod_amd" not in loaded
+    assert {m.get("module") for m in _document(_render(tmp_path / "b", amd_engine="avmd")).iter("load")} == (
+        loaded | {"mod_avmd"}
+    )
+    assert not (tmp_path / "a" / "conf" / "autoload_configs" / "amd.conf.xml").exists()
+
+
+def test_rtp_range_sessions_and_rate_come_from_the_gateway_tasks_and_originate_rate(tmp_path: Path) -> None:
+    capacity = Capacity("pbx-east", 10.0, (TaskLoad(1, "a", 300), TaskLoad(2, "b", 48)), phones=2)
+    config = sized(FsConfig(esl_password="esl-s3cret", rtp_start_port=20000), capacity, max_calls=2500)
+    out = tmp_path / "conf"
+    render(out, config=config, agents=AGENTS, sip_secret=SECRET)
+    switch = _settings_of(_document(out), "switch.conf")
+    assert (int(switch["rtp-start-port"]), int(switch["rtp-end-port"])) == (20000, 21399)  # 350 calls x 4
+    assert int(switch["max-sessions"]) == 2 * 350
+    assert (out / COMPOSE_ENV).read_text() == "FREESWITCH_RTP_PORTS=20000-21399\n"
+    with pytest.raises(Invalid, match="'a' \\(id 1\\): 300"):
+        sized(config, capacity, max_calls=100)
+
+
+@pytest.mark.parametrize("rate", [1.0, 2.5, 10.0, 40.0])
+def test_sessions_per_second_lets_through_every_leg_the_dialer_may_start(rate: float) -> None:
+    """FreeSWITCH counts every new session and lets N-1 a second through (freeswitch-faults README):
+    the dialer's originates at its bucket rate, one agent leg per answered call, and room for agents'
+    own calls and supervisors must fit under that."""
+    capacity = Capacity("default", rate, (TaskLoad(1, "t", 100),), phones=20)
+    sps = sized(FsConfig(esl_password="esl-s3cret"), capacity, max_calls=2500).sessions_per_second
+    customers = agents = math.ceil(rate)
+    assert sps - 1 >= customers + agents + max(customers, 10)
+    assert sps - 1 <= 3 * customers + 10  # and no more than that: a runaway dialer is still stopped
+
+
+def test_both_renderers_size_one_gateway_alike(tmp_path: Path) -> None:
+    from callcenter.pbxconfig.sipconfig import AgentEndpoint, Rows
+    from callcenter.pbxconfig.sipconfig import render as render_asterisk
+    from tests.conftest import make_settings
+
+    tasks = (TaskLoad(1, "a", 120), TaskLoad(2, "b", 30))
+    rows = Rows(agents=[AgentEndpoint(a.extension) for a in AGENTS], tasks=tasks)
+    settings = make_settings(tmp_path, ami_secret="ami-secret-for-tests")
+    render_asterisk(rows, tmp_path / "ast", settings, rtp_start=16384)
+    fs = sized(FsConfig(esl_password="esl-s3cret"), rows.capacity(), max_calls=settings.pbx_max_calls)
+    asterisk_env = (tmp_path / "ast" / "rtp.env").read_text().split("=")[1]
+    assert asterisk_env.strip() == f"{fs.rtp_start_port}-{fs.rtp_end_port}"
+
+
+def test_cli_takes_ports_and_a_gateway_row_with_its_own_secret(
+    tmp_path: Path, sqlite_url: str, sqlite_engine: Engine
+) -> None:
+    from callcenter.models import Campaign, GatewayRow
+
+    with session_scope(sqlite_engine) as session:
+        group = accounts.create_skill_group(session, name="Sales")
+        row = GatewayRow(
+            name="fs1",
+            kind="freeswitch",
+            host="10.0.0.7",
+            port=8022,
+            secret_env="CALLCENTER_GATEWAY_SECRET_FS1",
+            originates_per_s=4,
+        )
+        session.add(row)
+        session.flush()
+        session.add(
+            Campaign(
+                name="amd task",
+                skill_group_id=accounts.row_id(group),
+                gateway_id=row.id,
+                max_concurrency=60,
+                amd=True,
+            )
+        )
+    env = {
+        "CALLCENTER_MODE": "dev",
+        "CALLCENTER_SECRET_KEY": SECRET,
+        "CALLCENTER_DATABASE_URL": sqlite_url,
+        "CALLCENTER_ESL_PASSWORD": "default-esl-pass",
+        "CALLCENTER_GATEWAY_SECRET_FS1": "fs1-esl-pass",
+    }
+    out = tmp_path / "conf"
+    args = ["render", "-o", str(out), "--gateway", "fs1", "--sip-port", "5090", "--trunk-port", "5092"]
+    result = CliRunner().invoke(fs_app, args, env=env)
+    assert result.exit_code == 0, result.output
+    doc = _document(out)
+    assert _settings_of(doc, "event_socket.conf")["password"] == "fs1-esl-pass"
+    assert _settings_of(doc, "event_socket.conf")["listen-port"] == "8022"
+    sofia = next(c for c in doc.iter("configuration") if c.get("name") == "sofia.conf")
+    ports = {p.get("name"): _profile_port(p) for p in sofia.iter("profile")}
+    assert ports == {"agents": "5090", "trunk": "5092"}
+    switch = _settings_of(doc, "switch.conf")
+    assert int(switch["sessions-per-second"]) == 4 + 4 + 10 + 1
+    assert int(switch["rtp-end-port"]) - int(switch["rtp-start-port"]) + 1 == 300  # 60 calls x 4 -> 300
+    assert "mod_avmd" in {m.get("module") for m in doc.iter("load")}  # its task asks for AMD
+    env["CALLCENTER_GATEWAY_SECRET_FS1"] = ""
+    refused = CliRunner().invoke(fs_app, args, env=env)
+    assert refused.exit_code == 2 and "esl_password" in refused.output
+
+
+def _profile_port(profile: ET.Element) -> str:
+    settings = profile.find("settings")
+    assert settings is not None
+    return next(p.get("value", "") for p in settings.iter("param") if p.get("name") == "sip-port")

@@ -5,8 +5,12 @@ from __future__ import annotations
 import statistics
 import time
 
+from sqlalchemy.engine import Engine
 
-def test_login_page_sets_session_and_home_shows_user(web) -> None:  # type: ignore[no-untyped-def]
+from tests.conftest import WebFactory, WebHarness
+
+
+def test_login_page_sets_session_and_home_shows_user(web: WebHarness) -> None:
     web.user("alice", ["admin"])
     page = web.client.get("/login")
     assert page.status_code == 200 and 'name="password"' in page.text
@@ -24,7 +28,7 @@ def test_login_page_sets_session_and_home_shows_user(web) -> None:  # type: igno
     assert web.client.get("/api/me").status_code == 401
 
 
-def test_wrong_password_and_unknown_user_get_the_same_401(web) -> None:  # type: ignore[no-untyped-def]
+def test_wrong_password_and_unknown_user_get_the_same_401(web: WebHarness) -> None:
     web.user("bob", ["agent"])
     wrong = web.client.post("/api/auth/token", json={"username": "bob", "password": "nope-nope"})
     unknown = web.client.post("/api/auth/token", json={"username": "ghost", "password": "nope-nope"})
@@ -32,7 +36,7 @@ def test_wrong_password_and_unknown_user_get_the_same_401(web) -> None:  # type:
     assert wrong.json() == unknown.json()
 
 
-def test_wrong_password_and_unknown_user_take_the_same_time(web) -> None:  # type: ignore[no-untyped-def]
+def test_wrong_password_and_unknown_user_take_the_same_time(web: WebHarness) -> None:
     web.user("carol", ["agent"])
 
     def timed(username: str) -> float:
@@ -47,7 +51,7 @@ def test_wrong_password_and_unknown_user_take_the_same_time(web) -> None:  # typ
     assert abs(known - unknown) < 0.5 * max(known, unknown), (known, unknown)
 
 
-def test_login_is_throttled_after_repeated_failures(web) -> None:  # type: ignore[no-untyped-def]
+def test_login_is_throttled_after_repeated_failures(web: WebHarness) -> None:
     web.user("dave", ["agent"])
     limit = web.settings.login_max_failures
     for _ in range(limit):
@@ -61,7 +65,7 @@ def test_login_is_throttled_after_repeated_failures(web) -> None:  # type: ignor
     assert page.status_code == 429
 
 
-def test_token_is_revoked_by_password_change(web) -> None:  # type: ignore[no-untyped-def]
+def test_token_is_revoked_by_password_change(web: WebHarness) -> None:
     uid = web.user("erin", ["agent"])
     web.user("root", ["admin"])
     headers = web.headers("erin")
@@ -73,7 +77,7 @@ def test_token_is_revoked_by_password_change(web) -> None:  # type: ignore[no-un
     assert web.client.get("/api/me", headers=headers).status_code == 401
 
 
-def test_open_redirect_after_login_is_refused(web) -> None:  # type: ignore[no-untyped-def]
+def test_open_redirect_after_login_is_refused(web: WebHarness) -> None:
     web.user("fay", ["agent"])
     resp = web.client.post(
         "/login",
@@ -83,7 +87,9 @@ def test_open_redirect_after_login_is_refused(web) -> None:  # type: ignore[no-u
     assert resp.headers["location"] == "/"
 
 
-def test_a_user_is_throttled_from_every_address_together(web_factory, sqlite_engine) -> None:  # type: ignore[no-untyped-def]
+def test_a_user_is_throttled_from_every_address_together(
+    web_factory: WebFactory, sqlite_engine: Engine
+) -> None:
     # The test client connects from 127.0.0.1, trusted here as a proxy.
     web = web_factory(
         sqlite_engine, peer=("127.0.0.1", 40000), trusted_proxies="127.0.0.1", login_user_max_failures=8
@@ -109,7 +115,7 @@ def test_a_user_is_throttled_from_every_address_together(web_factory, sqlite_eng
     assert other.status_code == 200
 
 
-def test_the_lockout_grows_and_is_capped(web) -> None:  # type: ignore[no-untyped-def]
+def test_the_lockout_grows_and_is_capped(web: WebHarness) -> None:
     """Exponential backoff, not a hard lock: each failure after a lockout ends doubles the next one, up
     to the cap; once a lockout ends the right password works."""
     web.user("ida", ["agent"])
@@ -144,17 +150,18 @@ def test_the_lockout_grows_and_is_capped(web) -> None:  # type: ignore[no-untype
 
 
 def test_x_forwarded_for_is_used_only_from_a_trusted_proxy() -> None:
-    from types import SimpleNamespace
-
+    from callcenter.config import Mode
     from webui.auth import client_address
 
     def address(peer: str, xff: str | None, trusted: str) -> str:
+        from starlette.requests import Request
+
         from callcenter.config import Settings
 
-        settings = Settings(mode="dev", trusted_proxies=trusted)  # type: ignore[arg-type]
-        headers = {"x-forwarded-for": xff} if xff else {}
-        request = SimpleNamespace(client=SimpleNamespace(host=peer), headers=headers)
-        return client_address(request, settings.trusted_proxy_networks)  # type: ignore[arg-type]
+        settings = Settings(mode=Mode.DEV, trusted_proxies=trusted)
+        headers = [(b"x-forwarded-for", xff.encode())] if xff else []
+        request = Request({"type": "http", "client": (peer, 5000), "headers": headers})
+        return client_address(request, settings.trusted_proxy_networks)
 
     assert address("203.0.113.5", "1.2.3.4", "") == "203.0.113.5"
     assert address("10.0.0.2", "1.2.3.4", "") == "10.0.0.2"

@@ -6,6 +6,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import SQLModel
 
 import callcenter.models  # noqa: F401
+import chat.models  # noqa: F401
 import crm.models  # noqa: F401
 
 

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from callcenter.config import Mode, SettingsError, load_settings
@@ -45,7 +47,7 @@ def test_invalid_value_names_the_variable(monkeypatch: pytest.MonkeyPatch, var: 
     assert var in str(info.value)
 
 
-def test_defaults_bind_loopback_8035_and_sqlite(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_defaults_bind_loopback_8035_and_sqlite(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("CALLCENTER_MODE", "dev")
     monkeypatch.delenv("CALLCENTER_DATABASE_URL", raising=False)
     monkeypatch.setenv("CALLCENTER_DATA_DIR", str(tmp_path))

@@ -126,6 +126,7 @@ def create_app(settings: Settings, *, ctx: AppContext | None = None) -> FastAPI:
             return render(request, "error.html", {"message": exc.detail}, status_code=403)
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
+    from chat import routes as chat_routes
     from crm import routes as crm_routes
     from webui import ws
     from webui.routes import admin, admin_pages, agents, pages, session, task_pages, tasks, workstation
@@ -139,6 +140,7 @@ def create_app(settings: Settings, *, ctx: AppContext | None = None) -> FastAPI:
     app.include_router(task_pages.router)
     app.include_router(workstation.router)
     app.include_router(crm_routes.router)
+    app.include_router(chat_routes.router)
     ws.install(app)
     return app
 

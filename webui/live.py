@@ -10,10 +10,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy import case, func
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, Engine, Row
 from sqlmodel import Session, col, select
 
+from callcenter import gateway_admin
 from callcenter.accounts import Principal
 from callcenter.campaigns import ACTIONS
 from callcenter.messages import AgentStateChanged, ScreenPop, TaskStats, decode, stats_key
@@ -46,8 +48,8 @@ def today_counters(session: Session, *, agent_id: int, since: float) -> dict[str
     them, total and average talk time of the ended ones, and outcomes saved."""
     talk = func.coalesce(func.sum(col(Call.ended_at) - col(Call.connected_at)), 0.0)
     ended = func.count(col(Call.ended_at))
-    row = session.exec(
-        select(
+    row = session.execute(
+        sa.select(
             func.count(),
             func.sum(case((col(Call.direction) == "manual", 1), else_=0)),
             talk,
@@ -71,20 +73,20 @@ def today_counters(session: Session, *, agent_id: int, since: float) -> dict[str
     }
 
 
-def _grid_select() -> Any:
+def _grid_select() -> sa.Select[*tuple[Any, ...]]:
     return (
-        select(
-            Agent.id,
-            Agent.extension,
-            User.display_name,
-            Agent.state,
-            Agent.state_since,
-            Agent.state_reason,
-            Agent.call_id,
-            Agent.campaign_id,
-            Campaign.name,
-            Call.number,
-            Call.connected_at,
+        sa.select(
+            col(Agent.id),
+            col(Agent.extension),
+            col(User.display_name),
+            col(Agent.state),
+            col(Agent.state_since),
+            col(Agent.state_reason),
+            col(Agent.call_id),
+            col(Agent.campaign_id),
+            col(Campaign.name),
+            col(Call.number),
+            col(Call.connected_at),
         )
         .join(User, col(User.id) == col(Agent.user_id))
         .outerjoin(Call, col(Call.id) == col(Agent.call_id))
@@ -92,7 +94,7 @@ def _grid_select() -> Any:
     )
 
 
-def _grid_row(row: Any) -> dict[str, Any]:
+def _grid_row(row: Row[*tuple[Any, ...]]) -> dict[str, Any]:
     agent_id, ext, name, state, since, reason, call_id, campaign_id, campaign, number, connected = row
     return {
         "agent_id": agent_id,
@@ -111,11 +113,11 @@ def _grid_row(row: Any) -> dict[str, Any]:
 
 def grid(session: Session) -> list[dict[str, Any]]:
     """Every agent for the supervisor's grid: state, since when, current call and task."""
-    return [_grid_row(r) for r in session.exec(_grid_select().order_by(col(Agent.extension))).all()]
+    return [_grid_row(r) for r in session.execute(_grid_select().order_by(col(Agent.extension))).all()]
 
 
 def grid_row(session: Session, agent_id: int) -> dict[str, Any] | None:
-    row = session.exec(_grid_select().where(col(Agent.id) == agent_id)).first()
+    row = session.execute(_grid_select().where(col(Agent.id) == agent_id)).first()
     return _grid_row(row) if row else None
 
 
@@ -220,6 +222,14 @@ def monitor_tasks(session: Session, *, redis: Any, default_gateway: str) -> list
     return out
 
 
+def gateway_statuses(session: Session, *, redis: Any) -> list[dict[str, Any]]:
+    """The latest `GatewayStatus` the dialer kept for the default gateway and each enabled row."""
+    keys = ["default"] + [
+        f"gw{g.id}" for g in session.exec(select(GatewayRow).where(col(GatewayRow.enabled)))
+    ]
+    return list(gateway_admin.latest_statuses(redis, keys).values())
+
+
 def hello(
     session: Session,
     *,
@@ -255,6 +265,7 @@ def hello(
     if "monitor" in streams:
         out["grid"] = grid(session)
         out["tasks"] = monitor_tasks(session, redis=redis, default_gateway=default_gateway)
+        out["gateways"] = gateway_statuses(session, redis=redis)
     return out
 
 

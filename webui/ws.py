@@ -7,11 +7,26 @@ a socket may land on any of them.
 Who gets what (the messages of `callcenter.messages`):
 - `cc:agent:<id>` goes only to sockets of the user whose agent id is <id> (the `agent` stream);
 - `cc:monitor` goes only to sockets of users with the `monitor` permission (the `monitor` stream);
+- `cc:chat:room:<id>` goes to that room's visitor sockets (only what `for_visitor()` lets them see), to
+  the chat sockets of the agents the message names (`agent_ids`: the room's holder, a transfer's old
+  and new agent), to supervisors watching that room, and (state changes only) to every chat monitor;
+- `cc:chat:group:<id>` (queue, inbox) goes to the chat sockets of that group's agents, to chat
+  monitors, and - as their own position and estimated wait only - to visitors queued in that group;
+- `cc:chat:monitor` (agents' chat availability and load) goes to chat monitors and to that agent;
 - `cc:sessions` (`callcenter.http.SESSIONS_TOPIC`) is for the hub itself: a user's password was changed,
   they were deactivated or their roles changed, or one session signed out; the sockets concerned are
   closed (4401: sign in again; 4409 after a role change: reconnect, to get the streams the user may
   now have);
 - anything else (`cc:dialer`) is not for browsers and is dropped.
+
+Visitors have their own endpoint, `/chat/ws`: authenticated by the visitor token (the
+`X-Visitor-Token` header, or a first message `{"type": "auth", "token": ...}`), bound to the visitor's
+room; a visitor socket only ever receives that room's messages. Its `hello` is the room, its history
+and the queue place (a visitor who dropped and comes back within the grace period gets it all back).
+Visitor sockets may send `typing` ({"typing": true}) and `marks` ({"delivered_seq", "read_seq"});
+chat staff sockets the same with a `room_id`, and supervisors `watch` / `unwatch` a room to read it
+live. Each process keeps its visitors' rooms marked connected, and closes, with a compare-and-set,
+the rooms whose visitors' grace period ran out (`chat.runtime.ChatRuntime.sweep`).
 
 What is added on the way (one read per message, only when this process has a socket that wants it):
 - `screen_pop` (and `preview`, which has the same fields) gets `crm`: the contact found by phone (or a
@@ -31,10 +46,12 @@ Authentication, in this order:
 A socket that does not authenticate is closed with code 4401; one asking only for streams it may not
 have, with 4403.
 
-Query parameters: `streams=agent,monitor` (default: all the user may have), `day=<epoch seconds of
+Query parameters: `streams=agent,monitor,chat` (default: all the user may have, except the opt-in
+`tasks` and `chat`), `day=<epoch seconds of
 the browser's local midnight>` (for today's counters; default UTC midnight). The `tasks` stream (only
-`task_state`, for the task list; users with task_manage, task_control or monitor) is sent only when
-asked for by name.
+`task_state`, for the task list; users with task_manage, task_control or monitor) and the `chat`
+stream (multimedia agents: their rooms, their groups' queues; supervisors: every room's state, every
+queue, agents' chat load, and the rooms they watch) are sent only when asked for by name.
 
 The first message on every socket is `hello` (see `webui.live.hello`): the current agent state, today's
 counters and - when the agent is on a call or in wrap-up - the rebuilt pop, or the lead offered in
@@ -59,13 +76,21 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from callcenter.accounts import Principal
-from callcenter.bus import ALL_PATTERN, MONITOR_TOPIC, PREFIX
+from callcenter.bus import (
+    ALL_PATTERN,
+    CHAT_GROUP_PREFIX,
+    CHAT_MONITOR_TOPIC,
+    CHAT_ROOM_PREFIX,
+    MONITOR_TOPIC,
+    PREFIX,
+)
 from callcenter.http import (
     SESSIONS_TOPIC,
     AppContext,
     Requirement,
     current_principal,
     principal_from_token,
+    public,
 )
 from callcenter.messages import (
     AgentCallEnded,
@@ -76,6 +101,12 @@ from callcenter.messages import (
     decode,
 )
 from callcenter.models import Permission
+from chat import live as chat_live
+from chat.bot.kb import warm_up as kb_warm_up
+from chat.messages import ChatAgentChanged, ChatInboxAdded, ChatQueueChanged, ChatRoomChanged, RoomMessage
+from chat.models import Sender
+from chat.runtime import runtime_for
+from chat.visitors import HEADER as VISITOR_HEADER
 from webui import live
 
 log = logging.getLogger(__name__)
@@ -92,7 +123,9 @@ AGENT = "agent"
 MONITOR = "monitor"
 TASKS = "tasks"  # task_state only, for the task list; opt-in (asked for by name)
 TASK_VIEWERS = (Permission.TASK_MANAGE, Permission.TASK_CONTROL, Permission.MONITOR)
+CHAT = "chat"  # chat rooms, queues and agents' chat load; opt-in (asked for by name)
 AGENT_PREFIX = f"{PREFIX}agent:"
+TYPING_EVERY_S = 1.0  # a socket's "typing" is passed on at most this often per room
 
 Item = str | asyncio.Future[str | None]
 
@@ -118,7 +151,13 @@ def permitted_streams(principal: Principal, *, opt_in: bool = False) -> frozense
         out.add(MONITOR)
     if opt_in and any(principal.can(p) for p in TASK_VIEWERS):
         out.add(TASKS)
+    if opt_in and (_chat_agent(principal) or principal.can(Permission.MONITOR)):
+        out.add(CHAT)
     return frozenset(out)
+
+
+def _chat_agent(principal: Principal) -> bool:
+    return principal.agent_id is not None and principal.can(Permission.MULTIMEDIA_AGENT)
 
 
 def _day_start(raw: str | None, now: float) -> float:
@@ -149,10 +188,47 @@ class Conn:
         self.sid = sid  # the browser session it was opened with (None: a token)
         self.queue: asyncio.Queue[Item] = asyncio.Queue(QUEUE_MAX)
         self.dropped = False
+        self.chat_groups: frozenset[int] = frozenset()  # the agent's skill groups (chat stream)
+        self.watching: set[int] = set()  # rooms a supervisor reads live
+        self.typed: dict[int, float] = {}
+
+    @property
+    def label(self) -> str:
+        return self.principal.username
 
     @property
     def agent_id(self) -> int | None:
         return self.principal.agent_id if AGENT in self.streams else None
+
+    @property
+    def chat_agent_id(self) -> int | None:
+        """The agent whose rooms this socket gets (chat stream, multimedia agent)."""
+        return self.principal.agent_id if CHAT in self.streams and _chat_agent(self.principal) else None
+
+    @property
+    def chat_monitor(self) -> bool:
+        return CHAT in self.streams and self.principal.can(Permission.MONITOR)
+
+
+class VisitorConn:
+    """A visitor's socket: bound to their room; gets only that room's messages and queue place."""
+
+    def __init__(self, ws: WebSocket, *, visitor_id: int, room_id: int, group_id: int, state: str) -> None:
+        self.ws = ws
+        self.visitor_id = visitor_id
+        self.room_id = room_id
+        self.group_id = group_id
+        self.state = state
+        self.queue: asyncio.Queue[Item] = asyncio.Queue(QUEUE_MAX)
+        self.dropped = False
+        self.typed: dict[int, float] = {}
+
+    @property
+    def label(self) -> str:
+        return f"visitor {self.visitor_id}"
+
+
+AnyConn = Conn | VisitorConn
 
 
 class Hub:
@@ -164,13 +240,18 @@ class Hub:
         self.by_agent: dict[int, set[Conn]] = {}
         self.monitors: set[Conn] = set()
         self.task_watchers: set[Conn] = set()  # the `tasks` stream
-        self.conns: set[Conn] = set()
+        self.chat_agents: dict[int, set[Conn]] = {}  # agent id -> chat sockets
+        self.chat_monitors: set[Conn] = set()
+        self.watchers: dict[int, set[Conn]] = {}  # room id -> supervisors reading it live
+        self.visitors: dict[int, set[VisitorConn]] = {}  # room id -> the visitor's sockets
+        self.conns: set[AnyConn] = set()
         self.tasks: set[asyncio.Future[Any]] = set()
         self.auth_timeout_s = AUTH_TIMEOUT_S
         self._redis: Any = None
         self._owns_redis = False
         self._pubsub: Any = None
         self._runner: asyncio.Task[None] | None = None
+        self._sweeper: asyncio.Task[None] | None = None
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="ws-db")
         self.inline_hot_reads = ctx.engine.dialect.name == "sqlite"
 
@@ -188,14 +269,22 @@ class Hub:
             self._owns_redis = True
         await self._subscribe()
         self._runner = self.spawn(self._run(), "bus subscriber")
+        self._sweeper = self.spawn(self._chat_sweep(), "chat sweep")
         try:
             await self.db(live.warm_up, region=self.region, bare=True, hot=True)
         except Exception:  # a cold first pop is slower, not wrong
             log.exception("warming up the screen pop's CRM lookup failed")
+        # The chat bot's Chinese segmenter loads its dictionary in the background (about a second).
+        self.spawn(self._warm_up_chat(), "jieba warm-up")
+
+    async def _warm_up_chat(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._pool, kb_warm_up)
 
     async def stop(self) -> None:
         if self._runner is not None:
             self._runner.cancel()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         for conn in list(self.conns):
             await self._close(conn, CLOSE_RESTART)
         for task in list(self.tasks):
@@ -288,6 +377,12 @@ class Hub:
                 self._to_agent(conns, data)
         elif channel == MONITOR_TOPIC and (self.monitors or self.task_watchers):
             self._to_monitors(data)
+        elif channel.startswith(CHAT_ROOM_PREFIX):
+            self._chat_room(_int(channel[len(CHAT_ROOM_PREFIX) :]), data)
+        elif channel.startswith(CHAT_GROUP_PREFIX):
+            self._chat_group(_int(channel[len(CHAT_GROUP_PREFIX) :]), data)
+        elif channel == CHAT_MONITOR_TOPIC:
+            self._chat_monitor(data)
         elif channel == SESSIONS_TOPIC:
             self._revoke(data)
 
@@ -299,11 +394,95 @@ class Hub:
         user_id, sid = msg.get("user_id"), msg.get("sid")
         code = CLOSE_PERMISSIONS_CHANGED if msg.get("reason") == "roles" else CLOSE_UNAUTHENTICATED
         for conn in list(self.conns):
+            if isinstance(conn, VisitorConn):
+                continue  # a chat visitor has no account
             if (user_id is not None and conn.principal.user_id == user_id) or (
                 sid is not None and conn.sid == sid
             ):
                 self.unregister(conn)  # nothing more is queued for it from here on
                 self.spawn(self._close(conn, code), "close revoked socket")
+
+    # --- chat fan-out ----------------------------------------------------------------------
+
+    def _chat_room(self, room_id: int | None, data: str) -> None:
+        if room_id is None:
+            return
+        visitors = self.visitors.get(room_id)
+        watchers = self.watchers.get(room_id)
+        if not (visitors or watchers or self.chat_agents or self.chat_monitors):
+            return  # no chat socket here: not even parsed
+        msg = _message(data)
+        if not isinstance(msg, RoomMessage):
+            return
+        agents = [c for a in msg.agent_ids for c in self.chat_agents.get(a, ())]
+        if visitors:
+            view = msg.for_visitor()
+            if isinstance(msg, ChatRoomChanged):
+                for visitor in visitors:
+                    visitor.state, visitor.group_id = msg.new, msg.group_id
+            if view is not None:
+                text = _dumps(view)
+                for vconn in list(visitors):
+                    self._push(vconn, text)
+        sent: set[Conn] = set()
+        item: Item = data
+        if (
+            isinstance(msg, ChatRoomChanged)
+            and msg.agent_id is not None
+            and msg.event in ("assign", "accept", "transfer")
+        ):
+            item = self.spawn(self._with_room(msg, data), "chat room for its agent")
+        for staff in agents:
+            if staff not in sent:
+                self._push(staff, item)
+                sent.add(staff)
+        for staff in list(watchers or ()):
+            if staff not in sent:
+                self._push(staff, data)
+                sent.add(staff)
+        if isinstance(msg, ChatRoomChanged):
+            for staff in list(self.chat_monitors):
+                if staff not in sent:
+                    self._push(staff, data)
+
+    async def _with_room(self, msg: ChatRoomChanged, raw: str) -> str:
+        """A room given to an agent comes with its summary and recent history (no extra request)."""
+        try:
+            room = await self.db(_room_summary, msg.room_id)
+        except Exception:
+            log.exception("room summary for chat %s failed", msg.room_id)
+            return raw
+        return _dumps({**msg.payload(), "room": room, "server_time": time.time()})
+
+    def _chat_group(self, group_id: int | None, data: str) -> None:
+        if group_id is None:
+            return
+        staff = [c for conns in self.chat_agents.values() for c in conns if group_id in c.chat_groups]
+        queued = [
+            v
+            for conns in self.visitors.values()
+            for v in conns
+            if v.group_id == group_id and v.state in _WAITING
+        ]
+        if not (staff or queued or self.chat_monitors):
+            return
+        msg = _message(data)
+        if not isinstance(msg, ChatQueueChanged | ChatInboxAdded):
+            return
+        for conn in {*staff, *self.chat_monitors}:
+            self._push(conn, data)
+        if isinstance(msg, ChatQueueChanged):
+            for vconn in queued:
+                view = msg.for_visitor(vconn.room_id)
+                if view is not None:
+                    self._push(vconn, _dumps(view))
+
+    def _chat_monitor(self, data: str) -> None:
+        msg = _message(data)
+        if not isinstance(msg, ChatAgentChanged):
+            return
+        for conn in {*self.chat_monitors, *self.chat_agents.get(msg.agent_id, ())}:
+            self._push(conn, data)
 
     def _to_agent(self, conns: set[Conn], data: str) -> None:
         msg = _message(data)
@@ -339,13 +518,13 @@ class Hub:
                 if conn not in self.monitors:
                     self._push(conn, data)
 
-    def _push(self, conn: Conn, item: Item) -> None:
+    def _push(self, conn: AnyConn, item: Item) -> None:
         if conn.dropped:
             return
         try:
             conn.queue.put_nowait(item)
         except asyncio.QueueFull:
-            log.warning("socket of %s is %d messages behind; closing it", conn.principal.username, QUEUE_MAX)
+            log.warning("socket of %s is %d messages behind; closing it", conn.label, QUEUE_MAX)
             conn.dropped = True
             self.spawn(self._close(conn, CLOSE_TOO_SLOW), "close slow socket")
 
@@ -377,8 +556,15 @@ class Hub:
 
     # --- sockets ----------------------------------------------------------------------------
 
-    def register(self, conn: Conn) -> None:
+    def register(self, conn: AnyConn) -> None:
         self.conns.add(conn)
+        if isinstance(conn, VisitorConn):
+            self.visitors.setdefault(conn.room_id, set()).add(conn)
+            return
+        if conn.chat_agent_id is not None:
+            self.chat_agents.setdefault(conn.chat_agent_id, set()).add(conn)
+        if conn.chat_monitor:
+            self.chat_monitors.add(conn)
         if conn.agent_id is not None:
             self.by_agent.setdefault(conn.agent_id, set()).add(conn)
         if MONITOR in conn.streams:
@@ -386,8 +572,31 @@ class Hub:
         if TASKS in conn.streams:
             self.task_watchers.add(conn)
 
-    def unregister(self, conn: Conn) -> None:
+    def unregister(self, conn: AnyConn) -> None:
         self.conns.discard(conn)
+        if isinstance(conn, VisitorConn):
+            left = self.visitors.get(conn.room_id)
+            if left is not None:
+                left.discard(conn)
+                if not left:
+                    del self.visitors[conn.room_id]
+                    # The last socket of this visitor here: the grace period starts now (another
+                    # process holding a socket of theirs keeps refreshing the room).
+                    self.spawn(self.db(_visitor_gone, conn.room_id, time.time()), "visitor gone")
+            return
+        self.chat_monitors.discard(conn)
+        for room_id in conn.watching:
+            watching = self.watchers.get(room_id)
+            if watching is not None:
+                watching.discard(conn)
+                if not watching:
+                    del self.watchers[room_id]
+        if conn.chat_agent_id is not None:
+            chat = self.chat_agents.get(conn.chat_agent_id)
+            if chat is not None:
+                chat.discard(conn)
+                if not chat:
+                    del self.chat_agents[conn.chat_agent_id]
         self.monitors.discard(conn)
         self.task_watchers.discard(conn)
         if conn.agent_id is not None:
@@ -397,7 +606,13 @@ class Hub:
                 if not group:
                     del self.by_agent[conn.agent_id]
 
-    async def _hello(self, conn: Conn) -> str:
+    async def _hello(self, conn: AnyConn) -> str:
+        if isinstance(conn, VisitorConn):
+            return _dumps(
+                await self.db(
+                    chat_live.visitor_hello, room_id=conn.room_id, settings=self.ctx.settings, now=time.time()
+                )
+            )
         data = await self.db(
             live.hello,
             principal=conn.principal,
@@ -408,9 +623,20 @@ class Hub:
             redis=self.ctx.redis,
             default_gateway=self.ctx.settings.gateway.value,
         )
+        if CHAT in conn.streams:
+            data["chat"] = await self.db(
+                chat_live.staff_hello,
+                principal=conn.principal,
+                agent=conn.chat_agent_id is not None,
+                monitor=conn.chat_monitor,
+                settings=self.ctx.settings,
+                now=time.time(),
+            )
+            groups = data["chat"].get("agent", {}).get("groups", [])
+            conn.chat_groups = frozenset(int(g) for g in groups)
         return _dumps(data)
 
-    async def serve(self, conn: Conn) -> None:
+    async def serve(self, conn: AnyConn) -> None:
         """Send `hello`, then the queue, until either side closes. Messages published while `hello`
         is being read wait in the queue and follow it; the browser ignores anything older than what
         it has (an `agent_state` whose `since` is older than the one shown)."""
@@ -425,7 +651,7 @@ class Hub:
         finally:
             self.unregister(conn)
 
-    async def _write(self, conn: Conn) -> None:
+    async def _write(self, conn: AnyConn) -> None:
         send = conn.ws.send_text
         queue = conn.queue
         try:
@@ -437,17 +663,88 @@ class Hub:
         except _GONE:
             return
 
-    async def _read(self, conn: Conn) -> None:
+    async def _read(self, conn: AnyConn) -> None:
         try:
             while True:
                 text = await conn.ws.receive_text()
                 msg = _decode(text)
                 if msg and msg["type"] == "ping":
                     self._push(conn, _dumps({"type": "pong", "server_time": time.time()}))
-        except (*_GONE, KeyError):  # KeyError: a binary frame, which this protocol has not
+                elif msg and msg["type"] in ("typing", "marks", "watch", "unwatch"):
+                    await self._chat_input(conn, msg)
+        except _GONE_OR_BINARY:
             return
 
-    async def _close(self, conn: Conn, code: int) -> None:
+    async def _chat_input(self, conn: AnyConn, msg: dict[str, Any]) -> None:
+        """What a chat socket sends: typing (passed on, never stored), delivered / read marks, and a
+        supervisor's watch / unwatch of a room. Anything about a room the sender is not in is dropped."""
+        agent_id: int | None = None
+        if isinstance(conn, VisitorConn):
+            room_id, sender = conn.room_id, Sender.VISITOR
+        else:
+            if CHAT not in conn.streams:
+                return
+            asked = _int(msg.get("room_id"))
+            if asked is None:
+                return
+            room_id, sender, agent_id = asked, Sender.AGENT, conn.chat_agent_id
+            if msg["type"] in ("watch", "unwatch"):
+                await self._watch(conn, room_id, msg["type"] == "watch")
+                return
+        out: BusMessage | None = None
+        if msg["type"] == "typing":
+            typing = bool(msg.get("typing", True))
+            now = time.time()
+            if typing and now - conn.typed.get(room_id, 0.0) < TYPING_EVERY_S:
+                return
+            conn.typed[room_id] = now if typing else 0.0
+            out = await self.db(
+                chat_live.socket_typing,
+                room_id=room_id,
+                sender=sender,
+                agent_id=agent_id,
+                typing=typing,
+                now=now,
+            )
+        elif msg["type"] == "marks":
+            out = await self.db(
+                chat_live.socket_marks,
+                room_id=room_id,
+                sender=sender,
+                agent_id=agent_id,
+                delivered=_int(msg.get("delivered_seq")),
+                read=_int(msg.get("read_seq")),
+            )
+        if out is not None:
+            data = out.encode()
+            for topic in out.topics():
+                await self._redis.publish(topic, data)
+
+    async def _watch(self, conn: Conn, room_id: int, on: bool) -> None:
+        if not conn.chat_monitor:
+            return
+        if not on:
+            conn.watching.discard(room_id)
+            self.watchers.get(room_id, set()).discard(conn)
+            return
+        if await self.db(chat_live.watchable, room_id=room_id):
+            conn.watching.add(room_id)
+            self.watchers.setdefault(room_id, set()).add(conn)
+
+    async def _chat_sweep(self) -> None:
+        """Every `chat_sweep_s`: keep this process's visitors' rooms marked connected, close the rooms
+        whose visitors' grace ran out (one process wins each), route the queues (a safety net)."""
+        rt = runtime_for(self.ctx)
+        while True:
+            await asyncio.sleep(self.ctx.settings.chat_sweep_s)  # a timer: the grace period is time
+            try:
+                await asyncio.get_running_loop().run_in_executor(
+                    self._pool, partial(rt.sweep, now=time.time(), connected_rooms=list(self.visitors))
+                )
+            except Exception:
+                log.exception("chat sweep failed")
+
+    async def _close(self, conn: AnyConn, code: int) -> None:
         conn.dropped = True
         ws = conn.ws
         if ws.application_state == WebSocketState.CONNECTED and ws.client_state == WebSocketState.CONNECTED:
@@ -459,6 +756,8 @@ class Hub:
 
 # What a send or receive raises once the other side is gone.
 _GONE: tuple[type[BaseException], ...] = (WebSocketDisconnect, RuntimeError, OSError)
+# ... and what a receive raises on a binary frame (KeyError), which this protocol has not.
+_GONE_OR_BINARY: tuple[type[BaseException], ...] = (*_GONE, KeyError)
 
 
 def _decode(data: str) -> dict[str, Any] | None:
@@ -468,6 +767,29 @@ def _decode(data: str) -> dict[str, Any] | None:
     except ValueError:
         return None
     return msg if isinstance(msg, dict) and isinstance(msg.get("type"), str) else None
+
+
+_WAITING = frozenset({"queued", "transferred"})
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value) if value is not None and not isinstance(value, bool) else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _room_summary(session: Any, room_id: int) -> dict[str, Any]:
+    from chat import services
+
+    return chat_live.room_summary(session, services.load_room(session, room_id))
+
+
+def _visitor_gone(session: Any, room_id: int, now: float) -> None:
+    from chat import grace
+
+    grace.heartbeat(session, room_ids=[room_id], now=now)
+    session.commit()
 
 
 def _message(data: str) -> BusMessage | None:
@@ -551,8 +873,39 @@ async def socket(websocket: WebSocket, principal: Principal | None = Depends(Soc
         await hub._close(conn, 1000)
 
 
+@router.websocket("/chat/ws")
+async def visitor_socket(websocket: WebSocket, _public: None = public()) -> None:
+    """A visitor's socket: authenticated by their token (header, else the first message)."""
+    hub: Hub = websocket.app.state.hub
+    await websocket.accept()
+    token = websocket.headers.get(VISITOR_HEADER)
+    if not token:
+        try:
+            text = await asyncio.wait_for(websocket.receive_text(), hub.auth_timeout_s)
+        except (TimeoutError, WebSocketDisconnect, RuntimeError):
+            text = ""
+        msg = _decode(text)
+        token = msg.get("token") if msg and msg["type"] == "auth" else None
+    found = (
+        await hub.db(chat_live.visitor_of_token, token, settings=hub.ctx.settings)
+        if isinstance(token, str) and token
+        else None
+    )
+    if found is None:
+        await websocket.close(CLOSE_UNAUTHENTICATED, "send the visitor token")
+        return
+    visitor_id, room_id, group_id, state = found
+    conn = VisitorConn(websocket, visitor_id=visitor_id, room_id=room_id, group_id=group_id, state=state)
+    try:
+        await hub.serve(conn)
+    except WebSocketDisconnect:
+        pass
+    finally:
+        await hub._close(conn, 1000)
+
+
 def install(app: FastAPI) -> None:
-    """Add `/ws` and start / stop the process's hub with the app."""
+    """Add `/ws` and `/chat/ws` and start / stop the process's hub with the app."""
     app.include_router(router)
 
     async def start(app: FastAPI) -> None:

@@ -129,7 +129,7 @@ class LiveCall:
 def result_of(call: LiveCall, ended: EndResult) -> CallResult:
     """What an attempt's end means, from where the call was when the PBX reported it (`ended`).
 
-    >>> c = LiveCall("c", 1, 1, "+8613800000001", "default", 0.0, state=CallState.ANSWERED)
+    >>> c = LiveCall("c", 1, 1, "+8613800000001", "default", 0.0, state=CallState.ANSWERED, answered_at=5.0)
     >>> result_of(c, EndResult.ANSWERED)
     <CallResult.ABANDONED: 'abandoned'>
     """

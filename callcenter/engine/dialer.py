@@ -42,16 +42,27 @@ from callcenter.engine.events import (
     CallConnected,
     CallEnded,
     CallRinging,
+    EndResult,
+    GatewayDraining,
     GatewayEvent,
+    GatewayLink,
     ManualCallStarted,
     UnknownChannel,
 )
-from callcenter.engine.pacing import ABANDON_AFTER_S, Pacer, PacingView, PredictivePacer, PreviewPacer
+from callcenter.engine.health import BURST_COUNT, BURST_WINDOW_S, PBX_SIDE_AGENT_FAILURES, GatewayHealth
+from callcenter.engine.pacing import (
+    ABANDON_AFTER_S,
+    AgentSlot,
+    Pacer,
+    PacingView,
+    PredictivePacer,
+    PreviewPacer,
+)
 from callcenter.engine.roster import Roster
 from callcenter.engine.store import AgentRow, CampaignConf, Store
 from callcenter.engine.tasks import TaskRuntime, make_pacer, pacing_key, warm
 from callcenter.errors import Conflict, Invalid
-from callcenter.messages import AgentCallEnded, GatewayLinkChanged
+from callcenter.messages import AgentCallEnded, GatewayState
 from callcenter.models import AgentState, CallResult, CallState, CampaignState
 from callcenter.notifier import Notifier
 from callcenter.policy import after_attempt
@@ -65,6 +76,17 @@ REFRESH_S = 1.0
 MISSED_AFTER_S = 1.0
 # Results after which the call never reached a person: the pacer learns a non-answer from them.
 _NOT_DIALS = (CallResult.CANCELLED, CallResult.NOT_DIALLED, CallResult.REFUSED)
+# A dialer whose heartbeat is older than this is dead: its calls and skill groups are taken over.
+DEAD_AFTER_S = 15.0
+LEASE_TTL_S = 10.0
+# A task that found nothing due takes no share of its group's agents until it looks again.
+DRY_RECHECK_S = 5.0
+_AFTER_WRAP = {
+    AgentState.NOT_READY.value: (AE.SET_NOT_READY, "after_manual_call"),
+    AgentState.AWAY.value: (AE.SET_AWAY, "after_manual_call"),
+}
+# Results of a line that never rang which may be the PBX's doing when many come at once.
+_INSTANT = (CallResult.FAILED, CallResult.CONGESTION)
 
 
 class DialerCore:
@@ -77,6 +99,8 @@ class DialerCore:
         wrap_sampler: Callable[[AgentRow], float | None] | None = None,
         abandon_after_s: float = ABANDON_AFTER_S,
         refresh_s: float = REFRESH_S,
+        originates_per_s: float = 10.0,
+        normalise: Callable[[str], str] | None = None,
     ) -> None:
         self.store = store
         self.notifier = notifier
@@ -95,7 +119,32 @@ class DialerCore:
         self._out: list[Command] = []
         self._now = 0.0
         self.originated = 0
-        self.links_down: set[str] = set()
+        self.originates_per_s = originates_per_s  # for a gateway `set_gateways` did not name
+        # E.164 of a number as an agent's phone dialled it (Invalid when it is not a phone number).
+        self.normalise = normalise or (lambda number: number)
+        self.health: dict[str, GatewayHealth] = {}
+        # Calls that failed instantly, held for BURST_WINDOW_S before their lead is settled: a burst
+        # of identical ones is the PBX's fault (refused), not the customers' (see health.py).
+        self._held: dict[str, tuple[LiveCall, CallEnded, float]] = {}
+        # Per skill group: the split of its ready agents between its tasks, and what it was made for.
+        self._shares: dict[int, tuple[tuple[int, tuple[int, ...]], dict[int, float]]] = {}
+        # Calls loaded from the database (start, take-over) not yet checked against their PBX.
+        self._unverified: dict[str, str] = {}
+
+    def set_gateways(self, gateways: Mapping[str, tuple[str, float]]) -> None:
+        """Name and originate rate of each gateway key ("default", "gw<id>")."""
+        for key, (name, rate) in gateways.items():
+            old = self.health.get(key)
+            if old is None or old.originates_per_s != rate:
+                self.health[key] = GatewayHealth(key, name, rate)
+            else:
+                old.name = name
+
+    def gateway(self, key: str) -> GatewayHealth:
+        gw = self.health.get(key)
+        if gw is None:
+            gw = self.health[key] = GatewayHealth(key, key, self.originates_per_s)
+        return gw
 
     @property
     def agents(self) -> dict[int, AgentRow]:
@@ -103,14 +152,59 @@ class DialerCore:
 
     # --- entry points (each inside one store transaction) -----------------------------------
 
-    def start(
-        self, active: Mapping[str, Iterable[ActiveCall]], adopt: Callable[[str, str], bool], now: float
-    ) -> list[Command]:
-        """Resume after a start or a crash: follow open calls the PBX still has, end the others as
-        lost, give back leads claimed but never dialled, release agents held by ended calls."""
+    def start(self, now: float, replay: Iterable[GatewayEvent] = ()) -> list[Command]:
+        """Resume after a start, a crash or a database outage: load the open calls this dialer follows,
+        replay the gateway events that arrived while it could not write them, give back leads claimed
+        but never dialled. Calls are then checked against each PBX by `reconcile` once its link is up;
+        until then they are followed as they are."""
         self._refresh(now)
-        live = {key: {a.call_id for a in calls if a.call_id} for key, calls in active.items()}
-        for row in self.store.open_calls(mine=True):
+        self._load_calls(self.store.open_calls(mine=True), now)
+        for event in replay:
+            try:
+                self._on_event(event, now)
+            except Conflict as exc:
+                log.info("skipped replayed %s: %s", type(event).__name__, exc)
+        released = self.store.orphan_claims([self.store.dialer_id])
+        if released:
+            log.info("gave back %d leads claimed but never dialled", released)
+        self._release_stranded_agents(now)
+        return self._flush(now)
+
+    def reconcile(
+        self, gateway: str, active: Iterable[ActiveCall], adopt: Callable[[str], bool], now: float
+    ) -> list[Command]:
+        """Check the calls loaded by `start` or `take_over` against what the PBX behind `gateway` has
+        now: follow those it still has (one answered meanwhile is routed now: an agent within the 2 s,
+        else the abandon message), settle the others (a call that had reached its customer is never
+        dialled again), release agents held by calls that ended."""
+        live = {a.call_id: a for a in active if a.call_id}
+        for call_id, key in list(self._unverified.items()):
+            if key != gateway:
+                continue
+            del self._unverified[call_id]
+            call = self.calls.get(call_id)
+            if call is None:
+                continue  # settled by a replayed event
+            if call_id in live and adopt(call_id):
+                self._adopted(call, live[call_id], now)
+            else:
+                self._end(
+                    call, result_of(call, EndResult.LOST), 0, "not on the PBX after dialer restart", now
+                )
+        self._release_stranded_agents(now)
+        return self._flush(now)
+
+    def take_over(self, dialer_ids: list[str], now: float) -> set[str]:
+        """Follow the open calls of dialers found dead (they are reconciled like ours at a start).
+        Returns the gateways whose calls need `reconcile`."""
+        self.store.take_over(dialer_ids, now)
+        rows = [r for r in self.store.open_calls(mine=True) if r["id"] not in self.calls]
+        self._load_calls(rows, now)
+        self.store.orphan_claims([self.store.dialer_id])
+        return {r["gateway"] for r in rows}
+
+    def _load_calls(self, rows: Iterable[Mapping[str, Any]], now: float) -> None:
+        for row in rows:
             call = LiveCall(
                 id=row["id"],
                 campaign_id=row["campaign_id"],
@@ -131,16 +225,8 @@ class DialerCore:
             self._follow(call)
             if call.state is S.PREVIEW:
                 self._end(call, CallResult.CANCELLED, 0, "preview dropped at dialer restart", now)
-            elif call.id in live.get(call.gateway, set()) and adopt(call.gateway, call.id):
-                if call.state is S.ANSWERED and call.answered_at is not None:
-                    self._timer(call.answered_at + self.abandon_after_s, "abandon", call.id)
             else:
-                self._end(call, CallResult.LOST, 0, "not on the PBX after dialer restart", now)
-        released = self.store.orphan_claims([self.store.dialer_id])
-        if released:
-            log.info("gave back %d leads claimed but never dialled", released)
-        self._release_stranded_agents(now)
-        return self._flush(now)
+                self._unverified[call.id] = call.gateway
 
     def handle(self, events: Iterable[GatewayEvent], now: float) -> list[Command]:
         self._now = now
@@ -153,6 +239,7 @@ class DialerCore:
 
     def tick(self, now: float) -> list[Command]:
         """Timers, wrap-up ends, task state changes, completion, and pacing of every running task."""
+        self._now = now
         refreshed = now >= self._next_refresh
         if refreshed:
             self._refresh(now)
@@ -161,6 +248,10 @@ class DialerCore:
             _, _, kind, key = heapq.heappop(self._timers)
             if kind == "abandon":
                 self._abandon_check(key, now)
+            elif kind == "settle":
+                self._settle_held(key, now)
+            elif kind == "gateway":  # a backoff ended or a token is due: its tasks may place again
+                self._dirty.update(cid for cid, task in self.tasks.items() if task.gateway == key)
             else:
                 wrap_due.add(int(key))
         self._wrap_up_timeouts(now, wrap_due, scan=refreshed)
@@ -191,16 +282,16 @@ class DialerCore:
                 log.warning("%s of %s failed: %s", type(command).__name__, call.id, error)
         return self._flush(now)
 
-    def link_changed(self, gateway: str, up: bool, detail: str, now: float) -> list[Command]:
-        """A gateway's link went down or up: no new calls are placed through a gateway that is down
-        (they would only fail); calls already placed are followed by the driver's resync."""
-        if up:
-            self.links_down.discard(gateway)
-            self._dirty.update(self.tasks)
-        else:
-            self.links_down.add(gateway)
-        if self.notifier:
-            self.notifier.publish(GatewayLinkChanged(gateway=gateway, up=up, detail=detail, at=now))
+    def gateway_changed(self, key: str, event: GatewayLink | GatewayDraining, now: float) -> list[Command]:
+        """A gateway's link went up or down, or it announced a shutdown. Nothing new is placed through
+        a gateway that is not up (it would only fail); calls already placed are followed by the
+        driver's resync."""
+        gw = self.gateway(key)
+        changed = (
+            gw.link(event.up, event.detail) if isinstance(event, GatewayLink) else gw.draining(event.detail)
+        )
+        if changed:
+            self._gateway_status(gw, now)
         return self._flush(now)
 
     def agent_changed(self, now: float) -> list[Command]:
@@ -210,6 +301,7 @@ class DialerCore:
         return self._flush(now)
 
     def preview_dial(self, call_id: str, agent_id: int, now: float) -> list[Command]:
+        self._now = now
         call = self._offered(call_id, agent_id)
         task = self.tasks.get(call.campaign_id or -1)
         if task is None or task.conf.state is not CampaignState.RUNNING:
@@ -227,9 +319,9 @@ class DialerCore:
         return self._flush(now)
 
     def snapshot(self, campaign_id: int, now: float) -> dict[str, Any] | None:
-        """The live counters of a task this dialer runs (published every second)."""
+        """The live counters of a task this dialer paces (published every second)."""
         task = self.tasks.get(campaign_id)
-        if task is None:
+        if task is None or not task.held:
             return None
         c = task.counters
         c.ringing = len(task.ringing)
@@ -260,10 +352,15 @@ class DialerCore:
                     task.pacer = self.pacer_factory(conf)
                     self._warm(task)
                 task.conf = conf
+        held = self._lease_groups(now)
         for cid, task in self.tasks.items():
             if cid not in confs:  # stopped or deleted with calls still to follow
                 state = self.store.campaign_states([cid]).get(cid, CampaignState.STOPPED.value)
                 task.conf = task.conf.with_state(CampaignState(state))
+            mine = task.conf.skill_group_id in held
+            if mine and not task.held:  # taken over from another dialer: its counters from the rows
+                task.counters = self.store.counters(cid)
+            task.held = mine
             task.others_active = (
                 self.store.active_calls_count(cid, others_only=True)
                 if task.conf.state is CampaignState.RUNNING
@@ -274,6 +371,21 @@ class DialerCore:
             before = old.get(aid)
             if before and before.state == AgentState.WRAP_UP.value and row.state == AgentState.READY.value:
                 self._observe_wrap(before, now)
+
+    def _lease_groups(self, now: float) -> set[int]:
+        """The skill groups this dialer paces and routes for: several dialers on one database split
+        the groups of live tasks between them (a fair share each), so no agent is counted or reserved
+        by two of them; a dead dialer's leases run out and others take its groups."""
+        groups = sorted({t.conf.skill_group_id for t in self.tasks.values()})
+        alive = {
+            d["id"]
+            for d in self.store.dialers()
+            if d["stopped_at"] is None and d["heartbeat_at"] >= now - DEAD_AFTER_S
+        }
+        alive.add(self.store.dialer_id)
+        at_most = -(-len(groups) // len(alive))
+        ttl = max(LEASE_TTL_S, 3 * self.refresh_s)
+        return self.store.lease_groups(groups, now=now, ttl=ttl, at_most=at_most)
 
     def _new_task(self, conf: CampaignConf) -> TaskRuntime:
         task = TaskRuntime.of(
@@ -299,7 +411,10 @@ class DialerCore:
             return
         call = self.calls.get(getattr(event, "call_id", ""))
         if call is None:
-            return  # another dialer's call, a spy leg, already settled, or a link event (link_changed)
+            return  # another dialer's call, a spy leg, already settled, or a gateway event
+        self.store.log_call(call.id, now, *_ladder(event))
+        if isinstance(event, CallRinging | CallAnswered | CallConnected):
+            self._went_through(call.gateway, now)
         if isinstance(event, CallRinging):
             if call.state is S.DIALING:
                 self._move(call, CallEvent.RING)
@@ -343,7 +458,18 @@ class DialerCore:
         if call.state is not S.AGENT_RINGING:
             return
         log.warning("agent %s did not take call %s (%s)", event.extension, call.id, event.detail)
-        self._unreserve(call, now, missed=True)
+        gw = self.gateway(call.gateway)
+        agent_id = call.agent_id if call.agent_id is not None else -1
+        if gw.agent_leg_failed(now, agent_id, event.detail):
+            # Several agents' phones unreachable at once for a PBX-side reason (no channel, no RTP
+            # port): the PBX is out of capacity. Trip the gateway; the agents did nothing wrong.
+            if gw.refused(now, f"agent legs failing at once ({event.detail}): PBX capacity?"):
+                self._gateway_status(gw, now)
+            self._unreserve(call, now, missed=False)
+            self._restore_agents(gw.recent_agent_failures(now), now)
+        else:
+            pbx_fault = gw.state is GatewayState.DEGRADED and event.detail.upper() in PBX_SIDE_AGENT_FAILURES
+            self._unreserve(call, now, missed=not pbx_fault)
         call.agent_id = call.agent_at = None
         self._move(call, CallEvent.AGENT_FAILED)
         self.store.update_call(
@@ -376,12 +502,91 @@ class DialerCore:
 
     def _ended(self, call: LiveCall, event: CallEnded, now: float) -> None:
         result = result_of(call, event.result)
+        gw = self.gateway(call.gateway)
+        if result is CallResult.REFUSED:
+            if gw.refused(now, event.detail or "refused by the PBX"):
+                self._gateway_status(gw, now)
+        elif call.state is S.DIALING and now - call.created_at < BURST_WINDOW_S and result in _INSTANT:
+            # Failed before the line rang, at once: hold it a moment; a burst of identical ones is
+            # the PBX's doing (refused, the leads go back), a lone one is the customer's line.
+            if gw.instant_failure(now, event.cause):
+                self._refuse_burst(
+                    gw, event.cause, f"{BURST_COUNT} identical instant failures: {event.detail}", now
+                )
+                self._end(call, CallResult.REFUSED, event.cause, event.detail, now)
+            else:
+                self._hold(call, event, now)
+            return
+        elif result is not CallResult.LOST:
+            self._went_through(call.gateway, now)
         if result is CallResult.ABANDONED and call.state is not S.ABANDONING:
             task = self.tasks.get(call.campaign_id or -1)
             if task:  # the customer hung up before an agent came: abandoned, counted now
                 task.counters.abandoned += 1
                 task.pacer.observe_answer(abandoned=True, now=now)
         self._end(call, result, event.cause, event.detail, now)
+
+    def _adopted(self, call: LiveCall, active: ActiveCall, now: float) -> None:
+        """A call the PBX still has after a restart: follow it from where the PBX says it is."""
+        if call.state in (S.DIALING, S.RINGING) and active.answered:
+            self._answered(call, AnswerKind.UNKNOWN, now)  # answered while the dialer was away
+        elif call.state is S.ANSWERED:
+            # It waited for an agent while the dialer was away: one now, within a fresh 2 s.
+            self._route(call, now)
+            self._timer(now + self.abandon_after_s, "abandon", call.id)
+        elif call.state is S.AGENT_RINGING and active.extension:
+            self._connected(call, now)  # bridged to its agent while the dialer was away
+        elif call.state is S.HANGING_UP:
+            self._out.append(Hangup(call.gateway, call.id))
+
+    # --- gateways -----------------------------------------------------------------------------
+
+    def _gateway_status(self, gw: GatewayHealth, now: float) -> None:
+        """A gateway's health changed: tell supervisors; when it is up again, its tasks place calls."""
+        log.warning("gateway %s is %s%s", gw.key, gw.state.value, f": {gw.detail}" if gw.detail else "")
+        if self.notifier:
+            self.notifier.publish(gw.status(now))
+        if gw.retry_at is not None:
+            self._timer(gw.retry_at, "gateway", gw.key)
+        self._dirty.update(cid for cid, task in self.tasks.items() if task.gateway == gw.key)
+
+    def _went_through(self, key: str, now: float) -> None:
+        gw = self.gateway(key)
+        if gw.went_through(now):
+            self._gateway_status(gw, now)
+
+    def _hold(self, call: LiveCall, event: CallEnded, now: float) -> None:
+        self.calls.pop(call.id, None)
+        task = self.tasks.get(call.campaign_id or -1)
+        if task is not None:
+            task.unfollow(call)
+        self._held[call.id] = (call, event, now)
+        self._timer(now + BURST_WINDOW_S, "settle", call.id)
+
+    def _settle_held(self, call_id: str, now: float) -> None:
+        held = self._held.pop(call_id, None)
+        if held is not None:
+            call, event, _ = held
+            self._end(call, result_of(call, event.result), event.cause, event.detail, now)
+
+    def _refuse_burst(self, gw: GatewayHealth, cause: int, why: str, now: float) -> None:
+        """A burst of identical instant failures: every held one of this gateway and cause was refused."""
+        for call_id, (call, event, _) in list(self._held.items()):
+            if call.gateway == gw.key and event.cause == cause:
+                del self._held[call_id]
+                self._end(call, CallResult.REFUSED, event.cause, event.detail, now)
+        if gw.refused(now, why):
+            self._gateway_status(gw, now)
+
+    def _restore_agents(self, agent_ids: Iterable[int], now: float) -> None:
+        """Agents set not ready for a missed call the PBX was to blame for: ready again."""
+        for agent_id in agent_ids:
+            agent = self.roster.get(agent_id)
+            if agent is not None and agent.state == AgentState.NOT_READY.value:
+                try:
+                    self._move_agent(agent_id, AE.SET_READY, now, expect=AgentState.NOT_READY)
+                except Conflict:
+                    continue
 
     # --- the parts ------------------------------------------------------------------------------
 
@@ -415,6 +620,9 @@ class DialerCore:
         if call.note:
             detail = f"{call.note}; {detail}" if detail else call.note
         self.store.end_call(call.id, now=now, result=result.value, cause=cause, detail=detail)
+        self.store.log_call(
+            call.id, now, "settled", f"{result.value} (cause {cause}){': ' + detail if detail else ''}"
+        )
         if call.lead_id is not None and task is not None:
             status, next_at, attempts = after_attempt(
                 result, attempts=call.attempt, policy=task.policy, now=now, agent_guaranteed=call.preview
@@ -483,6 +691,7 @@ class DialerCore:
         call.agent_at = now
         self._move(call, CallEvent.RESERVE)
         self.store.update_call(call.id, state=call.state.value, agent_id=agent.id, agent_at=now)
+        self.store.log_call(call.id, now, "agent", f"agent {agent.extension} reserved, phone rung")
         self._out.append(ConnectAgent(call.gateway, call.id, agent.extension))
 
     def _route_waiting(self, now: float) -> None:
@@ -535,6 +744,7 @@ class DialerCore:
         self._unreserve(call, now, missed=missed)
         call.note = why
         self.store.update_call(call.id, state=call.state.value, detail=why)
+        self.store.log_call(call.id, now, "abandon", why)
         sound = task.conf.abandon_sound if task else "abandon"
         self._out.append(PlayAndHangup(call.gateway, call.id, sound))
 
@@ -542,6 +752,7 @@ class DialerCore:
         """Hang up a call still ringing (task paused or stopped): once."""
         self._move(call, CallEvent.HANG_UP)
         self.store.update_call(call.id, state=call.state.value)
+        self.store.log_call(call.id, self._now, "hangup", "task no longer running: hung up before answer")
         self._out.append(Hangup(call.gateway, call.id))
 
     def _move_agent(self, agent_id: int, event: AE, now: float, **kw: Any) -> AgentState:
@@ -568,8 +779,10 @@ class DialerCore:
             if row is None or row.state != AgentState.WRAP_UP.value:
                 continue
             before = replace(row, groups=set(row.groups))
+            # A call dialled by hand from not ready (or away) returns there, not to campaign calls.
+            event, reason = _AFTER_WRAP.get(row.after_wrap or "", (AE.WRAP_UP_DONE, None))
             try:
-                self._move_agent(agent_id, AE.WRAP_UP_DONE, now, expect=AgentState.WRAP_UP)
+                self._move_agent(agent_id, event, now, expect=AgentState.WRAP_UP, reason=reason)
             except Conflict:
                 continue
             self._observe_wrap(before, now)
@@ -599,7 +812,16 @@ class DialerCore:
 
     def _pace(self, task: TaskRuntime, now: float) -> None:
         conf = task.conf
-        if conf.state is not CampaignState.RUNNING or task.gateway in self.links_down:
+        gw = self.gateway(task.gateway)
+        if not task.held:
+            return  # another dialer paces this skill group
+        if now < task.dry_until:
+            return  # nothing was due a moment ago; looked at again on a tick after `dry_until`
+        if conf.state is not CampaignState.RUNNING or gw.allowance(now) <= 0:
+            if conf.state is CampaignState.RUNNING:
+                wake = gw.wake_at(now)
+                if wake is not None:
+                    self._timer(wake, "gateway", gw.key)
             return
         open_keys = task.window.open_keys(task.tz_keys, now)
         if not open_keys and task.tz_keys:
@@ -609,16 +831,11 @@ class DialerCore:
         if isinstance(task.pacer, PreviewPacer):
             self._offer_previews(task, group_agents, tz_filter, now)
             return
-        sharing = sum(
-            1
-            for t in self.tasks.values()
-            if t.conf.state is CampaignState.RUNNING and t.conf.skill_group_id == conf.skill_group_id
-        )
         view = PacingView(
             now=now,
             max_concurrency=conf.max_concurrency - task.others_active,
             agents=slots,
-            share=1.0 / max(1, sharing),
+            share=self._share(task, slots, now),
             ringing_since=tuple(task.ringing.values()),
             waiting=len(task.waiting),
             agent_ringing=len(task.agent_ringing),
@@ -627,12 +844,47 @@ class DialerCore:
         n = task.pacer.place(view)
         if n <= 0:
             return
+        allowed = gw.allowance(now)
+        if n > allowed:  # the gateway's rate: the rest when the next tokens are due
+            n = allowed
+            wake = gw.wake_at(now + 1e-6) or now + 0.1
+            self._timer(wake, "gateway", gw.key)
         claimed, dnc = self.store.claim(conf, n, now=now, tz_keys=tz_filter, gateway=task.gateway)
+        gw.placed(len(claimed), now)
+        if not claimed and not dnc:  # nothing due now: it takes no share of the group's agents
+            task.dry_until = now + DRY_RECHECK_S
         task.counters.leads_left -= len(dnc)
         for cl in claimed:
             call = LiveCall(cl.call_id, conf.id, cl.lead_id, cl.number, task.gateway, now, cl.attempt)
             self._follow(call)
             self._originate(task, call)
+
+    def _share(self, task: TaskRuntime, slots: tuple[AgentSlot, ...], now: float) -> float:
+        """The part of its skill group's agents this task paces for: ready agents are shared as whole
+        agents between the group's tasks that have something to dial (`routing.apportion`). The split
+        holds while the ready count and those tasks stay the same, so a leftover agent one task is
+        already dialling for is not handed to the next task too; it moves on when agents move."""
+        group = task.conf.skill_group_id
+        active = [
+            t
+            for t in self.tasks.values()
+            if t.conf.skill_group_id == group
+            and t.conf.state is CampaignState.RUNNING
+            and t.held
+            and now >= t.dry_until
+        ]
+        ready = sum(1 for s in slots if s.state is AgentState.READY)
+        key = (ready, tuple(t.conf.id for t in active))
+        cached = self._shares.get(group)
+        if cached is None or cached[0] != key:
+            allotted = routing.apportion(ready, [(t.conf.id, t.last_extra) for t in active])
+            base = ready // max(1, len(active))
+            for t in active:
+                if allotted[t.conf.id] > base:
+                    t.last_extra = now
+            shares = {tid: (n / ready if ready else 1.0 / len(active)) for tid, n in allotted.items()}
+            cached = self._shares[group] = (key, shares)
+        return cached[1].get(task.conf.id, 0.0)
 
     def _originate(self, task: TaskRuntime, call: LiveCall) -> None:
         conf = task.conf
@@ -651,6 +903,7 @@ class DialerCore:
             return
         task.counters.dialled += 1
         self.originated += 1
+        self.store.log_call(call.id, self._now, "originate", f"{call.number} via {call.gateway}")
         self._out.append(Originate(call.gateway, request))
 
     def _offered(self, call_id: str, agent_id: int) -> LiveCall:
@@ -699,13 +952,18 @@ class DialerCore:
 
     def _manual_started(self, event: ManualCallStarted, now: float) -> None:
         agent_id = self.roster.by_extension(event.extension)
+        try:
+            number = self.normalise(event.number)  # stored in E.164 like every campaign call
+        except Invalid:
+            number = event.number  # an internal extension or a service code: as dialled
         call = LiveCall(
-            event.call_id, None, None, event.number, "default", now, direction="manual", agent_id=agent_id
+            event.call_id, None, None, number, "default", now, direction="manual", agent_id=agent_id
         )
         self._follow(call)
         self.store.insert_manual_call(
-            call_id=call.id, number=event.number, agent_id=agent_id, gateway=call.gateway, now=now
+            call_id=call.id, number=number, agent_id=agent_id, gateway=call.gateway, now=now
         )
+        self.store.log_call(call.id, now, "manual", f"dialled {event.number} from {event.extension}")
         if agent_id is not None:
             try:
                 self._move_agent(agent_id, AE.MANUAL_CALL, now, call_id=call.id)
@@ -721,17 +979,24 @@ class DialerCore:
             self.notifier.publish(pop)
 
     def _release_stranded_agents(self, now: float) -> None:
-        for agent in list(self.agents.values()):
-            if (
-                agent.call_id
-                and agent.call_id not in self.calls
-                and agent.state in (AgentState.RESERVED.value, AgentState.ON_CALL.value)
-            ):
-                event = AE.RELEASE if agent.state == AgentState.RESERVED.value else AE.HANGUP
-                try:
-                    self._move_agent(agent.id, event, now)
-                except Conflict:
-                    continue
+        """Agents held by a call nobody follows any more (it ended while no dialer watched) are freed;
+        those on a call another live dialer follows are left alone."""
+        stranded = [
+            a
+            for a in self.agents.values()
+            if a.call_id
+            and a.call_id not in self.calls
+            and a.state in (AgentState.RESERVED.value, AgentState.ON_CALL.value)
+        ]
+        owners = self.store.call_owners(a.call_id for a in stranded if a.call_id) if stranded else {}
+        for agent in stranded:
+            if agent.call_id in owners:
+                continue
+            event = AE.RELEASE if agent.state == AgentState.RESERVED.value else AE.HANGUP
+            try:
+                self._move_agent(agent.id, event, now)
+            except Conflict:
+                continue
 
     def _timer(self, at: float, kind: str, key: str) -> None:
         heapq.heappush(self._timers, (at, next(self._seq), kind, key))
@@ -745,3 +1010,18 @@ class DialerCore:
         self._dirty.clear()
         out, self._out = self._out, []
         return out
+
+
+def _ladder(event: GatewayEvent) -> tuple[str, str]:
+    """(kind, detail) of a gateway event for the call's ladder."""
+    if isinstance(event, CallRinging):
+        return "ringing", ""
+    if isinstance(event, CallAnswered):
+        return "answered", event.answer.value
+    if isinstance(event, CallConnected):
+        return "connected", f"bridged to {event.extension}"
+    if isinstance(event, AgentLegFailed):
+        return "agent_failed", f"{event.extension}: {event.detail}"
+    if isinstance(event, CallEnded):
+        return "pbx_end", f"{event.result.value} cause {event.cause} {event.detail}".strip()
+    return type(event).__name__, ""

@@ -84,12 +84,14 @@ class AgentLegFailed:
 
 @dataclass(frozen=True, slots=True)
 class ManualCallStarted:
-    """An agent's phone started a call by hand (not originated by us)."""
+    """An agent's phone started a call by hand (not originated by us). `gateway` is filled by the
+    dialer's runner with the key of the gateway that reported it."""
 
     call_id: str
     at: float
     extension: str
     number: str
+    gateway: str = "default"
 
 
 @dataclass(frozen=True, slots=True)

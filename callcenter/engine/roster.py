@@ -19,6 +19,7 @@ from callcenter.notifier import Notifier
 AE = agent_table.AgentEvent
 _STATES = {s.value: s for s in AgentState}  # row value -> enum, without Enum.__call__ per agent per pace
 OFFLINE = AgentState.OFFLINE.value
+_RETURN_TO = (AgentState.NOT_READY, AgentState.AWAY)
 
 
 class Roster:
@@ -97,6 +98,10 @@ class Roster:
                 agent.call_id, agent.campaign_id = call_id, campaign_id
             elif move.new is not AgentState.ON_CALL and move.new is not AgentState.WRAP_UP:
                 agent.call_id, agent.campaign_id = None, None
+            if event is AE.MANUAL_CALL:  # as `agents.apply` records it
+                agent.after_wrap = move.old.value if move.old in _RETURN_TO else None
+            elif move.new is not AgentState.ON_CALL and move.new is not AgentState.WRAP_UP:
+                agent.after_wrap = None
             if self.notifier:
                 self.notifier.publish(
                     AgentStateChanged(

@@ -45,3 +45,21 @@ class WaitingQueues:
 
     def groups(self) -> Iterator[tuple[int, deque[str]]]:
         return iter(self._queues.items())
+
+
+def apportion(ready: int, tasks: list[tuple[int, float]]) -> dict[int, int]:
+    """Share `ready` agents between the tasks of one skill group that have something to dial, as
+    whole agents: each gets ready // n, and the remainder goes to the tasks that got one longest ago
+    (`tasks`: (task id, when it last got a remainder agent)), so every ready agent is used and no
+    task is starved. A task with nothing due is not in `tasks`.
+
+    >>> apportion(1, [(7, 0.0), (8, 5.0)])
+    {7: 1, 8: 0}
+    >>> apportion(5, [(7, 9.0), (8, 5.0)])
+    {7: 2, 8: 3}
+    """
+    if not tasks:
+        return {}
+    base, extra = divmod(ready, len(tasks))
+    lucky = {tid for tid, _ in sorted(tasks, key=lambda t: (t[1], t[0]))[:extra]}
+    return {tid: base + (1 if tid in lucky else 0) for tid, _ in tasks}

@@ -47,20 +47,26 @@ class Simulation:
         tick_s: float = 1.0,
         dialer_id: str = "sim",
         script: dict[str, Script] | None = None,
+        originates_per_s: float = 10_000.0,  # the simulated PBX has no session-rate limit by default
     ) -> None:
         self.sched = HeapScheduler(start)
         self.gateway = SimulatedGateway(self.sched, profile, script=script)
         self.store = SqlStore(engine, dialer_id)
         # Only the engine itself moves simulated agents, so its cache needs no frequent re-reading.
         self.core = DialerCore(
-            self.store, pacer_factory=pacer_factory, wrap_sampler=self._wrap, refresh_s=15.0
+            self.store,
+            pacer_factory=pacer_factory,
+            wrap_sampler=self._wrap,
+            refresh_s=15.0,
+            originates_per_s=originates_per_s,
         )
         self.tick_s = tick_s
         self.pending: list[GatewayEvent] = []
         self.failures = 0
         run_sync(self.gateway.start(self._emit))
         with self.store.transaction():
-            self._execute(self.core.start({"default": []}, lambda key, cid: False, self.now))
+            self._execute(self.core.start(self.now))
+            self._execute(self.core.reconcile("default", [], lambda cid: False, self.now))
         self._next_tick = self.now
 
     @property

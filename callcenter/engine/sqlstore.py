@@ -24,12 +24,15 @@ from callcenter.models import (
     AgentSkill,
     AgentState,
     Call,
+    CallEvent,
     CallState,
     Campaign,
     CampaignState,
+    Dialer,
     DncEntry,
     Lead,
     LeadStatus,
+    SkillGroup,
 )
 from callcenter.screenpop import pop_payload
 from callcenter.stats import Counters, snapshot_from_db
@@ -40,6 +43,9 @@ CALL = Call.__table__  # type: ignore[attr-defined]
 AGENT = Agent.__table__  # type: ignore[attr-defined]
 AGENT_SKILL = AgentSkill.__table__  # type: ignore[attr-defined]
 DNC = DncEntry.__table__  # type: ignore[attr-defined]
+DIALER = Dialer.__table__  # type: ignore[attr-defined]
+CALL_EVENT = CallEvent.__table__  # type: ignore[attr-defined]
+GROUP = SkillGroup.__table__  # type: ignore[attr-defined]
 
 OPEN_CALL_STATES = [s.value for s in CallState if s is not CallState.ENDED]
 ACTIVE_CALL_STATES = [s.value for s in CallState if s not in (CallState.ENDED, CallState.PREVIEW)]
@@ -193,6 +199,7 @@ class SqlStore:
                     AGENT.c.call_id,
                     AGENT.c.campaign_id,
                     AGENT.c.simulated,
+                    AGENT.c.after_wrap,
                 ),
             )
         ).all()
@@ -362,6 +369,18 @@ class SqlStore:
             )
         )
 
+    def log_call(self, call_id: str, at: float, kind: str, detail: str = "") -> None:
+        self._run_prepared(
+            "log_call",
+            lambda: insert(CALL_EVENT).values(
+                call_id=bindparam("call_id"),
+                at=bindparam("at"),
+                kind=bindparam("kind"),
+                detail=bindparam("detail"),
+            ),
+            {"call_id": call_id, "at": at, "kind": kind, "detail": detail[:500]},
+        )
+
     def end_call(self, call_id: str, *, now: float, result: str, cause: int, detail: str) -> None:
         self.update_call(
             call_id,
@@ -394,6 +413,100 @@ class SqlStore:
         if mine:
             q = q.where(CALL.c.dialer_id == self.dialer_id)
         return [dict(r._mapping) for r in self.c.execute(q).all()]
+
+    def call_owners(self, call_ids: Iterable[str]) -> dict[str, str]:
+        """The dialer following each of these calls, for those still open."""
+        ids = list(call_ids)
+        if not ids:
+            return {}
+        rows = self.c.execute(
+            select(CALL.c.id, CALL.c.dialer_id).where(CALL.c.id.in_(ids), CALL.c.state.in_(OPEN_CALL_STATES))
+        )
+        return {r[0]: r[1] for r in rows}
+
+    # --- dialers: heartbeats, takeover, skill-group leases ------------------------------------------
+
+    def register_dialer(self, *, host: str, pid: int, now: float) -> None:
+        values = {"host": host[:255], "pid": pid, "started_at": now, "heartbeat_at": now, "stopped_at": None}
+        if self.c.execute(update(DIALER).where(DIALER.c.id == self.dialer_id).values(**values)).rowcount == 0:
+            self.c.execute(insert(DIALER).values(id=self.dialer_id, **values))
+
+    def beat(self, now: float) -> None:
+        self._run_prepared(
+            "beat",
+            lambda: (
+                update(DIALER).where(DIALER.c.id == bindparam("_id")).values(heartbeat_at=bindparam("at"))
+            ),
+            {"_id": self.dialer_id, "at": now},
+        )
+
+    def stop_dialer(self, now: float) -> None:
+        """A clean stop: others may take over at once, and its leases are free."""
+        self.c.execute(update(DIALER).where(DIALER.c.id == self.dialer_id).values(stopped_at=now))
+        self.c.execute(
+            update(GROUP).where(GROUP.c.dialer_id == self.dialer_id).values(dialer_id=None, lease_until=None)
+        )
+
+    def dialers(self) -> list[dict[str, Any]]:
+        return [dict(r._mapping) for r in self.c.execute(select(DIALER)).all()]
+
+    def take_over(self, dialer_ids: Sequence[str], now: float) -> None:
+        """Make this dialer the follower of the open calls and claims of dialers found dead, and mark
+        them stopped."""
+        ids = list(dialer_ids)
+        self.c.execute(
+            update(CALL)
+            .where(CALL.c.dialer_id.in_(ids), CALL.c.state.in_(OPEN_CALL_STATES))
+            .values(dialer_id=self.dialer_id)
+        )
+        self.c.execute(
+            update(LEAD)
+            .where(LEAD.c.status == LeadStatus.CLAIMED.value, LEAD.c.claimed_by.in_(ids))
+            .values(claimed_by=self.dialer_id)
+        )
+        self.c.execute(update(DIALER).where(DIALER.c.id.in_(ids)).values(stopped_at=now))
+
+    def lease_groups(self, wanted: Sequence[int], *, now: float, ttl: float, at_most: int) -> set[int]:
+        """Renew this dialer's leases on skill groups and take free or expired ones among `wanted`,
+        holding at most `at_most` (a fair share between live dialers). The groups it holds."""
+        c = self.c
+        c.execute(
+            update(GROUP)
+            .where(GROUP.c.dialer_id == self.dialer_id, GROUP.c.id.not_in(list(wanted) or [-1]))
+            .values(dialer_id=None, lease_until=None)
+        )
+        held = set(
+            c.execute(
+                update(GROUP)
+                .where(GROUP.c.dialer_id == self.dialer_id)
+                .values(lease_until=now + ttl)
+                .returning(GROUP.c.id)
+            ).scalars()
+        )
+        extra = sorted(held, reverse=True)[: max(0, len(held) - at_most)]
+        if extra:  # more than a fair share since another dialer joined: hand some back
+            c.execute(
+                update(GROUP)
+                .where(GROUP.c.id.in_(extra), GROUP.c.dialer_id == self.dialer_id)
+                .values(dialer_id=None, lease_until=None)
+            )
+            held -= set(extra)
+        for group in wanted:
+            if len(held) >= at_most:
+                break
+            if group in held:
+                continue
+            taken = c.execute(
+                update(GROUP)
+                .where(
+                    GROUP.c.id == group,
+                    (GROUP.c.dialer_id.is_(None)) | (GROUP.c.lease_until < now),
+                )
+                .values(dialer_id=self.dialer_id, lease_until=now + ttl)
+            ).rowcount
+            if taken:
+                held.add(group)
+        return held
 
     def orphan_claims(self, dialer_ids: Sequence[str]) -> int:
         """Leads claimed by these dialers that have no open call: back to the queue, attempt given back."""

@@ -39,6 +39,7 @@ class AgentRow:
     call_id: str | None
     campaign_id: int | None
     simulated: bool
+    after_wrap: str | None = None  # not_ready / away: where a hand-dialled call's wrap-up returns to
     groups: set[int] = field(default_factory=set)
 
 
@@ -128,6 +129,10 @@ class Store(Protocol):
 
     def end_call(self, call_id: str, *, now: float, result: str, cause: int, detail: str) -> None: ...
 
+    def log_call(self, call_id: str, at: float, kind: str, detail: str = "") -> None:
+        """One step of the call's ladder (what the PBX said, what the dialer did)."""
+        ...
+
     def settle_lead(
         self, lead_id: int, *, status: str, next_at: float, attempts: int, result: str
     ) -> None: ...
@@ -136,6 +141,27 @@ class Store(Protocol):
 
     def orphan_claims(self, dialer_ids: Sequence[str]) -> int:
         """Leads these dialers claimed that have no open call: back to the queue. How many."""
+        ...
+
+    def call_owners(self, call_ids: Iterable[str]) -> dict[str, str]:
+        """The dialer following each of these calls, for those still open."""
+        ...
+
+    # --- dialers
+    def register_dialer(self, *, host: str, pid: int, now: float) -> None: ...
+
+    def beat(self, now: float) -> None: ...
+
+    def stop_dialer(self, now: float) -> None: ...
+
+    def dialers(self) -> list[dict[str, Any]]: ...
+
+    def take_over(self, dialer_ids: Sequence[str], now: float) -> None:
+        """This dialer follows the open calls and claims of dialers found dead from now on."""
+        ...
+
+    def lease_groups(self, wanted: Sequence[int], *, now: float, ttl: float, at_most: int) -> set[int]:
+        """Renew and take skill-group leases (at most `at_most`): the groups this dialer holds."""
         ...
 
     def screen_pop(self, call_id: str, *, preview: bool = False) -> ScreenPop | None:

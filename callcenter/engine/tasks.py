@@ -47,6 +47,9 @@ class TaskRuntime:
     tz_keys: list[str]
     counters: Counters
     others_active: int = 0  # this task's calls other dialers have up
+    held: bool = False  # this dialer holds the lease of the task's skill group: it paces the task
+    dry_until: float = 0.0  # found nothing due: no share of the group's agents until then
+    last_extra: float = 0.0  # when it last got one of the group's ready agents left over by a split
     next_left_check: float = 0.0
     calls: set[str] = field(default_factory=set)
     # `calls` by pacing stage (see `index`): placed and not answered (id -> when placed), answered

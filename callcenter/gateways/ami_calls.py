@@ -13,7 +13,12 @@ which differs between chan_sip and chan_pjsip.
   no channel at all (`OriginateResponse` Reason 0 without a channel, e.g. an unknown peer), from the
   `OriginateResponse` after a short grace (`end_grace_s`) in which a late `Hangup` would still give
   the real cause: the traces show the failure `OriginateResponse` both before and after the `Hangup`.
-  A `Hangup` we asked for before answer is `cancelled`; anything after answer is `answered`.
+  A `Hangup` we asked for before answer is `cancelled`; anything after answer is `answered`. Before
+  answer the cause decides, not the Reason: chan_pjsip gives Reason 0 for busy and 503 alike (17 busy,
+  34/42 congestion, 18/19 no answer); a Hangup with no cause at all (0) before answer is Asterisk
+  dropping the call itself (a restart): `refused`. After answer, Cause 0 (chan_pjsip: the far end hung
+  up outside a bridge) is reported as 16. `HangupRequest` (which the user's `Event: Hangup` filter lets
+  through) is dropped by name: the `Hangup` after it carries the same cause.
 - `BridgeEnter` gives `CallConnected`; the dialplan's `UserEvent(CallCenterAgentFailed)`, `AgentLegFailed`;
   `ChanSpyStart`/`ChanSpyStop` give `SpyStarted`/`SpyEnded`.
 - Calls an agent dials by hand show up as a `Newchannel` in the agents' context whose Exten is a number
@@ -53,9 +58,11 @@ from callcenter.validation import validate_extension, validate_number
 
 log = logging.getLogger(__name__)
 
-# Events we act on; everything else is dropped by name before parsing.
+# Events we act on; everything else is dropped by name before parsing. `Shutdown` (class system) is
+# the link's business (asterisk.py): Asterisk announces a shutdown or restart with it.
 WANTED_EVENTS = frozenset(
     {
+        "Shutdown",
         "Newchannel",
         "Newstate",
         "Hangup",
@@ -79,9 +86,23 @@ REASON_TEXT = {
     5: "busy",
     8: "congestion",
 }
-REASON_RESULT = {0: EndResult.FAILED, 1: EndResult.FAILED, 3: EndResult.NO_ANSWER, 5: EndResult.BUSY}
-# Q.850 causes of an unanswered call that are not plain failures.
-CAUSE_RESULT = {17: EndResult.BUSY, 18: EndResult.NO_ANSWER, 19: EndResult.NO_ANSWER}
+REASON_RESULT = {
+    0: EndResult.FAILED,
+    1: EndResult.FAILED,
+    3: EndResult.NO_ANSWER,
+    5: EndResult.BUSY,
+    8: EndResult.CONGESTION,
+}
+# Q.850 causes of an unanswered call that are not plain failures. chan_pjsip reports busy and 503 with
+# OriginateResponse Reason 0 (chan_sip said 5 / 8), so the Hangup cause decides (asterisk-20-pjsip/
+# README.md; originate-busy.jsonl 17/486, originate-congestion.jsonl 34/503).
+CAUSE_RESULT = {
+    17: EndResult.BUSY,
+    18: EndResult.NO_ANSWER,
+    19: EndResult.NO_ANSWER,
+    34: EndResult.CONGESTION,
+    42: EndResult.CONGESTION,
+}
 # Dial() status of an agent's own call that never got answered.
 DIALSTATUS_RESULT = {
     "BUSY": EndResult.BUSY,
@@ -353,12 +374,25 @@ class CallTracker:
             cause = int(msg.get("Cause", "0"))
         except ValueError:
             cause = 0
-        detail = f"Hangup Cause {cause} ({msg.get('Cause-txt', '')})"
+        result = self._result_for_hangup(call, cause)
+        reported, detail = cause, f"Hangup Cause {cause}"
+        if cause == 0 and result is EndResult.ANSWERED:
+            # chan_pjsip gives no cause when the far end hangs up outside a bridge: the customer waiting
+            # in Wait() (answered-then-abandoned-in-wait.jsonl, the burst's answered calls), where
+            # chan_sip said 16. A customer's hang-up, counted as the normal clearing it is.
+            reported = 16
+            detail += " (none given: hung up outside a bridge), counted as 16"
+        elif cause == 0 and result is EndResult.REFUSED:
+            detail += " (none given: Asterisk dropped the unanswered call itself, as in a restart)"
+        else:
+            detail += f" ({msg.get('Cause-txt', '')})"
+        if msg.get("TechCause"):  # chan_pjsip: the SIP status behind a failure cause
+            detail += f", TechCause {msg.get('TechCause')}"
         if call.reason is not None:
             detail += f", OriginateResponse Reason {call.reason}"
         if call.sound:
             detail += f", after playing {call.sound}"
-        self._end(call, self._result_for_hangup(call, cause), cause, detail)
+        self._end(call, result, reported, detail)
 
     def _on_chanspy_start(self, msg: Message) -> None:
         spy = self.spies.get(msg.get("SpyerUniqueid", ""))
@@ -384,6 +418,12 @@ class CallTracker:
             return EndResult.ANSWERED
         if call.hangup_requested:
             return EndResult.CANCELLED
+        if cause == 0 and not call.manual:
+            # Nobody gave a cause for an unanswered call: no far end refused it (that carries 17, 34,
+            # 19 ...) and we did not hang it up. Asterisk cut it itself: `core restart now` ends every
+            # ringing call so (graceful-restart-while-ringing.jsonl: OriginateResponse Reason 0, Hangup
+            # Cause 0, no HangupRequest). The customer never got a chance: refused, not failed.
+            return EndResult.REFUSED
         if cause in CAUSE_RESULT:
             return CAUSE_RESULT[cause]
         if call.reason is not None:
@@ -430,10 +470,11 @@ class CallTracker:
             self._recent.discard(self._recent_order.popleft())
 
     def refused(self, target: str, detail: str) -> None:
-        """Asterisk refused the Originate of call or spy `target` outright."""
+        """Asterisk refused the Originate of call or spy `target` outright (`Response: Error`): nothing was
+        queued, no channel exists, the customer's line was never tried."""
         call = self.calls.get(target)
         if call is not None:
-            self._end(call, EndResult.FAILED, 0, detail)
+            self._end(call, EndResult.REFUSED, 0, detail)
         spy = self.spies.get(target)
         if spy is not None:
             log.warning("spy %s: %s", spy.spy_id, detail)

@@ -78,8 +78,10 @@ class AmiProtocol(asyncio.Protocol):
         on_message: Callable[[Message], None],
         wanted_events: frozenset[str],
         id_prefix: str = "cc",
+        on_error: Callable[[str, str], None] | None = None,
     ) -> None:
         self._on_message = on_message
+        self._on_error = on_error  # (action, message) of every `Response: Error`, claimed or not
         self._wanted = frozenset(name.encode() for name in wanted_events)
         self._ids = itertools.count(1)
         self._prefix = id_prefix
@@ -183,6 +185,8 @@ class AmiProtocol(asyncio.Protocol):
     def _dispatch(self, message: Message) -> None:
         action_id = message.get("ActionID")
         pending = self._pending.get(action_id) if action_id else None
+        if self._on_error is not None and message.get("Response") == "Error":
+            self._on_error(pending.action if pending else "", message.get("Message", ""))
         if pending is None:
             self._on_message(message)
             return

@@ -26,7 +26,14 @@ from typing import Any
 from panoramisk.message import Message
 
 from callcenter.engine.commands import OriginateRequest
-from callcenter.engine.events import ActiveCall, EventSink, GatewayEvent, GatewayLink, SpyMode
+from callcenter.engine.events import (
+    ActiveCall,
+    EventSink,
+    GatewayDraining,
+    GatewayEvent,
+    GatewayLink,
+    SpyMode,
+)
 from callcenter.errors import Invalid
 from callcenter.gateways.ami_calls import (
     ASTERISK_UID,
@@ -58,6 +65,9 @@ from callcenter.validation import (
 log = logging.getLogger(__name__)
 
 _CALLER_NAME_META = re.compile(r'["<>\\]')
+# The message of every action Asterisk refuses while it shuts down or restarts, Login and Ping included
+# (asterisk-20-pjsip/graceful-restart-while-ringing.jsonl, graceful-restart-login-during-shutdown.jsonl).
+_SHUTTING_DOWN = re.compile(r"(?i)shutting down")
 
 
 class AsteriskGateway:
@@ -81,7 +91,8 @@ class AsteriskGateway:
         reconnect_max_s: float = 30.0,
         end_grace_s: float = 0.5,
         dialplan: Dialplan = DEFAULT_DIALPLAN,
-        events: str = "call,user",
+        # `system` for the Shutdown event (manager.conf must grant `read = ...,system` and filter it in).
+        events: str = "call,user,system",
     ) -> None:
         render_template(dial_template, number="0")  # a bad template fails here, not on the first call
         render_template(agent_template, extension="0")
@@ -102,6 +113,7 @@ class AsteriskGateway:
         self._emit: EventSink | None = None
         self._proto: AmiProtocol | None = None
         self._up = False
+        self._draining = False  # GatewayDraining sent on this link
         self._closing = False
         self._supervisor: asyncio.Task[None] | None = None
         self._originating: dict[str, str] = {}  # Originate ActionID -> call / spy id, until its reply
@@ -318,6 +330,9 @@ class AsteriskGateway:
                     call_id=uid if ours else None,
                     state=snap.get("ChannelStateDesc", "").lower(),
                     extension=extension,
+                    # ChannelState 6 (Up): answered, maybe while no controller was there to see it
+                    # (reconnect-coreshowchannels-answered.jsonl: Up, in Wait, no bridge).
+                    answered=snap.get("ChannelState") == "6",
                 )
             )
         return result
@@ -358,7 +373,9 @@ class AsteriskGateway:
         try:
             async with asyncio.timeout(self.timeout_s):
                 _, proto = await loop.create_connection(
-                    lambda: AmiProtocol(on_message=self._on_message, wanted_events=WANTED_EVENTS),
+                    lambda: AmiProtocol(
+                        on_message=self._on_message, wanted_events=WANTED_EVENTS, on_error=self._on_error
+                    ),
                     self.host,
                     self.port,
                 )
@@ -375,6 +392,8 @@ class AsteriskGateway:
                 timeout=self.timeout_s,
             )
         except ActionFailed as exc:
+            # A wrong secret, or Asterisk shutting down (it refuses every Login then): either way this
+            # attempt failed, and the reconnect loop tries again with backoff.
             proto.abort("login refused")
             raise GatewayUnavailable(f"AMI login as {self.username!r} refused: {exc.reason}") from None
         except (TimeoutError, CommandTimeout):
@@ -416,6 +435,8 @@ class AsteriskGateway:
                 await proto.request("Ping", timeout=half)
                 if self._closing:
                     return "closing"
+            except ActionFailed:
+                continue  # answered, if only to refuse ("Asterisk is shutting down"): the link is alive
             except CommandTimeout:
                 reason = f"no reply to Ping within {half:g}s: the link is dead or silent"
                 proto.abort(reason)
@@ -444,6 +465,10 @@ class AsteriskGateway:
             self._tracker.resync(channels)
             self.reconnects += 1
             self._up = True
+            self._draining = False
+            log.info(
+                "AMI link to %s:%s up again after %d attempt(s), resynced", self.host, self.port, attempt
+            )
             self._send(GatewayLink(True, self.clock(), f"reconnected after {attempt} attempt(s), resynced"))
             return
 
@@ -456,12 +481,30 @@ class AsteriskGateway:
 
     def _on_message(self, msg: Message) -> None:
         if "Event" in msg:
+            if msg.get("Event") == "Shutdown":  # `Shutdown: Cleanly`, `Restart: True|False`
+                what = "restarting" if msg.get("Restart", "").lower() == "true" else "shutting down"
+                self._drain(f"Asterisk is {what} (Shutdown: {msg.get('Shutdown', '')})")
+                return
             self._tracker.on_event(msg)
             return
         # A reply nobody awaits: only an Originate's matters (queued, or refused outright).
         target = self._originating.pop(msg.get("ActionID", ""), None)
         if target is not None and msg.get("Response") == "Error":
             self._tracker.refused(target, f"Originate refused by Asterisk: {msg.get('Message', '')}")
+
+    def _on_error(self, action: str, message: str) -> None:
+        """Every `Response: Error` on the link. During a graceful shutdown or restart Asterisk keeps the
+        socket open a while and refuses every action "Asterisk is shutting down"; the project's AMI
+        user sees no Shutdown event unless manager.conf grants it the system class."""
+        if _SHUTTING_DOWN.search(message):
+            self._drain(f"{action or 'an action'} refused: {message}")
+
+    def _drain(self, detail: str) -> None:
+        if self._draining or not self._up:
+            return  # once per link; a refused Login while reconnecting is not news for the engine
+        self._draining = True
+        log.warning("AMI %s:%s draining: %s", self.host, self.port, detail)
+        self._send(GatewayDraining(self.clock(), detail))
 
     def _hangup_now(self, channel: str) -> None:
         proto = self._proto

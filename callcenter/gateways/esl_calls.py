@@ -6,18 +6,24 @@ events of `callcenter.engine.events`; `resync` does the same from the `show chan
 after a (re)connect. The commands and the link are `freeswitch.py`.
 
 Mapping (the same situations as the Asterisk driver reports, see base.py rule 3): `BACKGROUND_JOB`
-`+OK <uuid>` means answered; `-ERR <CAUSE>` and `CHANNEL_HANGUP_COMPLETE` end the call, whichever
-comes first (the traces show both orders). Once answered, the end is `answered`. Before answer:
+`+OK <uuid>` means answered. A call ends at its `CHANNEL_HANGUP_COMPLETE`, when FreeSWITCH no longer has
+it; the originate's `-ERR <CAUSE>` is only its verdict (docs/decisions/0007): after the answer it ends
+nothing (our transfer at CHANNEL_ANSWER makes the originate give up with ORIGINATOR_CANCEL while the call
+is bridged and goes on); before the answer the channel's hang-up follows within a grace, and with no
+event of its channel at all FreeSWITCH never created one: `refused`. Once answered, the end is
+`answered`. Before answer:
 USER_BUSY (17) -> busy; NO_ANSWER (19), NO_USER_RESPONSE (18), ALLOTTED_TIMEOUT, PROGRESS_TIMEOUT ->
-no_answer; NORMAL_CLEARING / ORIGINATOR_CANCEL after our `uuid_kill` -> cancelled (uuid_kill reports
-NORMAL_CLEARING like a normal end, so the driver keeps its own record); everything else (41 for a 503
-or an unreachable host, 102 for no response, 34, 3, 1, ...) -> failed. The cause reported is
+no_answer; NORMAL_CIRCUIT_CONGESTION (34), SWITCH_CONGESTION (42) -> congestion; NORMAL_CLEARING /
+ORIGINATOR_CANCEL after our `uuid_kill` -> cancelled (uuid_kill reports NORMAL_CLEARING like a normal
+end, so the driver keeps its own record); everything else (41 for a 503 or an unreachable host, 102 for
+no response, 3, 1, ...) -> failed. The cause reported is
 `variable_hangup_cause_q850` when present, else the Q.850 code of the cause name (FreeSWITCH's own
 causes above 127 count as 16, as `switch_channel_cause_q850` does).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
@@ -51,6 +57,8 @@ MANUAL_SUBCLASS = "callcenter::manual"  # fired by the agents' context (headers 
 AGENT_FAILED_SUBCLASS = "callcenter::agent_failed"
 
 # Only what the mapping reads: about a third of `ALL` by volume (see the burst trace's notes).
+# SHUTDOWN comes with SIGTERM and `fsctl shutdown`, SHUTDOWN_REQUESTED with `fsctl shutdown elegant|asap`
+# (freeswitch-faults/README.md); the event socket then stays open about 31 s, refusing every call.
 EVENTS = (
     "CHANNEL_PROGRESS",
     "CHANNEL_PROGRESS_MEDIA",
@@ -58,6 +66,8 @@ EVENTS = (
     "CHANNEL_BRIDGE",
     "CHANNEL_HANGUP_COMPLETE",
     "BACKGROUND_JOB",
+    "SHUTDOWN",
+    "SHUTDOWN_REQUESTED",
 )
 
 # FreeSWITCH cause names (switch_types.h) -> Q.850 code; names above 127 are FreeSWITCH's own.
@@ -134,6 +144,9 @@ HANGUP_CAUSES: dict[str, int] = {
     "SRTP_READ_ERROR": 613,
 }
 _BUSY_CAUSES = frozenset({"USER_BUSY"})
+# Q.850 34 / 42. FreeSWITCH reports a carrier's plain 503 as NORMAL_TEMPORARY_FAILURE (41), the same as an
+# unreachable address (tests/fixtures/freeswitch/README.md), so only these names say "no room".
+_CONGESTION_CAUSES = frozenset({"NORMAL_CIRCUIT_CONGESTION", "SWITCH_CONGESTION"})
 _NO_ANSWER_CAUSES = frozenset({"NO_ANSWER", "NO_USER_RESPONSE", "ALLOTTED_TIMEOUT", "PROGRESS_TIMEOUT"})
 _CANCEL_CAUSES = frozenset({"NORMAL_CLEARING", "ORIGINATOR_CANCEL"})
 _AMD_VERDICTS = {"HUMAN": AnswerKind.HUMAN, "MACHINE": AnswerKind.MACHINE}
@@ -154,6 +167,10 @@ def classify_end(cause_name: str | None, *, answered: bool, cancelled: bool) -> 
     <EndResult.CANCELLED: 'cancelled'>
     >>> classify_end("NORMAL_TEMPORARY_FAILURE", answered=False, cancelled=False)
     <EndResult.FAILED: 'failed'>
+    >>> classify_end("NORMAL_CIRCUIT_CONGESTION", answered=False, cancelled=False)
+    <EndResult.CONGESTION: 'congestion'>
+    >>> classify_end("SYSTEM_SHUTDOWN", answered=False, cancelled=False)
+    <EndResult.REFUSED: 'refused'>
     """
     if answered:
         return EndResult.ANSWERED
@@ -162,6 +179,10 @@ def classify_end(cause_name: str | None, *, answered: bool, cancelled: bool) -> 
         return EndResult.BUSY
     if name in _NO_ANSWER_CAUSES:
         return EndResult.NO_ANSWER
+    if name in _CONGESTION_CAUSES:
+        return EndResult.CONGESTION
+    if name == "SYSTEM_SHUTDOWN":  # FreeSWITCH cut the ringing call as it shut down: the customer never
+        return EndResult.REFUSED  # had a chance (graceful-shutdown-while-ringing.jsonl)
     if name in _CANCEL_CAUSES and cancelled:
         return EndResult.CANCELLED
     if name == "ORIGINATOR_CANCEL":  # the agent gave up a call dialled by hand
@@ -182,6 +203,9 @@ class Call:
     answer_reported: bool = False
     connected: bool = False
     cancelled: bool = False  # we hung it up before answer
+    channel_seen: bool = False  # an event of its channel arrived: FreeSWITCH created one
+    job_error: str | None = None  # the originate's `-ERR` cause, waiting for the channel's end
+    timer: asyncio.TimerHandle | None = None
 
 
 @dataclass(slots=True)
@@ -198,9 +222,18 @@ class CallTracker:
     a manual call's id = the agent leg's Unique-ID; a spy's id = the supervisor leg's Unique-ID), and
     the `bgapi` jobs whose BACKGROUND_JOB reports on them."""
 
-    def __init__(self, *, emit: Callable[[GatewayEvent], None], clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        *,
+        emit: Callable[[GatewayEvent], None],
+        clock: Callable[[], float],
+        end_grace_s: float = 0.5,
+        draining: Callable[[str], None] | None = None,
+    ) -> None:
         self._emit = emit
         self.clock = clock
+        self.end_grace_s = end_grace_s
+        self._draining = draining  # told when FreeSWITCH announces its shutdown
         self.calls: dict[str, Call] = {}
         self.spies: dict[str, Spy] = {}
         self.jobs: dict[str, tuple[str, str]] = {}  # Job-UUID -> ("call" | "spy", id)
@@ -212,6 +245,8 @@ class CallTracker:
             "CHANNEL_HANGUP_COMPLETE": self._on_hangup_complete,
             "BACKGROUND_JOB": self._on_background_job,
             "CUSTOM": self._on_custom,
+            "SHUTDOWN": self._on_shutdown,
+            "SHUTDOWN_REQUESTED": self._on_shutdown,
         }
         self._handled = frozenset(name.encode() for name in self._handlers)
 
@@ -235,7 +270,12 @@ class CallTracker:
         if handler is not None:
             handler(event)
 
-    def resync(self, rows: list[dict[str, str]]) -> None:
+    def stop_timers(self) -> None:
+        for call in self.calls.values():
+            if call.timer is not None:
+                call.timer.cancel()
+
+    def resync(self, rows: list[dict[str, str]], *, report_unknown: bool = True) -> None:
         """After (re)connect, from `show channels as json`: calls FreeSWITCH no longer has end as lost;
         channels that none of our calls or spies explain are reported as UnknownChannel; missed answers
         and bridges are caught up."""
@@ -243,6 +283,9 @@ class CallTracker:
         by_uuid = {r.get("uuid", ""): r for r in rows}
         for call in list(self.calls.values()):
             row = by_uuid.get(call.call_id)
+            if row is None and call.job_error is not None:
+                self._end_from_job(call)  # the originate had failed; its channel's end was missed
+                continue
             if row is None:
                 self._end(call, EndResult.LOST, 0, "gone from FreeSWITCH after the link came back")
                 continue
@@ -261,7 +304,7 @@ class CallTracker:
         for spy in list(self.spies.values()):
             if spy.spy_id not in by_uuid:
                 self._spy_ended(spy, now)
-        for row in rows:
+        for row in rows if report_unknown else ():
             uid = row.get("uuid", "")
             owner = row.get("call_uuid") or uid
             if uid in self.calls or owner in self.calls or uid in self.spies:
@@ -277,17 +320,24 @@ class CallTracker:
             )
 
     def refused(self, call_id: str, text: str) -> None:
-        """FreeSWITCH refused the `bgapi originate` of call `call_id` outright (`text`: its `-ERR` reply)."""
+        """FreeSWITCH refused the `bgapi originate` of call `call_id` outright (`text`: its `-ERR` reply):
+        nothing ran, no channel exists."""
         call = self.calls.get(call_id)
         if call is None:
             return
         cause = text.removeprefix("-ERR").strip()
-        self._end(call, EndResult.FAILED, q850_of(cause), f"bgapi refused: {text}")
+        self._end(call, EndResult.REFUSED, q850_of(cause), f"bgapi refused: {text}")
 
     # --- events ------------------------------------------------------------------------------
 
+    def _on_shutdown(self, event: EslEvent) -> None:
+        if self._draining is not None:
+            self._draining(f"{event.name}: {event.get('Event-Info') or 'FreeSWITCH is shutting down'}")
+
     def _on_progress(self, event: EslEvent) -> None:
         call = self.calls.get(event.header("Unique-ID") or "")
+        if call is not None:
+            call.channel_seen = True
         if call is not None and not call.ringing and not call.manual:
             call.ringing = True
             self._emit(CallRinging(call.call_id, self.clock()))
@@ -296,7 +346,7 @@ class CallTracker:
         call = self.calls.get(event.header("Unique-ID") or "")
         if call is None or call.manual:
             return
-        call.answered = True
+        call.channel_seen = call.answered = True
         if not call.amd:
             self._report_answer(call, AnswerKind.UNKNOWN, self.clock())
 
@@ -306,7 +356,7 @@ class CallTracker:
             call = self.calls.get(event.header("Unique-ID") or "")
             if call is None or call.manual:
                 return
-            call.answered = True
+            call.channel_seen = call.answered = True
             verdict = _AMD_VERDICTS.get((event.get("cc_amd") or "").upper(), AnswerKind.UNKNOWN)
             self._report_answer(call, verdict if call.amd else AnswerKind.UNKNOWN, self.clock())
         elif subclass == MANUAL_SUBCLASS:
@@ -340,6 +390,7 @@ class CallTracker:
         call = self.calls.get(event.header("Unique-ID") or "")
         if call is None:
             return
+        call.channel_seen = True
         if call.extension is None:
             agent = event.get("variable_cc_agent")
             if agent:
@@ -370,13 +421,45 @@ class CallTracker:
         if call is None:
             return
         if result.startswith("+OK"):
-            call.answered = True
+            call.channel_seen = call.answered = True
             if not call.amd:
                 self._report_answer(call, AnswerKind.UNKNOWN, now)
             return
+        # `-ERR` is the originate's verdict, not the channel's end: a call the PBX still has is never
+        # reported ended. Answered, it goes on (our transfer at CHANNEL_ANSWER made the originate give
+        # up with ORIGINATOR_CANCEL, and FreeSWITCH bridged the call: early-transfer-originator-cancel
+        # *.jsonl) and ends at its CHANNEL_HANGUP_COMPLETE. Before the answer, the channel (if any)
+        # ends at once, with its HANGUP_COMPLETE just before or after the job (every recording): wait
+        # a grace for it. No channel event at all by then: FreeSWITCH never created one and refused
+        # the call itself (`_end_from_job`).
         cause = result.removeprefix("-ERR").strip().split(" ", 1)[0]
-        result_kind = classify_end(cause, answered=call.answered, cancelled=call.cancelled)
-        self._end(call, result_kind, q850_of(cause), f"BACKGROUND_JOB -ERR {cause}".strip())
+        call.job_error = cause
+        if call.answered:
+            log.info(
+                "call %s: the originate said -ERR %s after the answer; the call goes on", call.call_id, cause
+            )
+            return
+        if call.timer is None:
+            loop = asyncio.get_running_loop()
+            call.timer = loop.call_later(self.end_grace_s, self._end_from_job, call)
+
+    def _end_from_job(self, call: Call) -> None:
+        """The originate failed and no CHANNEL_HANGUP_COMPLETE came within the grace."""
+        cause = call.job_error or ""
+        if call.answered:
+            return  # an answered call ends at its hang-up only
+        if call.channel_seen:
+            result = classify_end(cause, answered=False, cancelled=call.cancelled)
+            self._end(
+                call, result, q850_of(cause), f"BACKGROUND_JOB -ERR {cause}, no CHANNEL_HANGUP_COMPLETE"
+            )
+            return
+        # Not one event of its channel: FreeSWITCH refused the originate before creating a channel, and
+        # the customer's line was never tried. CHAN_NOT_IMPLEMENTED while it shuts down
+        # (graceful-shutdown-while-ringing.jsonl), DESTINATION_OUT_OF_ORDER over sessions-per-second
+        # (session-rate-throttle.jsonl; a real out-of-order destination has a channel and its hang-up).
+        detail = f"BACKGROUND_JOB -ERR {cause}: no channel was created (refused by FreeSWITCH)"
+        self._end(call, EndResult.REFUSED, q850_of(cause), detail)
 
     def _on_hangup_complete(self, event: EslEvent) -> None:
         uid = event.header("Unique-ID") or ""
@@ -402,6 +485,8 @@ class CallTracker:
         disposition = event.get("variable_sip_hangup_disposition")
         if disposition:
             detail += f", {disposition}"
+        if call.job_error and call.job_error != cause:
+            detail += f", originate -ERR {call.job_error}"
         if answered and not call.manual:
             call.answered = True
         self._end(call, result, code, detail)
@@ -423,6 +508,8 @@ class CallTracker:
     def _end(self, call: Call, result: EndResult, cause: int, detail: str) -> None:
         if self.calls.pop(call.call_id, None) is None:
             return
+        if call.timer is not None:
+            call.timer.cancel()
         if call.job_uuid:
             self.jobs.pop(call.job_uuid, None)
         now = self.clock()

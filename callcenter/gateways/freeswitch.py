@@ -26,7 +26,14 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from callcenter.engine.commands import OriginateRequest
-from callcenter.engine.events import ActiveCall, EventSink, GatewayEvent, GatewayLink, SpyMode
+from callcenter.engine.events import (
+    ActiveCall,
+    EventSink,
+    GatewayDraining,
+    GatewayEvent,
+    GatewayLink,
+    SpyMode,
+)
 from callcenter.errors import Invalid
 from callcenter.gateways.base import (
     CallNotFound,
@@ -73,6 +80,9 @@ SUBSCRIBE_COMMAND = "event plain " + " ".join(
     (*EVENTS, "CUSTOM", ANSWERED_SUBCLASS, MANUAL_SUBCLASS, AGENT_FAILED_SUBCLASS)
 )
 KEEPALIVE_COMMAND = "api status"
+# `api status` says "... is ready" normally and "... is not ready" once FreeSWITCH shuts down
+# (freeswitch-faults/graceful-shutdown-idle-keepalive.jsonl): the keepalive notices a shutdown too.
+_NOT_READY = re.compile(r"\bis not ready\b")
 UUID_MAX_LEN = 36  # SWITCH_UUID_FORMATTED_LENGTH
 
 # Inside `{name=value,...}` of an originate: these end the value, the list or the command, or expand.
@@ -83,6 +93,7 @@ _RESERVED_VARIABLE = re.compile(
     r"|api_|execute_|exec_|bridge_pre_execute|(transfer|park)_after_bridge$|.*_hook$)"
 )
 _NO_SUCH_CHANNEL = re.compile(r"(?i)no such channel|invalid uuid|not found")
+_ANSWERED_CALLSTATES = frozenset({"ACTIVE", "HELD"})
 
 
 def originate_timeout_for(ring_timeout_s: float) -> int:
@@ -132,6 +143,7 @@ class FreeswitchGateway:
         backoff_max_s: float = 30.0,
         spy_ring_timeout_s: float = 30.0,
         prefilter: bool = True,
+        end_grace_s: float = 0.5,
     ) -> None:
         if timeout_s <= 0 or keepalive_s <= 0 or backoff_initial_s <= 0 or backoff_max_s < backoff_initial_s:
             raise ValueError("timeouts and backoff must be positive, backoff_max_s >= backoff_initial_s")
@@ -168,10 +180,13 @@ class FreeswitchGateway:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._conn: EslProtocol | None = None
         self._up = False
+        self._draining = False  # GatewayDraining sent on this link
         self._closing = False
         self._supervisor: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
-        self._tracker = CallTracker(emit=self._emit, clock=clock)
+        self._tracker = CallTracker(
+            emit=self._emit, clock=clock, end_grace_s=end_grace_s, draining=self._drain
+        )
         self._calls = self._tracker.calls
         self._spies = self._tracker.spies
         self._jobs = self._tracker.jobs
@@ -198,7 +213,7 @@ class FreeswitchGateway:
         self._loop = asyncio.get_running_loop()
         self._closing = False
         try:
-            await self._connect()
+            await self._connect(first=True)
         except (OSError, TimeoutError, EslError, GatewayError) as exc:
             await self._drop_connection()
             raise GatewayUnavailable(f"FreeSWITCH {self.host}:{self.port}: {_describe(exc)}") from None
@@ -218,6 +233,7 @@ class FreeswitchGateway:
             with contextlib.suppress(EslError, GatewayError, TimeoutError, Invalid):
                 await asyncio.wait_for(conn.send("exit"), min(self.timeout_s, 1.0))
         await self._drop_connection()
+        self._tracker.stop_timers()
 
     # --- commands ----------------------------------------------------------------------------
 
@@ -325,10 +341,14 @@ class FreeswitchGateway:
             # No DTMF: a listener must not be able to start whispering or barging by pressing a key.
             "eavesdrop_enable_dtmf=false",
         ]
-        if mode in (SpyMode.WHISPER, SpyMode.BARGE):
-            variables.append("eavesdrop_whisper_aleg=true")  # the agent (the eavesdropped leg) hears
+        # We eavesdrop on the agent's leg. `whisper_bleg` mixes the supervisor into what that leg sends to
+        # the agent's phone (ED_MUX_WRITE); `whisper_aleg` into what it passes on to the bridged party, the
+        # customer (ED_MUX_READ): mod_dptools.c:931-942, switch_ivr_async.c:2076-2121, and the bed's RTP
+        # (tests/fixtures/freeswitch-faults/README.md, eavesdrop-whisper-variants.jsonl).
         if mode is SpyMode.BARGE:
-            variables.append("eavesdrop_whisper_bleg=true")  # ... and so does the customer
+            variables.append("eavesdrop_whisper_aleg=true")  # the customer hears the supervisor ...
+        if mode in (SpyMode.WHISPER, SpyMode.BARGE):
+            variables.append("eavesdrop_whisper_bleg=true")  # ... the agent hears the supervisor
         dial = render_template(self.agent_template, extension=supervisor_extension)
         line = f"bgapi originate {{{','.join(variables)}}}{dial} &eavesdrop({target})"
         fut = self._send(line, {"Job-UUID": job})
@@ -355,12 +375,16 @@ class FreeswitchGateway:
             if not uid or (row.get("call_uuid") or uid) != uid:
                 continue  # a leg of another call (agent or customer b-leg)
             tracked = self._calls.get(uid)
+            callstate = (row.get("callstate") or "").upper()
             calls.append(
                 ActiveCall(
                     channel=row.get("name", uid),
                     call_id=uid,
                     state=(row.get("callstate") or row.get("state") or "").lower(),
                     extension=tracked.extension if tracked else None,
+                    # callstate ACTIVE (or HELD): answered; a new connection sees nothing else of it
+                    # (reconnect-show-channels-answered.jsonl: no event is replayed).
+                    answered=callstate in _ANSWERED_CALLSTATES or bool(tracked and tracked.answered),
                 )
             )
         return calls
@@ -376,9 +400,12 @@ class FreeswitchGateway:
             return False
         call = Call(call_id)
         state = (row.get("callstate") or "").upper()
-        # The caller of adopt knows the past: only what happens from now on is reported.
+        # The caller of adopt knows the past: only what happens from now on is reported. An answered
+        # call is ready for connect_agent (`uuid_transfer` works on a parked channel) and ends
+        # `answered` at its CHANNEL_HANGUP_COMPLETE.
         call.ringing = True
-        call.answered = call.answer_reported = state in ("ACTIVE", "HELD")
+        call.channel_seen = True
+        call.answered = call.answer_reported = state in _ANSWERED_CALLSTATES
         for other in rows:
             if other.get("call_uuid") == call_id and other.get("uuid") != call_id:
                 call.agent_uuid = other.get("uuid")
@@ -388,7 +415,7 @@ class FreeswitchGateway:
 
     # --- link --------------------------------------------------------------------------------
 
-    async def _connect(self) -> None:
+    async def _connect(self, *, first: bool = False) -> None:
         conn = await open_connection(
             self.host,
             self.port,
@@ -401,10 +428,13 @@ class FreeswitchGateway:
         reply = await self._command(SUBSCRIBE_COMMAND)
         if not reply.ok:
             raise GatewayError(f"event subscription refused: {reply.text}")
-        await self._resync()
+        # On the first connection nothing is tracked yet: the engine lists the PBX's calls and adopts its
+        # own (active_calls, adopt), so they are not reported as unknown channels here.
+        await self._resync(report_unknown=not first)
         self._watchdog = asyncio.create_task(self._keepalive(conn), name="freeswitch-keepalive")
         self._watchdog.add_done_callback(_log_task_failure)
         self._up = True
+        self._draining = False
         self._emit(GatewayLink(True, self._clock(), f"FreeSWITCH {self.host}:{self.port}"))
 
     async def _drop_connection(self) -> None:
@@ -437,6 +467,12 @@ class FreeswitchGateway:
                 try:
                     await self._connect()
                     self.reconnects += 1
+                    log.info(
+                        "FreeSWITCH link to %s:%s up again after %d attempt(s), resynced",
+                        self.host,
+                        self.port,
+                        attempt + 1,
+                    )
                     break
                 except (OSError, TimeoutError, EslError, GatewayError) as exc:
                     log.warning("FreeSWITCH reconnect attempt %d failed: %s", attempt + 1, _describe(exc))
@@ -457,11 +493,26 @@ class FreeswitchGateway:
             if idle >= half and (probe is None or probe.done()):
                 try:
                     probe = conn.send(KEEPALIVE_COMMAND)
-                    probe.add_done_callback(_consume)
+                    probe.add_done_callback(self._on_status)
                 except EslError:
                     return
             wake = conn.last_rx + (self.keepalive_s if idle >= half else half)
             await asyncio.sleep(max(0.01, wake - time.monotonic()))
+
+    def _on_status(self, fut: asyncio.Future[EslReply]) -> None:
+        if fut.cancelled() or fut.exception() is not None:
+            return
+        if _NOT_READY.search(fut.result().body):
+            self._drain("api status: FreeSWITCH is not ready (shutting down)")
+
+    def _drain(self, detail: str) -> None:
+        """FreeSWITCH announced its shutdown (SHUTDOWN, or `api status` says not ready): the socket stays
+        open about 31 s, every originate failing at once, then closes with a disconnect notice."""
+        if self._draining or not self._up:
+            return
+        self._draining = True
+        log.warning("FreeSWITCH %s:%s draining: %s", self.host, self.port, detail)
+        self._emit(GatewayDraining(self._clock(), detail))
 
     def _require_up(self) -> None:
         if not self._up or self._conn is None or not self._conn.is_open:
@@ -511,9 +562,9 @@ class FreeswitchGateway:
         rows = data.get("rows") if isinstance(data, dict) else None
         return [r for r in rows or [] if isinstance(r, dict)]
 
-    async def _resync(self) -> None:
+    async def _resync(self, *, report_unknown: bool = True) -> None:
         """After (re)connect: hand FreeSWITCH's channel list to the tracker (see `CallTracker.resync`)."""
-        self._tracker.resync(await self._show_channels())
+        self._tracker.resync(await self._show_channels(), report_unknown=report_unknown)
 
     # --- events ------------------------------------------------------------------------------
 

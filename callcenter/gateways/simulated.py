@@ -1,9 +1,15 @@
 """The simulated PBX: a driver of the gateway contract with no telephony behind it.
 
-Customers answer, are busy, don't answer, fail or are answering machines with configurable
-probabilities; ring, talk, patience and wrap-up times follow configurable distributions drawn from a
-seeded RNG. It runs on an injected `Scheduler`, so the same code serves the demo in real time and the
-benchmarks at thousands of times real speed. Numbers can be scripted one by one (`script`) for tests.
+Customers answer, are busy, don't answer, meet congestion, fail or are answering machines with
+configurable probabilities; ring, talk, patience and wrap-up times follow configurable distributions
+drawn from a seeded RNG. It runs on an injected `Scheduler`, so the same code serves the demo in real
+time and the benchmarks at thousands of times real speed. Numbers can be scripted one by one (`script`)
+for tests.
+
+What real PBXs did to the dialer can be produced too (tests/fixtures/freeswitch-faults/ and
+asterisk-20-pjsip/): the answer reported before the originate returns (`originate_result_s`), a
+graceful shutdown (`shut_down()`, then `restart()`), a session-rate limit (`session_rate`), and a PBX
+that refuses every call (`refusing`).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from callcenter.engine.events import (
     CallRinging,
     EndResult,
     EventSink,
+    GatewayDraining,
     GatewayEvent,
     GatewayLink,
     ManualCallStarted,
@@ -84,6 +91,7 @@ class Outcome(StrEnum):
     MACHINE = "machine"
     BUSY = "busy"
     NO_ANSWER = "no_answer"
+    CONGESTION = "congestion"  # the network had no room (Q.850 34): kept apart from a failed number
     FAILED = "failed"
 
 
@@ -120,6 +128,7 @@ class SimProfile:
     p_machine: float = 0.05
     p_busy: float = 0.10
     p_no_answer: float = 0.40
+    p_congestion: float = 0.0
     ring: Dist = field(default_factory=lambda: Dist.uniform(3.0, 14.0))  # until a person/machine answers
     busy_after: Dist = field(default_factory=lambda: Dist.uniform(0.5, 2.0))
     fail_after: Dist = field(default_factory=lambda: Dist.uniform(0.1, 1.0))
@@ -136,7 +145,9 @@ class SimProfile:
 
     @property
     def p_failed(self) -> float:
-        return max(0.0, 1.0 - self.p_human - self.p_machine - self.p_busy - self.p_no_answer)
+        return max(
+            0.0, 1.0 - self.p_human - self.p_machine - self.p_busy - self.p_no_answer - self.p_congestion
+        )
 
 
 def demo_profile(seed: int | None = None, *, time_scale: float = 1.0) -> SimProfile:
@@ -162,6 +173,14 @@ def demo_profile(seed: int | None = None, *, time_scale: float = 1.0) -> SimProf
         abandon_message_s=3.0 * k,
         seed=seed if seed is not None else int(_time.time()),
     )
+
+
+# Outcomes that end before any ringing: the end each one reports.
+_FAILURES: dict[Outcome, tuple[EndResult, int, str]] = {
+    Outcome.BUSY: (EndResult.BUSY, 17, "busy"),
+    Outcome.CONGESTION: (EndResult.CONGESTION, 34, "congestion"),
+    Outcome.FAILED: (EndResult.FAILED, 41, "temporary failure"),
+}
 
 
 class _Phase(StrEnum):
@@ -197,6 +216,8 @@ class SimulatedGateway:
         script: dict[str, Script] | None = None,
         *,
         time_scale: float = 1.0,
+        originate_result_s: float = 0.0,
+        session_rate: int = 0,
     ) -> None:
         self.scheduler = scheduler
         self.profile = profile or SimProfile()
@@ -209,6 +230,19 @@ class SimulatedGateway:
         # extensions whose phone cannot be reached at all (unregistered: the agent leg fails at once).
         self.unattended: set[str] = set()
         self.unreachable: set[str] = set()
+        # The race of a real PBX (tests/fixtures/freeswitch-faults/, early-transfer-originator-cancel):
+        # the answer is reported before the originate itself returns, `originate_result_s` later. A call
+        # given to an agent in between gets the PBX's "ORIGINATOR_CANCEL" for its originate and goes on;
+        # each originate's result is kept in `originate_results` (call id, "+OK" or that word).
+        self.originate_result_s = originate_result_s
+        self.originate_results: list[tuple[str, str]] = []
+        # Originates the PBX takes per second (0: no limit); the excess is refused at once, as
+        # FreeSWITCH's sessions-per-second does (session-rate-throttle.jsonl; it lets N-1 through, this
+        # one N). `refusing`: every originate is refused (no channel driver, a PBX that says no).
+        self.session_rate = session_rate
+        self._rate_window: tuple[float, int] = (-1.0, 0)  # (second it counts, originates taken in it)
+        self.refusing = False
+        self.draining = False  # shut_down() until restart(): every originate refused
         self._emit: EventSink | None = None
         self._ids = itertools.count(1)
         self.originates = 0
@@ -237,6 +271,14 @@ class SimulatedGateway:
         if not self.up:
             raise GatewayUnavailable("simulated PBX is not started")
         self.originates += 1
+        refusal = self._refusal()
+        if refusal:
+            # Refused before any line was tried: no ringing, the end comes at once (but not inside the
+            # caller's originate(): events always follow the command that caused them).
+            call = _SimCall(request.call_id, request.number, Outcome.FAILED, 0.0, 0.0)
+            self.calls[request.call_id] = call
+            self._later(call, 0.0, lambda: self._end(call, EndResult.REFUSED, 0, refusal))
+            return
         scripted = self.script.get(request.number)
         p = self.profile
         if scripted is not None:
@@ -247,17 +289,14 @@ class SimulatedGateway:
             ring_s = {
                 Outcome.BUSY: p.busy_after,
                 Outcome.FAILED: p.fail_after,
+                Outcome.CONGESTION: p.fail_after,
             }.get(outcome, p.ring).sample(self.rng)
             talk_s = (p.machine_message if outcome is Outcome.MACHINE else p.talk).sample(self.rng)
             patience_s = p.patience.sample(self.rng)
         call = _SimCall(request.call_id, request.number, outcome, talk_s, patience_s)
         self.calls[request.call_id] = call
-        if outcome in (Outcome.BUSY, Outcome.FAILED):
-            result, cause, detail = (
-                (EndResult.BUSY, 17, "busy")
-                if outcome is Outcome.BUSY
-                else (EndResult.FAILED, 34, "congestion")
-            )
+        if outcome in _FAILURES:
+            result, cause, detail = _FAILURES[outcome]
             self._later(call, ring_s, lambda: self._end(call, result, cause, detail))
             return
         self._later(
@@ -273,6 +312,28 @@ class SimulatedGateway:
         self._later(
             call, delay, lambda: self._send(CallAnswered(call.call_id, self.scheduler.now(), verdict))
         )
+        if self.originate_result_s > 0:
+            # Not one of the call's timers: connect_agent and the end cancel those, not the originate.
+            self.scheduler.call_later(ring_s + self.originate_result_s, lambda: self._originate_result(call))
+
+    def shut_down(self, detail: str = "the PBX is shutting down") -> None:
+        """A graceful shutdown, as both PBXs showed it: GatewayDraining, ringing calls cut (refused: the
+        customer never had a chance), answered ones hung up, every later originate refused at once while
+        the link stays up; `restart()` ends it."""
+        now = self.scheduler.now()
+        self.draining = True
+        self._send(GatewayDraining(now, detail))
+        for call in list(self.calls.values()):
+            if call.phase is _Phase.RINGING:
+                self._end(call, EndResult.REFUSED, 0, f"cut while ringing: {detail}")
+            else:
+                self._end(call, EndResult.ANSWERED, 16, f"hung up: {detail}")
+
+    def restart(self) -> None:
+        """The PBX after a shutdown: the link goes down and comes back, taking calls again."""
+        self.draining = False
+        self._send(GatewayLink(False, self.scheduler.now(), "the PBX shut down"))
+        self._send(GatewayLink(True, self.scheduler.now(), "simulated PBX restarted"))
 
     async def hangup(self, call_id: str) -> None:
         self.hangup_now(call_id)
@@ -333,6 +394,7 @@ class SimulatedGateway:
                 call_id=c.call_id,
                 state=c.phase.value,
                 extension=c.extension,
+                answered=c.phase is not _Phase.RINGING,
             )
             for c in self.calls.values()
         ]
@@ -370,6 +432,22 @@ class SimulatedGateway:
 
     # --- internals ---------------------------------------------------------------------------
 
+    def _refusal(self) -> str:
+        """Why the PBX refuses an originate now ("" if it takes it)."""
+        if self.draining:
+            return "refused: the PBX is shutting down"
+        if self.refusing:
+            return "refused by the PBX"
+        if self.session_rate > 0:
+            second = math.floor(self.scheduler.now())
+            start, taken = self._rate_window
+            taken = taken if start == second else 0
+            if taken >= self.session_rate:
+                self._rate_window = (second, taken)
+                return f"refused: over the PBX's session rate ({self.session_rate} per second)"
+            self._rate_window = (second, taken + 1)
+        return ""
+
     def _draw_outcome(self) -> Outcome:
         p = self.profile
         x = self.rng.random()
@@ -378,6 +456,7 @@ class SimulatedGateway:
             (Outcome.MACHINE, p.p_machine),
             (Outcome.BUSY, p.p_busy),
             (Outcome.NO_ANSWER, p.p_no_answer),
+            (Outcome.CONGESTION, p.p_congestion),
         ):
             if x < prob:
                 return outcome
@@ -397,6 +476,12 @@ class SimulatedGateway:
         self._later(
             call, call.patience_s, lambda: self._end(call, EndResult.ANSWERED, 16, "customer hung up waiting")
         )
+
+    def _originate_result(self, call: _SimCall) -> None:
+        if call.call_id not in self.calls:
+            return  # ended before: its end was its result
+        taken = call.phase in (_Phase.CONNECTING, _Phase.CONNECTED, _Phase.MESSAGE)
+        self.originate_results.append((call.call_id, "ORIGINATOR_CANCEL" if taken else "+OK"))
 
     def _agent_leg_failed(self, call: _SimCall, extension: str) -> None:
         call.extension = None

@@ -10,6 +10,10 @@ agent in the database. The command is
 SIP passwords are not stored in the database: each agent's password is derived from the controller's
 secret key and the extension (HMAC-SHA256), the directory holds only its digest hash (`a1-hash`), and
 `--credentials FILE` writes the passwords for provisioning the phones.
+
+One render is one PBX: the default gateway (`CALLCENTER_ESL_*`) or a gateway row. `sized()` takes
+the RTP range, max-sessions and sessions-per-second from the tasks that dial through it and the
+dialer's originate rate (`capacity.Capacity`), the same figures the Asterisk renderer uses.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import hmac
 import ipaddress
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +40,7 @@ from callcenter.gateways.freeswitch import (
     DEFAULT_CONTEXT,
     DEFAULT_WAIT_EXTENSION,
 )
+from callcenter.pbxconfig.capacity import Capacity, GatewayPlan, load_plan
 from callcenter.validation import validate_extension, validate_number
 
 
@@ -51,6 +56,14 @@ def _find_templates() -> Path:
 
 TEMPLATES_DIR = _find_templates()
 AMD_ENGINES = ("avmd", "mod_amd", "none")
+LANGUAGES = ("en", "zh")
+# Beside the config: the RTP range for `docker compose --env-file` (its port mapping).
+COMPOSE_ENV = "rtp.env"
+COMPOSE_RTP_VAR = "FREESWITCH_RTP_PORTS"
+# A parked customer nobody transfers (the controller is down) hears the abandon message after this
+# long and is hung up: well after the dialer's own 2 s. The same on Asterisk (sipconfig).
+FAILSAFE_WAIT_MS = 6000
+FAILSAFE_SOUND = "abandon"
 # FreeSWITCH's own well-known default; as bad as an empty password.
 _WEAK_PASSWORDS = SAMPLE_SECRETS | {"ClueCon", "cluecon"}
 _HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
@@ -100,16 +113,18 @@ class FsConfig:
     agent_prefix: str = DEFAULT_AGENT_PREFIX
     abandon_prefix: str = DEFAULT_ABANDON_PREFIX
     agents_context: str = "agents"
-    amd_engine: str = "avmd"
+    amd_engine: str = "none"
     amd_listen_ms: int = 3000
     agent_ring_timeout_s: int = 20
     sounds_dir: str = "$${sounds_dir}/callcenter"
+    language: str = "en"
+    failsafe_wait_ms: int = FAILSAFE_WAIT_MS
     caller_id: str = ""
     codecs: str = "PCMU,PCMA"
     rtp_start_port: int = 16384
-    rtp_end_port: int = 32768
-    max_sessions: int = 1000
-    sessions_per_second: int = 50
+    rtp_end_port: int = 0  # 0: room for 100 calls above rtp_start_port (`sized` sets the real one)
+    max_sessions: int = 200
+    sessions_per_second: int = 31
     log_level: str = "info"
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -137,6 +152,8 @@ class FsConfig:
                 ipaddress.ip_network(cidr, strict=False)
             except ValueError:
                 raise Invalid(f"esl_acl entry {cidr!r} is not a network", field="esl_acl") from None
+        if not self.rtp_end_port:
+            object.__setattr__(self, "rtp_end_port", self.rtp_start_port + 399)
         for name in ("esl_port", "agents_sip_port", "trunk_sip_port", "rtp_start_port", "rtp_end_port"):
             if not 1 <= getattr(self, name) <= 65535:
                 raise Invalid(f"{name} must be a port number", field=name)
@@ -168,6 +185,10 @@ class FsConfig:
             raise Invalid("agent_ring_timeout_s must be 5-120", field="agent_ring_timeout_s")
         if not _SOUNDS.fullmatch(self.sounds_dir) or ".." in self.sounds_dir:
             raise Invalid(f"sounds_dir {self.sounds_dir!r} is not a plain path", field="sounds_dir")
+        if self.language not in LANGUAGES:
+            raise Invalid(f"language must be one of {', '.join(LANGUAGES)}", field="language")
+        if not 2000 <= self.failsafe_wait_ms <= 60000:
+            raise Invalid("failsafe_wait_ms must be 2000-60000", field="failsafe_wait_ms")
         if self.caller_id:
             validate_number(self.caller_id, field="caller_id")
         if not re.fullmatch(r"[A-Z0-9.]+(,[A-Z0-9.]+)*", self.codecs):
@@ -179,6 +200,19 @@ class FsConfig:
     def amd_verdict(self) -> str:
         """The dialplan extension that turns the detector's variables into the verdict event."""
         return f"{self.amd_wait}_verdict"
+
+
+def sized(config: FsConfig, capacity: Capacity, *, max_calls: int) -> FsConfig:
+    """`config` with the RTP range (from its start port), max-sessions and sessions-per-second of
+    `capacity`; refuses a task set over `max_calls`, naming the tasks."""
+    capacity.check(max_calls)
+    _, end = capacity.rtp_range(config.rtp_start_port)
+    return replace(
+        config,
+        rtp_end_port=end,
+        max_sessions=capacity.sessions,
+        sessions_per_second=capacity.sessions_per_second,
+    )
 
 
 @dataclass(frozen=True)
@@ -241,6 +275,7 @@ def render(
         **{f: getattr(config, f) for f in config.__dataclass_fields__ if f != "extra"},
         **config.extra,
         "amd_verdict": config.amd_verdict,
+        "failsafe_sound": FAILSAFE_SOUND,
         "answered_subclass": ANSWERED_SUBCLASS,
         "manual_subclass": MANUAL_SUBCLASS,
         "agent_failed_subclass": AGENT_FAILED_SUBCLASS,
@@ -259,7 +294,24 @@ def render(
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text, encoding="utf-8")
         written.append(target)
+    target = output_dir / COMPOSE_ENV
+    target.write_text(f"{COMPOSE_RTP_VAR}={config.rtp_start_port}-{config.rtp_end_port}\n", encoding="utf-8")
+    written.append(target)
     return Rendered(written, credentials)
+
+
+def plan_from_database(database_url: str, gateway: str | None, phones: int) -> GatewayPlan:
+    """The FreeSWITCH gateway row named `gateway` (None: the default one) and its tasks."""
+    from sqlmodel import Session
+
+    from callcenter.db import make_engine
+
+    engine = make_engine(database_url)
+    try:
+        with Session(engine) as session:
+            return load_plan(session, kind="freeswitch", gateway=gateway, phones=phones)
+    finally:
+        engine.dispose()
 
 
 def agents_from_database(database_url: str) -> list[AgentUser]:

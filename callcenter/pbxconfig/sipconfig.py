@@ -10,6 +10,10 @@ secret could add lines of configuration.
 Agents' SIP passwords are not stored anywhere: each is derived from the secret key and the extension
 (`agent_sip_password`), so rendering twice gives the same files, and `--show-passwords` prints them for
 provisioning the phones. Rotating the secret key rotates them all.
+
+One render is one PBX: the default gateway (`CALLCENTER_AMI_*`) or the gateway row named with
+`gateway=`. Its RTP range comes from the tasks that dial through it (`capacity.Capacity`), and the
+rendered folder is a complete `/etc/asterisk`: every `*.j2` in the templates folder is one file.
 """
 
 from __future__ import annotations
@@ -27,24 +31,28 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from callcenter.config import GatewayKind, Settings
 from callcenter.errors import Invalid
+from callcenter.gateway_admin import gateway_secret
 from callcenter.gateways.ami_calls import WANTED_EVENTS
 from callcenter.gateways.ami_dialplan import CHANSPY_OPTIONS, DEFAULT_DIALPLAN, Dialplan
 from callcenter.gateways.base import render_template
-from callcenter.validation import validate_extension
+from callcenter.pbxconfig.capacity import Capacity, TaskLoad, default_originates_per_s, load_plan
+from callcenter.validation import validate_extension, validate_number
 
 TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "sip-config" / "templates"
-FILES = (
-    "manager.conf",
-    "extensions.conf",
-    "pjsip.conf",
-    "modules.conf",
-    "logger.conf",
-    "rtp.conf",
-    "amd.conf",
-)
+# Every template is one file of /etc/asterisk.
+FILES = tuple(sorted(p.name.removesuffix(".j2") for p in TEMPLATES_DIR.glob("*.j2")))
 SECRET_FILES = frozenset({"manager.conf", "pjsip.conf"})
-# Events the driver subscribes to and acts on (list replies such as CoreShowChannel bypass filters).
-FILTERED_EVENTS = sorted(WANTED_EVENTS - {"CoreShowChannel", "CoreShowChannelsComplete"})
+# Beside the config: the RTP range for `docker compose --env-file` (its port mapping).
+COMPOSE_ENV = "rtp.env"
+COMPOSE_RTP_VAR = "ASTERISK_RTP_PORTS"
+LANGUAGES = ("en", "zh")
+# A customer parked in the dialplan that nobody redirects (the controller is down) hears the abandon
+# message after this long and is hung up: well after the dialer's own 2 s.
+FAILSAFE_WAIT_S = 6
+FAILSAFE_SOUND = "abandon"
+# Events the driver subscribes to and acts on (list replies such as CoreShowChannel bypass filters),
+# and Shutdown (class system), which tells it to stop dialling while Asterisk restarts.
+FILTERED_EVENTS = sorted((WANTED_EVENTS | {"Shutdown"}) - {"CoreShowChannel", "CoreShowChannelsComplete"})
 
 _NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _SECRET = re.compile(r"[^\s;\\\x00-\x1f\x7f]{8,128}")
@@ -78,10 +86,17 @@ class Trunk:
 
 @dataclass(frozen=True)
 class Rows:
-    """What the database gives the renderer (or a test, directly)."""
+    """What the database gives the renderer (or a test, directly): the agent phones, the gateway row
+    the config is for (None: the default gateway from settings) and the tasks that dial through it."""
 
     agents: list[AgentEndpoint] = field(default_factory=list)
-    gateways: list[Mapping[str, Any]] = field(default_factory=list)  # GatewayRow-like mappings
+    gateway: Mapping[str, Any] | None = None  # GatewayRow-like mapping
+    tasks: tuple[TaskLoad, ...] = ()
+
+    def capacity(self) -> Capacity:
+        rate = float(self.gateway["originates_per_s"]) if self.gateway else default_originates_per_s()
+        name = str(self.gateway["name"]) if self.gateway else "default"
+        return Capacity(name, rate, self.tasks, len(self.agents))
 
 
 def agent_sip_password(settings: Settings, extension: str) -> str:
@@ -90,11 +105,12 @@ def agent_sip_password(settings: Settings, extension: str) -> str:
     return hmac.new(key, f"sip-agent:{extension}".encode(), hashlib.sha256).hexdigest()[:24]
 
 
-def load_rows(engine: Any) -> Rows:
-    """Agents (people, not simulated ones) and gateways from the database."""
+def load_rows(engine: Any, gateway: str | None = None) -> Rows:
+    """Agents (people, not simulated ones), the gateway row named `gateway` (None: the default
+    gateway) and the tasks that dial through it, from the database."""
     from sqlmodel import Session, col, select
 
-    from callcenter.models import Agent, GatewayRow, User
+    from callcenter.models import Agent, User
 
     with Session(engine) as session:
         agents = session.exec(
@@ -103,10 +119,11 @@ def load_rows(engine: Any) -> Rows:
             .where(col(Agent.simulated).is_(False))
             .order_by(col(Agent.extension))
         ).all()
-        gateways = session.exec(select(GatewayRow).order_by(col(GatewayRow.id))).all()
+        plan = load_plan(session, kind=GatewayKind.ASTERISK.value, gateway=gateway, phones=len(agents))
         return Rows(
             agents=[AgentEndpoint(ext, display or user) for ext, display, user in agents],
-            gateways=[g.model_dump() for g in gateways],
+            gateway=plan.row,
+            tasks=plan.capacity.tasks,
         )
 
 
@@ -115,18 +132,22 @@ def render(
     out_dir: Path,
     settings: Settings,
     *,
+    gateway: str | None = None,
     trunk: Trunk | None = None,
     ami_permit: Iterable[str] = ("127.0.0.1/255.255.255.255",),
-    ami_bind: str = "0.0.0.0",
+    ami_bind: str = "127.0.0.1",
     sip_port: int = 5060,
-    rtp_ports: tuple[int, int] = (10000, 10099),
+    rtp_start: int = 10000,
+    language: str = "en",
+    caller_id: str = "",
     dialplan: Dialplan = DEFAULT_DIALPLAN,
     environ: Mapping[str, str] | None = None,
     templates_dir: Path = TEMPLATES_DIR,
 ) -> list[Path]:
-    """Render every file of `FILES` into `out_dir` from `source` (an Engine or `Rows`); returns the
-    paths written. Raises `Invalid` naming the value that cannot go into a config file."""
-    rows = source if isinstance(source, Rows) else load_rows(source)
+    """Render every template into `out_dir` from `source` (an Engine, read for the gateway named
+    `gateway`, or `Rows`) and write `rtp.env` for compose; returns the paths written. Raises
+    `Invalid` naming the value that cannot go into a config file, or the tasks that do not fit."""
+    rows = source if isinstance(source, Rows) else load_rows(source, gateway)
     context = build_context(
         rows,
         settings,
@@ -134,7 +155,9 @@ def render(
         ami_permit=ami_permit,
         ami_bind=ami_bind,
         sip_port=sip_port,
-        rtp_ports=rtp_ports,
+        rtp_start=rtp_start,
+        language=language,
+        caller_id=caller_id,
         dialplan=dialplan,
         environ=os.environ if environ is None else environ,
     )
@@ -148,13 +171,17 @@ def render(
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for name in FILES:
-        text = env.get_template(f"{name}.j2").render(**context)
+    for template in sorted(templates_dir.glob("*.j2")):
+        name = template.name.removesuffix(".j2")
+        text = env.get_template(template.name).render(**context)
         path = out_dir / name
         path.write_text(text)
         if name in SECRET_FILES:
             path.chmod(0o640)
         written.append(path)
+    path = out_dir / COMPOSE_ENV
+    path.write_text(f"{COMPOSE_RTP_VAR}={context['rtp_start']}-{context['rtp_end']}\n")
+    written.append(path)
     return written
 
 
@@ -166,18 +193,27 @@ def build_context(
     ami_permit: Iterable[str],
     ami_bind: str,
     sip_port: int,
-    rtp_ports: tuple[int, int],
+    rtp_start: int,
+    language: str,
+    caller_id: str,
     dialplan: Dialplan,
     environ: Mapping[str, str],
 ) -> dict[str, Any]:
     """The checked values the templates see."""
-    asterisk_rows = [
-        g for g in rows.gateways if g.get("kind") == GatewayKind.ASTERISK.value and g.get("enabled", True)
-    ]
-    dial_template = next((g["dial_template"] for g in asterisk_rows if g.get("dial_template")), None)
-    agent_template = next((g["agent_template"] for g in asterisk_rows if g.get("agent_template")), None)
-    dial_template = dial_template or settings.ami_dial_template
-    agent_template = agent_template or settings.ami_agent_template
+    row = rows.gateway
+    if row is not None and row.get("kind") != GatewayKind.ASTERISK.value:
+        raise Invalid(f"gateway {row.get('name')!r} is not an Asterisk gateway", field="gateway")
+    dial_template = (row or {}).get("dial_template") or settings.ami_dial_template
+    agent_template = (row or {}).get("agent_template") or settings.ami_agent_template
+
+    for what, template in (("dial template", dial_template), ("agent template", agent_template)):
+        if not template.upper().startswith("PJSIP/"):
+            raise Invalid(
+                f"{what} {template!r}: the rendered Asterisk configuration is chan_pjsip only. chan_sip "
+                "is deprecated in Asterisk 20 and removed in 21, so it is not offered: use PJSIP/ dial "
+                "strings (the defaults PJSIP/{number}@trunk and PJSIP/{extension})",
+                field=what.replace(" ", "_"),
+            )
 
     agents = []
     for agent in rows.agents:
@@ -191,15 +227,27 @@ def build_context(
             }
         )
 
-    users = [
-        AmiUser(
-            _name(g.get("username") or settings.ami_username, "AMI username"),
-            _gateway_secret(g, settings, environ),
-        )
-        for g in asterisk_rows
-    ] or [AmiUser(_name(settings.ami_username, "AMI username"), settings.ami_secret.get_secret_value())]
-    for user in users:
-        _secret(user.secret, f"AMI secret of {user.username}")
+    if row is not None:
+        username = _name(row.get("username") or settings.ami_username, "AMI username")
+        secret = gateway_secret(row, environ)
+        if not secret:
+            raise Invalid(
+                f"gateway {row.get('name')!r}: its AMI secret is not set (secret_env "
+                f"{row.get('secret_env') or '(none)'})",
+                field="secret_env",
+            )
+    else:
+        username = _name(settings.ami_username, "AMI username")
+        secret = settings.ami_secret.get_secret_value()
+    user = AmiUser(username, _secret(secret, f"AMI secret of {username}"))
+
+    capacity = rows.capacity()
+    capacity.check(settings.pbx_max_calls)
+    rtp_first, rtp_last = capacity.rtp_range(rtp_start)
+    if language not in LANGUAGES:
+        raise Invalid(f"language must be one of {', '.join(LANGUAGES)}", field="language")
+    if caller_id:
+        validate_number(caller_id, field="caller_id")
 
     trunk_name = _trunk_endpoint(dial_template)
     trunk_ctx = None
@@ -232,8 +280,8 @@ def build_context(
             "spy_channel": f"${{{dialplan.spy_channel_var}}}",
         },
         "agents": agents,
-        "ami_users": users,
-        "ami_port": settings.ami_port,
+        "ami_users": [user],
+        "ami_port": int((row or {}).get("port") or settings.ami_port),
         "ami_bind": ami_bind,
         "permit": permit,
         "events": FILTERED_EVENTS,
@@ -241,23 +289,18 @@ def build_context(
         "trunk_dial": _dial(render_template(dial_template, number="${EXTEN}"), "dial template"),
         "dial_template": dial_template,
         "trunk": trunk_ctx,
-        "pjsip": agent_template.upper().startswith("PJSIP/"),
         "sip_port": int(sip_port),
-        "rtp_start": int(rtp_ports[0]),
-        "rtp_end": int(rtp_ports[1]),
-        "wait_s": 60,
+        "capacity": capacity,
+        "rtp_start": rtp_first,
+        "rtp_end": rtp_last,
+        "max_files": max(8192, 2 * capacity.rtp_ports + 1024),
+        "language": language,
+        "caller_id": caller_id,
+        "wait_s": FAILSAFE_WAIT_S,
+        "failsafe_sound": FAILSAFE_SOUND,
         "agent_ring_s": 20,
         "manual_ring_s": 60,
     }
-
-
-def _gateway_secret(row: Mapping[str, Any], settings: Settings, environ: Mapping[str, str]) -> str:
-    name = row.get("secret_env") or ""
-    if not name:
-        return settings.ami_secret.get_secret_value()
-    if name not in environ:
-        raise Invalid(f"gateway {row.get('name')!r}: environment variable {name} (its AMI secret) is not set")
-    return environ[name]
 
 
 def _trunk_endpoint(dial_template: str) -> str | None:

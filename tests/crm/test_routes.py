@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from tests.conftest import WebHarness
 from tests.web import sim
 
 
-def test_contact_lifecycle_over_the_api(web) -> None:  # type: ignore[no-untyped-def]
+def test_contact_lifecycle_over_the_api(web: WebHarness) -> None:
     web.user("ann", ["agent"], extension="1001")
     h = web.headers("ann")
     created = web.client.post(

@@ -4,6 +4,7 @@ calls, the screen pop's CRM part and the one-click save."""
 from __future__ import annotations
 
 import pytest
+import redis
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
@@ -129,7 +130,9 @@ def test_notes_keep_author_and_time_newest_first(engine: Engine) -> None:
     assert notes[0]["author"] == "ann" and notes[0]["at"] >= notes[1]["at"] > 0
 
 
-def test_contact_calls_join_calls_on_every_spelling_of_every_phone(engine: Engine, redis_client) -> None:  # type: ignore[no-untyped-def]
+def test_contact_calls_join_calls_on_every_spelling_of_every_phone(
+    engine: Engine, redis_client: redis.Redis
+) -> None:
     _, agent = _agent(engine, "ann", "1001")
     task = sim.campaign(engine, name="Spring promo")
     outbound = sim.connect(
@@ -166,7 +169,9 @@ def test_pop_context_prefills_a_new_contact_from_the_lead(engine: Engine) -> Non
     assert ctx["contact"]["phones"] == ["+8613800138000"] and ctx["calls"] == [] and ctx["notes"] == []
 
 
-def test_one_click_save_upserts_contact_tags_note_and_disposition(engine: Engine, redis_client) -> None:  # type: ignore[no-untyped-def]
+def test_one_click_save_upserts_contact_tags_note_and_disposition(
+    engine: Engine, redis_client: redis.Redis
+) -> None:
     user_id, agent = _agent(engine, "ann", "1001")
     _, other_agent = _agent(engine, "bob", "1002")
     task = sim.campaign(engine, dispositions=["interested", "call back"])
@@ -203,7 +208,8 @@ def test_one_click_save_upserts_contact_tags_note_and_disposition(engine: Engine
     assert again["contact"]["id"] == saved["contact"]["id"] and again["note"] is None
     with Session(engine) as s:
         assert s.exec(select(Contact)).all().__len__() == 1
-        assert s.get(Call, first).disposition == "call back"  # type: ignore[union-attr]
+        call = s.get(Call, first)
+        assert call is not None and call.disposition == "call back"
         assert len(s.exec(select(Note)).all()) == 1
         # What the next pop of the number shows: the saved contact, its note, this call and its outcome.
         ctx = services.pop_context(s, number="13800138000", region=CN, exclude_call_id="next-call")
@@ -226,7 +232,7 @@ def test_one_click_save_upserts_contact_tags_note_and_disposition(engine: Engine
         )
 
 
-def test_manual_call_offers_the_default_outcomes(engine: Engine, redis_client) -> None:  # type: ignore[no-untyped-def]
+def test_manual_call_offers_the_default_outcomes(engine: Engine, redis_client: redis.Redis) -> None:
     user_id, agent = _agent(engine, "ann", "1001")
     call_id = sim.connect(engine, redis_client, agent=agent, number="13800138000", publish=False)
     with session_scope(engine) as s:

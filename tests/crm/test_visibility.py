@@ -8,9 +8,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from sqlalchemy.engine import Engine
 
 from callcenter import accounts
 from callcenter.db import session_scope
+from tests.conftest import WebFactory, WebHarness
 from tests.web import sim
 
 WANG = {"name": "Wang Fang", "company": "ACME", "phones": ["13800138000"], "tags": ["vip"]}
@@ -55,7 +57,7 @@ def _changes(web: Any, h: dict[str, str], cid: int) -> list[int]:
     ]
 
 
-def test_an_agent_sees_only_their_own_contacts_by_default(web) -> None:  # type: ignore[no-untyped-def]
+def test_an_agent_sees_only_their_own_contacts_by_default(web: WebHarness) -> None:
     h = _team(web)
     cid = web.client.post("/api/crm/contacts", json=WANG, headers=h["ann"]).json()["id"]
     hidden = {"detail": 404, "calls": 404, "search": [], "dump": [], "all": [], "lookup": None}
@@ -74,7 +76,9 @@ def test_an_agent_sees_only_their_own_contacts_by_default(web) -> None:  # type:
 @pytest.mark.parametrize(
     ("rule", "bob", "cid"), [("skill_group", 200, 404), ("all", 200, 200), ("owner", 404, 404)]
 )
-def test_the_admin_chooses_the_rule(web_factory, sqlite_engine, rule: str, bob: int, cid: int) -> None:  # type: ignore[no-untyped-def]
+def test_the_admin_chooses_the_rule(
+    web_factory: WebFactory, sqlite_engine: Engine, rule: str, bob: int, cid: int
+) -> None:
     web = web_factory(sqlite_engine, crm_visibility=rule)
     h = _team(web)
     contact = web.client.post("/api/crm/contacts", json=WANG, headers=h["ann"]).json()["id"]
@@ -82,7 +86,7 @@ def test_the_admin_chooses_the_rule(web_factory, sqlite_engine, rule: str, bob: 
     assert web.client.get(f"/api/crm/contacts/{contact}", headers=h["cid"]).status_code == cid
 
 
-def test_an_agent_sees_the_contact_of_their_current_call(web) -> None:  # type: ignore[no-untyped-def]
+def test_an_agent_sees_the_contact_of_their_current_call(web: WebHarness) -> None:
     h = _team(web)
     contact = web.client.post("/api/crm/contacts", json=WANG, headers=h["ann"]).json()["id"]
     bob = sim.agent_id(web.engine, "1002")
@@ -98,7 +102,7 @@ def test_an_agent_sees_the_contact_of_their_current_call(web) -> None:  # type: 
     assert web.client.get(f"/api/crm/contacts/{contact}", headers=h["bob"]).status_code == 404
 
 
-def test_wildcards_in_a_search_are_literal(web) -> None:  # type: ignore[no-untyped-def]
+def test_wildcards_in_a_search_are_literal(web: WebHarness) -> None:
     h = _team(web)
     for name in ("100% Tea", "Plain Co", "Under_score Ltd", "Underscore Ltd"):
         web.client.post("/api/crm/contacts", json={"name": name}, headers=h["root"])

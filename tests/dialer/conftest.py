@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 from sqlalchemy import text
@@ -57,8 +57,24 @@ def quiet_profile(**overrides: Any) -> SimProfile:
     return SimProfile(**values)
 
 
+class WorldFactory(Protocol):
+    """The `world_factory` fixture: a seeded task on `engine` and the simulation that will run it."""
+
+    def __call__(
+        self,
+        engine: Engine,
+        *,
+        agents: int = ...,
+        script: dict[str, Script] | None = ...,
+        numbers: list[str] | None = ...,
+        campaign: dict[str, Any] | None = ...,
+        profile: SimProfile | None = ...,
+        tz: str = ...,
+    ) -> World: ...
+
+
 @pytest.fixture
-def world_factory():  # type: ignore[no-untyped-def]
+def world_factory() -> WorldFactory:
     def build(
         engine: Engine,
         *,

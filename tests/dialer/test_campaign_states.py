@@ -64,8 +64,10 @@ def test_buttons_per_state_match_the_domain() -> None:
 def _task(engine: Engine) -> int:
     with session_scope(engine) as s:
         group = accounts.create_skill_group(s, name="Sales")
-        campaign = create(s, spec=CampaignCreate(name="t", skill_group_id=group.id), actor="admin", now=1.0)
-        return campaign.id
+        campaign = create(
+            s, spec=CampaignCreate(name="t", skill_group_id=accounts.row_id(group)), actor="admin", now=1.0
+        )
+        return accounts.row_id(campaign)
 
 
 def test_transitions_write_audit_rows_and_delete_stops_first(engine: Engine) -> None:

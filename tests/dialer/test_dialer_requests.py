@@ -11,19 +11,20 @@ from sqlalchemy import text
 
 from callcenter.db import make_engine
 from callcenter.engine.simulation import seed_world
+from tests.conftest import WebFactory
 from tests.dialer.test_processes import start_dialer, wait_for
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.processes
 
 
 def test_preview_dial_and_spy_go_through_the_dialer(
-    sqlite_url: str, redis_url: str, tmp_path: Path, web_factory
-) -> None:  # type: ignore[no-untyped-def]
+    sqlite_url: str, redis_url: str, tmp_path: Path, web_factory: WebFactory
+) -> None:
     engine = make_engine(sqlite_url)
     cid = seed_world(
         engine, agents=0, leads=20, now=time.time(), campaign={"pacing_mode": "preview", "ring_timeout_s": 15}
     )
-    group = engine.connect().execute(text("SELECT skill_group_id FROM campaign")).scalar()
+    group = engine.connect().execute(text("SELECT skill_group_id FROM campaign")).scalar_one()
     web = web_factory(engine)
     web.user("ann", ["agent"], extension="1001", skill_group_ids=[group])
     web.user("bob", ["agent"], extension="1002", skill_group_ids=[group])

@@ -21,11 +21,9 @@ CSV = (
 
 def _task(engine: Engine, cid: int = 1) -> int:
     with engine.begin() as c:
-        c.execute(insert(SkillGroup.__table__).values(id=cid, name=f"g{cid}", description=""))
-        c.execute(
-            insert(Campaign.__table__).values(id=cid, name="t", state="initializing", skill_group_id=cid)
-        )
-        c.execute(insert(DncEntry.__table__).values(number="+8613700000000", added_at=0, source="t", note=""))
+        c.execute(insert(SkillGroup).values(id=cid, name=f"g{cid}", description=""))
+        c.execute(insert(Campaign).values(id=cid, name="t", state="initializing", skill_group_id=cid))
+        c.execute(insert(DncEntry).values(number="+8613700000000", added_at=0, source="t", note=""))
     return cid
 
 
@@ -56,11 +54,13 @@ def test_gbk_csv_from_excel_imports_with_every_row_accounted_for(engine: Engine,
 
 def test_utf8_bom_and_xlsx_read_the_same(tmp_path: Path) -> None:
     from openpyxl import Workbook
+    from openpyxl.worksheet.worksheet import Worksheet
 
     bom = tmp_path / "bom.csv"
     bom.write_bytes("\ufeff".encode() + CSV.encode("utf-8"))
     book = Workbook()
     sheet = book.active
+    assert isinstance(sheet, Worksheet)
     for line in CSV.strip().split("\n"):
         cells = line.split(",")
         sheet.append(
@@ -77,11 +77,14 @@ def test_utf8_bom_and_xlsx_read_the_same(tmp_path: Path) -> None:
 
 def test_import_of_xlsx_on_both_databases(engine: Engine, tmp_path: Path) -> None:
     from openpyxl import Workbook
+    from openpyxl.worksheet.worksheet import Worksheet
 
     book = Workbook()
-    book.active.append(["Phone", "Name", "Plan"])
+    sheet = book.active
+    assert isinstance(sheet, Worksheet)
+    sheet.append(["Phone", "Name", "Plan"])
     for i in range(300):
-        book.active.append([f"+1 212 555 {i:04d}" if i % 2 else f"138{i:08d}", f"n{i}", "gold"])
+        sheet.append([f"+1 212 555 {i:04d}" if i % 2 else f"138{i:08d}", f"n{i}", "gold"])
     path = tmp_path / "l.xlsx"
     book.save(path)
     cid = _task(engine)

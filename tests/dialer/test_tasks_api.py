@@ -4,19 +4,36 @@ bad input with the field named, import progress and report, DNC."""
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 
+import httpx
 import pytest
+from fastapi.testclient import TestClient
 from redis import Redis
 from rq import Queue, SimpleWorker
 
 from callcenter import accounts
 from callcenter.db import session_scope
+from tests.conftest import WebHarness
 
 CSV = "name,phone,plan\nAnn,13812345678,gold\nBob,13912345678,silver\nBad,123,x\nDup,13812345678,y\n"
 
 
+@dataclass
+class TaskApi:
+    """The app with an admin and a supervisor (`admin`, `sup`: their headers), a skill group with one
+    agent and an empty one."""
+
+    web: WebHarness
+    client: TestClient
+    admin: dict[str, str]
+    sup: dict[str, str]
+    group_id: int
+    empty_group_id: int
+
+
 @pytest.fixture
-def api(web, monkeypatch):  # type: ignore[no-untyped-def]
+def api(web: WebHarness, monkeypatch: pytest.MonkeyPatch) -> TaskApi:
     """An admin, a supervisor, a skill group with one agent; the worker sees the test database."""
     monkeypatch.setenv("CALLCENTER_DATABASE_URL", web.engine.url.render_as_string(hide_password=False))
     monkeypatch.setenv("CALLCENTER_MODE", "dev")
@@ -24,20 +41,21 @@ def api(web, monkeypatch):  # type: ignore[no-untyped-def]
     web.user("admin", ["admin"])
     web.user("sup", ["supervisor"])
     with session_scope(web.engine) as s:
-        web.group_id = accounts.create_skill_group(s, name="Sales").id
-        web.empty_group_id = accounts.create_skill_group(s, name="Nobody").id
-    web.user("ann", ["agent"], extension="1001", skill_group_ids=[web.group_id])
-    web.admin = web.headers("admin")
-    web.sup = web.headers("sup")
-    return web
+        group_id = accounts.create_skill_group(s, name="Sales").id
+        empty_group_id = accounts.create_skill_group(s, name="Nobody").id
+    assert group_id is not None and empty_group_id is not None
+    web.user("ann", ["agent"], extension="1001", skill_group_ids=[group_id])
+    return TaskApi(web, web.client, web.headers("admin"), web.headers("sup"), group_id, empty_group_id)
 
 
-def run_worker(web) -> None:  # type: ignore[no-untyped-def]
-    conn = Redis.from_url(web.settings.redis_url)
+def run_worker(api: TaskApi) -> None:
+    conn = Redis.from_url(api.web.settings.redis_url)
     SimpleWorker([Queue("callcenter", connection=conn)], connection=conn).work(burst=True)
 
 
-def create(api, csv: str | bytes = CSV, filename: str = "list.csv", **form):  # type: ignore[no-untyped-def]
+def create(
+    api: TaskApi, csv: str | bytes = CSV, filename: str = "list.csv", **form: object
+) -> httpx.Response:
     data = {"name": "Renewals", "skill_group_id": str(api.group_id), **{k: str(v) for k, v in form.items()}}
     body = csv.encode() if isinstance(csv, str) else csv
     return api.client.post(
@@ -45,7 +63,7 @@ def create(api, csv: str | bytes = CSV, filename: str = "list.csv", **form):  # 
     )
 
 
-def test_create_import_start_pause_stop_delete(api) -> None:  # type: ignore[no-untyped-def]
+def test_create_import_start_pause_stop_delete(api: TaskApi) -> None:
     resp = create(api, dispositions="interested\nnot interested")
     assert resp.status_code == 201, resp.text
     task = resp.json()
@@ -94,7 +112,7 @@ def test_create_import_start_pause_stop_delete(api) -> None:  # type: ignore[no-
     assert snap["source"] == "database" and snap["leads_left"] == 2
 
 
-def test_snapshot_has_the_counters_the_monitor_needs(api) -> None:  # type: ignore[no-untyped-def]
+def test_snapshot_has_the_counters_the_monitor_needs(api: TaskApi) -> None:
     tid = create(api).json()["id"]
     run_worker(api)
     snap = api.client.get(f"/api/tasks/{tid}/snapshot", headers=api.sup).json()
@@ -117,17 +135,17 @@ def test_snapshot_has_the_counters_the_monitor_needs(api) -> None:  # type: igno
 @pytest.mark.parametrize(
     ("form", "field"),
     [
-        ({"max_concurrency": 0}, "max_concurrency"),
-        ({"agent_ratio": 0}, "agent_ratio"),
-        ({"agent_ratio": -1}, "agent_ratio"),
-        ({"ring_timeout_s": 10}, "ring_timeout_s"),
+        ({"max_concurrency": "0"}, "max_concurrency"),
+        ({"agent_ratio": "0"}, "agent_ratio"),
+        ({"agent_ratio": "-1"}, "agent_ratio"),
+        ({"ring_timeout_s": "10"}, "ring_timeout_s"),
         ({"pacing_mode": "turbo"}, "pacing_mode"),
         ({"retry_delays": '{"answered": 5}'}, "retry_delays"),
         ({"caller_id": "12\r\n34"}, "caller_id"),
         ({"window_days": "8"}, "window_days"),
     ],
 )
-def test_bad_fields_are_422_naming_the_field(api, form, field) -> None:  # type: ignore[no-untyped-def]
+def test_bad_fields_are_422_naming_the_field(api: TaskApi, form: dict[str, str], field: str) -> None:
     resp = create(api, **form)
     assert resp.status_code == 422, resp.text
     assert field in resp.text
@@ -144,14 +162,16 @@ def test_bad_fields_are_422_naming_the_field(api, form, field) -> None:  # type:
         (b"x", "l.xls", ".xls"),
     ],
 )
-def test_bad_lists_are_422_and_no_task_is_created(api, content, filename, words) -> None:  # type: ignore[no-untyped-def]
+def test_bad_lists_are_422_and_no_task_is_created(
+    api: TaskApi, content: bytes, filename: str, words: str
+) -> None:
     resp = create(api, csv=content, filename=filename)
     assert resp.status_code == 422, resp.text
     assert words in resp.json()["detail"]
     assert api.client.get("/api/tasks", headers=api.admin).json() == []
 
 
-def test_start_with_nobody_in_the_skill_group_is_409(api) -> None:  # type: ignore[no-untyped-def]
+def test_start_with_nobody_in_the_skill_group_is_409(api: TaskApi) -> None:
     tid = create(api, skill_group_id=api.empty_group_id).json()["id"]
     run_worker(api)
     resp = api.client.post(f"/api/tasks/{tid}/start", headers=api.sup)
@@ -159,7 +179,7 @@ def test_start_with_nobody_in_the_skill_group_is_409(api) -> None:  # type: igno
     assert "no agent" in resp.json()["detail"] and resp.json()["field"] == "skill_group_id"
 
 
-def test_initializing_task_cannot_be_started_or_deleted(api) -> None:  # type: ignore[no-untyped-def]
+def test_initializing_task_cannot_be_started_or_deleted(api: TaskApi) -> None:
     tid = create(api).json()["id"]
     for method, path in (("post", "start"), ("post", "pause"), ("delete", "")):
         url = f"/api/tasks/{tid}/{path}".rstrip("/")
@@ -167,14 +187,14 @@ def test_initializing_task_cannot_be_started_or_deleted(api) -> None:  # type: i
         assert resp.status_code == 409, (path, resp.text)
 
 
-def test_agents_cannot_create_tasks_and_supervisors_cannot_delete(api) -> None:  # type: ignore[no-untyped-def]
-    agent = api.headers("ann")
+def test_agents_cannot_create_tasks_and_supervisors_cannot_delete(api: TaskApi) -> None:
+    agent = api.web.headers("ann")
     assert api.client.get("/api/tasks", headers=agent).status_code == 403
     tid = create(api).json()["id"]
     assert api.client.delete(f"/api/tasks/{tid}", headers=api.sup).status_code == 403
 
 
-def test_dnc_list_add_upload_remove(api) -> None:  # type: ignore[no-untyped-def]
+def test_dnc_list_add_upload_remove(api: TaskApi) -> None:
     resp = api.client.post(
         "/api/dnc", json={"numbers": ["13812345678", "+86 138 1234 5678", "999"]}, headers=api.admin
     )

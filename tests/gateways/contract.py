@@ -13,13 +13,17 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from callcenter.engine.events import CallAnswered, CallConnected, CallEnded, CallRinging, GatewayEvent
 from callcenter.gateways.base import Gateway
 
-# The situations a harness must be able to produce, by customer number.
-SCENARIOS = ("answer", "busy", "no_answer", "congestion", "unknown", "abandon")
+E = TypeVar("E")
+
+# The situations a harness must be able to produce, by customer number. `answer_race`: the customer
+# answers and the PBX reports the originate's own result (FreeSWITCH's BACKGROUND_JOB, Asterisk's
+# OriginateResponse) only after the controller acted on the answer.
+SCENARIOS = ("answer", "busy", "no_answer", "congestion", "unknown", "abandon", "answer_race")
 
 
 class EventLog:
@@ -28,15 +32,28 @@ class EventLog:
     def __init__(self) -> None:
         self.events: list[GatewayEvent] = []
         self._changed = asyncio.Event()
+        # Called with each event as the driver emits it (e.g. to act on an answer at once).
+        self.hooks: list[Callable[[GatewayEvent], None]] = []
+        # The PBX side's own view, set by the harness: does the PBX still have this call? A CallEnded
+        # while it does breaks the first rule of base.py; `assert_well_ordered` fails on any.
+        self.pbx_has: Callable[[str], bool] | None = None
+        self.ended_early: list[CallEnded] = []
 
     def emit(self, event: GatewayEvent) -> None:
+        if isinstance(event, CallEnded) and self.pbx_has is not None and self.pbx_has(event.call_id):
+            self.ended_early.append(event)
         self.events.append(event)
         self._changed.set()
+        for hook in self.hooks:
+            hook(event)
 
     def of(self, call_id: str) -> list[GatewayEvent]:
         return [e for e in self.events if getattr(e, "call_id", None) == call_id]
 
     async def wait_for(self, predicate: Callable[[GatewayEvent], bool], timeout: float = 10.0) -> Any:
+        """The first event (logged already or to come) that matches; typed Any, as the caller's
+        predicate decides which kind it is (`wait_type` when one kind is asked for)."""
+
         async def _wait() -> GatewayEvent:
             seen = 0
             while True:
@@ -49,18 +66,20 @@ class EventLog:
 
         return await asyncio.wait_for(_wait(), timeout)
 
-    async def wait_type(self, kind: type, call_id: str | None = None, timeout: float = 10.0) -> Any:
-        return await self.wait_for(
+    async def wait_type(self, kind: type[E], call_id: str | None = None, timeout: float = 10.0) -> E:
+        event: E = await self.wait_for(
             lambda e: isinstance(e, kind) and (call_id is None or getattr(e, "call_id", None) == call_id),
             timeout,
         )
+        return event
 
     async def ended(self, call_id: str, timeout: float = 15.0) -> CallEnded:
-        return await self.wait_type(CallEnded, call_id, timeout)  # type: ignore[no-any-return]
+        return await self.wait_type(CallEnded, call_id, timeout)
 
 
 class Harness(Protocol):
     name: str
+    driver: type  # the driver class it runs (every driver in callcenter/gateways/ needs a harness)
     numbers: dict[str, str]  # scenario name (SCENARIOS) -> customer number that produces it
     agent: str  # an agent extension that answers
     supervisor: str  # a supervisor extension that answers
@@ -76,6 +95,16 @@ class Harness(Protocol):
 
     def agent_unreachable(self, gateway: Gateway, extension: str) -> None:
         """Make the phone at `extension` unreachable: connecting a call to it fails at once."""
+        ...
+
+    def refuse_originates(self, gateway: Gateway) -> None:
+        """Make the PBX refuse every new call before trying the customer's line (over its session rate,
+        shutting down ...), as the real one did."""
+        ...
+
+    def shut_down(self, gateway: Gateway) -> None:
+        """Start the PBX's graceful shutdown (or restart), as recorded: ringing calls are cut, new calls
+        refused, the link stays open a while."""
         ...
 
 
@@ -95,6 +124,8 @@ def assert_well_ordered(log: EventLog, call_id: str) -> None:
     assert ranks == sorted(ranks), f"events out of order for {call_id}: {kinds(seq)}"
     assert sum(isinstance(e, CallEnded) for e in seq) == 1, f"CallEnded not exactly once: {kinds(seq)}"
     assert sum(isinstance(e, CallAnswered) for e in seq) <= 1, f"CallAnswered more than once: {kinds(seq)}"
+    early = [e for e in log.ended_early if e.call_id == call_id]
+    assert not early, f"reported ended while the PBX still had it: {early}"
 
 
 async def drain(seconds: float = 0.05) -> AsyncIterator[None]:  # pragma: no cover - helper

@@ -17,9 +17,13 @@ NUMBERS = {
     "answer": "10000001",
     "busy": "10000002",
     "no_answer": "10000003",
-    "congestion": "10000004",  # a 503 from the far end: NORMAL_TEMPORARY_FAILURE (41)
+    # No recording has Q.850 34: the peer plays the 503 recording as FreeSWITCH reports a 503 that carries
+    # `Reason: Q.850;cause=34` (NORMAL_CIRCUIT_CONGESTION). A plain 503 is NORMAL_TEMPORARY_FAILURE (41),
+    # like an unreachable address, and stays `failed` (test_freeswitch_traces.py).
+    "congestion": "10000010",
     "unknown": "10000005",  # nothing listens at the address: 41 within a millisecond
     "abandon": "10000006",
+    "answer_race": "10000011",  # early-transfer-originator-cancel.jsonl, played as recorded
 }
 
 
@@ -39,6 +43,7 @@ def make_gateway(peer: EslPeer, **overrides: Any) -> FreeswitchGateway:
 
 class FreeswitchHarness:
     name = "freeswitch"
+    driver = FreeswitchGateway
     numbers = NUMBERS
     agent = "1001"
     supervisor = "1002"
@@ -52,6 +57,7 @@ class FreeswitchHarness:
     @asynccontextmanager
     async def run(self, log: EventLog) -> AsyncIterator[Gateway]:
         async with EslPeer(time_scale=self.time_scale) as peer:
+            log.pbx_has = lambda call_id: call_id in peer.channels
             gw = make_gateway(peer)
             await gw.start(log.emit)
             self._peers[id(gw)] = peer
@@ -66,6 +72,12 @@ class FreeswitchHarness:
 
     def agent_unreachable(self, gateway: Gateway, extension: str) -> None:
         self._peers[id(gateway)].unreachable_agents.add(extension)
+
+    def refuse_originates(self, gateway: Gateway) -> None:
+        self._peers[id(gateway)].session_rate = 1  # sessions-per-second 1 lets N-1 = 0 through
+
+    def shut_down(self, gateway: Gateway) -> None:
+        self._peers[id(gateway)].shut_down()
 
 
 HARNESS = FreeswitchHarness()

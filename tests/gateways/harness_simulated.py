@@ -17,11 +17,13 @@ NUMBERS = {
     "congestion": "+861000000004",
     "unknown": "+861000000005",
     "abandon": "+861000000006",
+    "answer_race": "+861000000007",
 }
 
 
 class SimulatedHarness:
     name = "simulated"
+    driver = SimulatedGateway
     numbers = NUMBERS
     agent = "1001"
     supervisor = "1002"
@@ -32,14 +34,21 @@ class SimulatedHarness:
             NUMBERS["answer"]: Script(Outcome.HUMAN, ring_s=0.1, talk_s=0.5, patience_s=1.0),
             NUMBERS["busy"]: Script(Outcome.BUSY, ring_s=0.05),
             NUMBERS["no_answer"]: Script(Outcome.NO_ANSWER),
-            NUMBERS["congestion"]: Script(Outcome.FAILED, ring_s=0.05),
+            NUMBERS["congestion"]: Script(Outcome.CONGESTION, ring_s=0.05),
             NUMBERS["unknown"]: Script(Outcome.FAILED, ring_s=0.01),
             NUMBERS["abandon"]: Script(Outcome.HUMAN, ring_s=0.1, patience_s=0.3),
+            NUMBERS["answer_race"]: Script(Outcome.HUMAN, ring_s=0.1, talk_s=0.5, patience_s=1.0),
         }
 
     @asynccontextmanager
     async def run(self, log: EventLog) -> AsyncIterator[Gateway]:
-        gw = SimulatedGateway(LoopScheduler(), SimProfile(abandon_message_s=0.2), script=self._script())
+        gw = SimulatedGateway(
+            LoopScheduler(),
+            SimProfile(abandon_message_s=0.2),
+            script=self._script(),
+            originate_result_s=0.02,  # the answer is reported before the originate returns
+        )
+        log.pbx_has = lambda call_id: call_id in gw.calls
         await gw.start(log.emit)
         try:
             yield gw
@@ -53,6 +62,14 @@ class SimulatedHarness:
     def agent_unreachable(self, gateway: Gateway, extension: str) -> None:
         assert isinstance(gateway, SimulatedGateway)
         gateway.unreachable.add(extension)
+
+    def refuse_originates(self, gateway: Gateway) -> None:
+        assert isinstance(gateway, SimulatedGateway)
+        gateway.refusing = True
+
+    def shut_down(self, gateway: Gateway) -> None:
+        assert isinstance(gateway, SimulatedGateway)
+        gateway.shut_down()
 
 
 HARNESS = SimulatedHarness()

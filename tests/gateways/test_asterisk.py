@@ -88,7 +88,7 @@ async def connected_call(gw: AsteriskGateway, log: EventLog, agent: str = "1001"
     ("scenario", "result", "cause", "detail"),
     [
         ("busy", EndResult.BUSY, 17, "Hangup Cause 17"),
-        ("congestion", EndResult.FAILED, 34, "Hangup Cause 34"),
+        ("congestion", EndResult.CONGESTION, 34, "Hangup Cause 34"),
         ("no_answer", EndResult.NO_ANSWER, 19, "Hangup Cause 19"),
         ("unknown", EndResult.FAILED, 0, "OriginateResponse Reason 0"),
         ("abandon", EndResult.ANSWERED, 16, "Hangup Cause 16"),
@@ -210,7 +210,7 @@ async def test_interleaved_burst_of_20_recorded_calls_maps_every_call() -> None:
         ends = {r: await log.ended(ids[r]) for r in recorded}
         await asyncio.sleep(0.3)
     expected = {0: (EndResult.ANSWERED, 16), 1: (EndResult.BUSY, 17), 2: (EndResult.NO_ANSWER, 19)}
-    expected[3] = (EndResult.FAILED, 34)  # the recording dials answer, busy, no answer, fail in turn
+    expected[3] = (EndResult.CONGESTION, 34)  # the recording dials answer, busy, no answer, fail in turn
     for i, r in enumerate(recorded):
         assert (ends[r].result, ends[r].cause) == expected[i % 4], (r, ends[r])
         assert_well_ordered(log, ids[r])
@@ -606,7 +606,7 @@ async def test_subscription_leaves_out_dialplan_noise_and_the_rest_is_dropped_un
         await log.ended(call_id)
         login = peer.actions_named("Login")[0]
         dropped = gw._proto.dropped if gw._proto else 0
-    assert first(login, "Events") == "call,user"
+    assert first(login, "Events") == "call,user,system"  # system: the Shutdown event, nothing else
     sent = peer.conns[0].sent
     assert sent["VarSet"] == 0 and sent["Newexten"] == 0  # never subscribed
     assert sent["DialBegin"] > 0 and dropped >= sent["DialBegin"]  # subscribed, dropped by name
@@ -629,7 +629,7 @@ def test_driver_is_built_from_settings() -> None:
         ami_secret="s",
         ami_dial_template="SIP/trunk/{number}",
         gateway_keepalive_s=7,
-    )  # type: ignore[call-arg]
+    )
     gw = AsteriskGateway.from_settings(settings)
     assert (gw.host, gw.port, gw.username, gw.dial_template, gw.keepalive_s) == (
         "10.0.0.5",

@@ -12,6 +12,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from tests.peers.esl import TRACE_DIR
 
@@ -73,7 +74,7 @@ os._exit(0)  # a spinning thread cannot be stopped; leave without interpreter te
 """
 
 
-def _run_child(mode: str) -> dict[str, object]:
+def _run_child(mode: str) -> dict[str, Any]:
     proc = subprocess.Popen(
         [sys.executable, "-c", _CHILD, mode], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT
     )
@@ -83,7 +84,8 @@ def _run_child(mode: str) -> dict[str, object]:
         if proc.poll() is None:
             proc.kill()
             proc.wait(5)
-    return json.loads(out.decode().strip().splitlines()[-1])  # type: ignore[no-any-return]
+    state: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+    return state
 
 
 def test_greenswitch_send_blocks_forever_after_the_connection_drops() -> None:

@@ -2,28 +2,38 @@
 
 It answers the banner, Login (success / failure, honouring the `Events:` class mask the way Asterisk
 does), Ping, Logoff and CoreShowChannels itself, and answers every call action by replaying the
-Asterisk side of the matching recorded conversation in `TRACES` (read at run time), with the ActionIDs,
-call ids (ChannelId / Uniqueid / Linkedid), channel names, numbers, extensions and caller IDs
-substituted. A customer's scenario is chosen by the dialled number (`scenarios`: digits -> trace file).
+Asterisk side of the matching recorded conversation (read at run time), with the ActionIDs, call ids
+(ChannelId / Uniqueid / Linkedid), channel names, numbers, extensions and caller IDs substituted. A
+customer's scenario is chosen by the dialled number (`scenarios`: digits -> trace file).
+
+Which recordings: a `TraceSet`, `CHAN_SIP` (tests/fixtures/asterisk-20/, chan_sip, `read = all`) or
+`CHAN_PJSIP` (tests/fixtures/asterisk-20-pjsip/, chan_pjsip under the project's filtered AMI user). A set
+names the file for each part of a call besides the dialled scenario; where the pjsip set has no recording
+(a wrong secret, a Hangup ordered while ringing or after answer, an unknown endpoint, AMD) it plays the
+chan_sip one, and both play the pjsip restart recordings (the AMI core's refusals, not the channel
+driver's).
 
 Replays are time-compressed by `speed`, except the ring timeout, which follows the client's own
 `Timeout` header. Where a trace shows the client acting next (the `Redirect` after the answer) the
 replay waits for the client's action; what the client does then picks the continuation from the trace
-that recorded it (Redirect to agent-connect: `originate-answered-agent-bridged`; Hangup while ringing:
-`hangup-while-ringing`; Hangup after answer: `answered-amd-verdict`); a customer nobody redirects
-hangs up 8 s (trace time) after the answer, as in `answered-then-abandoned`.
+that recorded it (Redirect to agent-connect: `agent_bridged`; Hangup while ringing: `hangup_ringing`;
+Hangup after answer: `hangup_answered`; Redirect to an unreachable agent or to the abandon message:
+`agent_unavailable` / `abandon_message` where the set has them); a customer nobody redirects hangs up
+as in `waiting` (8 s, trace time, after the answer).
 
 `replay(trace, call_ids)` plays a whole recording (e.g. the interleaved `burst-20-mixed.jsonl`) for
 calls the client originated into numbers without a scenario (`default_scenario=None`), and
-`agent_dials` plays `manual-call-from-agent-phone.jsonl` for any agent and number.
+`agent_dials` plays the set's `manual` recording for any agent and number.
 
 The peer keeps the PBX's channels (updated from every event it plays) across connections: a dropped
 client that reconnects sees the calls that went on meanwhile in CoreShowChannels. It can drop a
 connection or go silent on command or at a chosen action, and it records every byte it received.
 
 Synthesized (the traces have no recording of them), built from recorded shapes:
-- the abandon message: after `Redirect` into the abandon context, a `Newexten` running `Playback`
-  then the customer's `Hangup` Cause 16, shaped like the recorded customer Hangup;
+- (chan_sip set) the abandon message: after `Redirect` into the abandon context, a `Newexten` running
+  `Playback` then the customer's `Hangup` Cause 16, shaped like the recorded customer Hangup; and an
+  unreachable agent: the recorded CallCenterAnswered UserEvent turned into CallCenterAgentFailed
+  (DialStatus CHANUNAVAIL, as the pjsip set recorded it);
 - the replies to `Setvar` ("Variable Set") and to actions on a channel that is gone
   ("No such channel" / "Channel specified does not exist"), which are Asterisk's own messages;
 - CoreShowChannels answers (from the recorded CoreShowChannel shape, filled from the live channels);
@@ -44,18 +54,96 @@ import re
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from callcenter.gateways.ami_dialplan import DEFAULT_DIALPLAN, Dialplan
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
-TRACES = FIXTURES / "asterisk-20"
 BANNER = "Asterisk Call Manager/9.0.0\r\n"
 EOL = "\r\n"
-# Trace time a customer waits for an agent before hanging up (answer.xml hangs up 8 s after answer).
 _NOISE = {"FullyBooted", "SuccessfulAuth"}
+_SHUTTING_DOWN = "Asterisk is shutting down"
+# graceful-restart-login-during-shutdown.jsonl ends at the refusal; its README gives the close: t = 0.711 s.
+_LOGIN_REFUSED_CLOSE_S = 0.711
+
+
+@dataclass(frozen=True)
+class TraceSet:
+    """One set of recordings (a folder of tests/fixtures/) and the file that plays each part the peer
+    needs besides the dialled scenarios. Paths are relative to tests/fixtures/; an empty one means the
+    set has no recording of it and the peer synthesizes it from recorded shapes (module docstring)."""
+
+    name: str
+    folder: str
+    login: str  # the Login success reply, and the events that follow it
+    login_failure: str  # a Login with a wrong secret
+    login_shutdown: str  # a Login while Asterisk shuts down
+    restart: str  # `core restart now` while calls ring
+    shutdown_event: str  # a connection that receives the system class (read-all), for `Event: Shutdown`
+    agent_bridged: str  # after a Redirect into agent-connect: agent leg, bridge, talk, hang-up
+    waiting: str  # an answered customer nobody redirects hangs up in Wait()
+    abandon_message: str  # after a Redirect into abandon-message
+    agent_unavailable: str  # after a Redirect to an agent whose phone is unreachable
+    hangup_ringing: str  # the client's Hangup while the customer rings
+    hangup_answered: str  # the client's Hangup of an answered, unbridged customer
+    spy: str  # a supervisor originated into ChanSpy
+    channel_list: str  # a CoreShowChannels reply (the CoreShowChannel shape)
+    manual: str  # an agent's phone dials a customer
+    unknown: str  # an Originate to an endpoint Asterisk does not know
+
+    def path(self, name: str) -> str:
+        """A scenario's file: a bare name is in this set's folder, `folder/name` anywhere in fixtures."""
+        return name if "/" in name else f"{self.folder}/{name}"
+
+
+# The first recordings: Asterisk 20, chan_sip, `read = all` (tests/fixtures/asterisk-20/README.md).
+CHAN_SIP = TraceSet(
+    name="chan_sip",
+    folder="asterisk-20",
+    login="asterisk-20/login-ping-logoff.jsonl",
+    login_failure="asterisk-20/login-failure.jsonl",
+    # Only recorded on chan_pjsip; the refusals and the Shutdown event are Asterisk's core, not the channel
+    # driver's, so the chan_sip set plays the same recordings.
+    login_shutdown="asterisk-20-pjsip/graceful-restart-login-during-shutdown.jsonl",
+    restart="asterisk-20-pjsip/graceful-restart-while-ringing.jsonl",
+    shutdown_event="asterisk-20-pjsip/read-all/graceful-restart-while-ringing.jsonl",
+    agent_bridged="asterisk-20/originate-answered-agent-bridged.jsonl",
+    waiting="asterisk-20/answered-then-abandoned.jsonl",
+    abandon_message="",
+    agent_unavailable="",
+    hangup_ringing="asterisk-20/hangup-while-ringing.jsonl",
+    hangup_answered="asterisk-20/answered-amd-verdict.jsonl",
+    spy="asterisk-20/core-show-channels-and-chanspy.jsonl",
+    channel_list="asterisk-20/core-show-channels-and-chanspy.jsonl",
+    manual="asterisk-20/manual-call-from-agent-phone.jsonl",
+    unknown="asterisk-20/originate-unknown-peer.jsonl",
+)
+
+# Asterisk 20.20.1, chan_pjsip, the project's filtered AMI user (tests/fixtures/asterisk-20-pjsip/README.md).
+# What it has no recording of is played from the chan_sip set: a wrong secret (the AMI core's answer), a
+# Hangup ordered while ringing or after answer, an unknown endpoint.
+CHAN_PJSIP = TraceSet(
+    name="chan_pjsip",
+    folder="asterisk-20-pjsip",
+    login="asterisk-20-pjsip/originate-busy.jsonl",
+    login_failure=CHAN_SIP.login_failure,
+    login_shutdown=CHAN_SIP.login_shutdown,
+    restart=CHAN_SIP.restart,
+    shutdown_event=CHAN_SIP.shutdown_event,
+    agent_bridged="asterisk-20-pjsip/originate-answered-agent-bridged.jsonl",
+    waiting="asterisk-20-pjsip/answered-then-abandoned-in-wait.jsonl",
+    abandon_message="asterisk-20-pjsip/answered-then-abandon-message.jsonl",
+    agent_unavailable="asterisk-20-pjsip/agent-leg-unavailable.jsonl",
+    hangup_ringing=CHAN_SIP.hangup_ringing,
+    hangup_answered=CHAN_SIP.hangup_answered,
+    spy="asterisk-20-pjsip/chanspy-listen-whisper-barge.jsonl",
+    channel_list="asterisk-20-pjsip/reconnect-coreshowchannels-answered.jsonl",
+    manual="asterisk-20-pjsip/manual-call-from-agent-phone.jsonl",
+    unknown=CHAN_SIP.unknown,
+)
 
 
 # --- traces ---------------------------------------------------------------------------------------
@@ -94,8 +182,9 @@ class Record:
 
 @functools.cache
 def load(name: str) -> tuple[Record, ...]:
+    """A recording, by its path relative to tests/fixtures/ (e.g. `asterisk-20/originate-busy.jsonl`)."""
     records = []
-    for line in (TRACES / name).read_text().splitlines():
+    for line in (FIXTURES / name).read_text().splitlines():
         item = json.loads(line)
         data = item["data"]
         records.append(Record(item["t"], item["dir"] == "out", data, tuple(parse(data))))
@@ -116,7 +205,8 @@ class CallTrace:
 
     call_id: str
     action_id: str
-    dial: str  # Originate Channel header, e.g. SIP/cust-answer/10000001
+    dial: str  # Originate Channel header, e.g. SIP/cust-answer/10000001 or PJSIP/8613910000001@trunk
+    number: str  # the digits dialled
     timeout_s: float
     caller_num: str
     caller_name: str
@@ -134,10 +224,12 @@ class CallTrace:
         new = next(
             (r for r in records if not r.out and r.name == "Newchannel" and r.get("Uniqueid") == cid), None
         )
+        digits = re.search(r"(\d+)(?:@[^/]*)?$", orig.get("Channel"))
         return cls(
             call_id=cid,
             action_id=orig.get("ActionID"),
             dial=orig.get("Channel"),
+            number=digits.group(1) if digits else "",
             timeout_s=int(orig.get("Timeout") or 30000) / 1000,
             caller_num=m.group(2) if m else "",
             caller_name=m.group(1) if m else "",
@@ -231,6 +323,7 @@ class PeerCall:
     variations: dict[str, str] = field(default_factory=dict)
     task: asyncio.Task[None] | None = None
     patience: asyncio.Task[None] | None = None
+    held: list[str] = field(default_factory=list)  # OriginateResponse held back (`late_responses`)
 
     def identity(self, trace: CallTrace) -> Subst:
         """Recorded identifiers of `trace` -> this call's."""
@@ -244,7 +337,7 @@ class PeerCall:
                 trace.dial.partition("/")[2]: self.dialstring,
                 trace.channel: self.channel,
                 device: self.device,
-                trace.dial.rpartition("/")[2]: self.number,
+                trace.number: self.number,
                 trace.caller_num: self.caller_num,
                 trace.caller_name: self.caller_name,
             }
@@ -252,30 +345,41 @@ class PeerCall:
 
 
 class AmiPeer:
-    """See the module docstring. `scenarios` maps dialled digits to a trace file name."""
+    """See the module docstring. `scenarios` maps dialled digits to a trace file name (in `traces`'s
+    folder, or `folder/name` relative to tests/fixtures/)."""
 
     def __init__(
         self,
         scenarios: dict[str, str],
         *,
+        traces: TraceSet = CHAN_SIP,
         username: str = "callcenter",
         secret: str = "s3cret-ami",
         speed: float = 20.0,
         dial_template: str = "PJSIP/{number}@trunk",
         agent_template: str = "PJSIP/{extension}",
         dialplan: Dialplan = DEFAULT_DIALPLAN,
-        default_scenario: str | None = "originate-unknown-peer.jsonl",
+        default_scenario: str | None = "",
         variations: dict[str, str] | None = None,
+        late_responses: set[str] | None = None,
     ) -> None:
-        self.scenarios = scenarios
+        self.traces = traces
+        self.scenarios = {digits: traces.path(name) for digits, name in scenarios.items()}
         self.username, self.secret = username, secret
         self.speed = speed
         self.dial_template, self.agent_template = dial_template, agent_template
         self.dialplan = dialplan
-        self.default_scenario = default_scenario
+        # Numbers without a scenario: "" = the set's unknown endpoint; None = queued and left to `replay`.
+        self.default_scenario = (
+            traces.unknown if default_scenario == "" else default_scenario and traces.path(default_scenario)
+        )
         # Recorded values replaced in every call replay, e.g. {"NOTSURE": "MACHINE"} for another AMD
         # verdict: a synthesized variation of a recording, for mapping tests.
         self.variations = dict(variations or {})
+        # Dialled digits whose answered OriginateResponse is held back until the client has acted on the
+        # answer (its Redirect): the order chan_pjsip showed in 4 of 11 answered calls, where the
+        # UserEvent came first (asterisk-20-pjsip/README.md), pushed to where a fast client meets it.
+        self.late_responses = set(late_responses or ())
         self._dial_re = _template_re(dial_template, "number", r"\d+")
         self._agent_re = _template_re(agent_template, "extension", r"[0-9A-Za-z_]+")
         self.host = "127.0.0.1"
@@ -293,6 +397,7 @@ class AmiPeer:
         self._uid_base = int(time.time())
         self.fault: tuple[str, str] | None = None  # (action name, mode), see fail_next
         self.reject_connections = False
+        self.shutting_down = False  # every action refused "Asterisk is shutting down" (restart_now)
         # Agent extensions whose phone cannot be reached: a Redirect to them ends in the dialplan's
         # agent-failed UserEvent (Dial's CHANUNAVAIL) and the customer waits again.
         self.unreachable_agents: set[str] = set()
@@ -349,23 +454,88 @@ class AmiPeer:
     def replay(self, name: str, call_ids: dict[str, str]) -> asyncio.Task[None]:
         """Play a whole recording's Asterisk side (after the login) for calls the client originated
         with ids `call_ids` (recorded id -> live id); the Originate replies it already had are skipped."""
-        records = load(name)
+        records = load(self.traces.path(name))
         live = {first(h, "ChannelId"): first(h, "ActionID") for h in self.actions_named("Originate")}
         subst = Subst(dict(call_ids))
         for rec in records:
             if rec.out and rec.name == "Originate" and rec.get("ChannelId") in call_ids:
                 subst.add(rec.get("ActionID"), live[call_ids[rec.get("ChannelId")]])
         body = tuple(r for r in records if not r.out and r.get("Event") and r.name not in _NOISE)
-        return self._spawn(self._replay(body, subst))
+        # A recording in which Asterisk starts refusing every action (a restart): from the first such
+        # reply on, the peer refuses the client's actions the same way, and then shuts down.
+        refusing = next((r.t for r in records if _SHUTTING_DOWN in r.get("Message")), None)
+        return self._spawn(self._replay(body, subst, refusing))
 
-    async def _replay(self, body: tuple[Record, ...], subst: Subst) -> None:
+    async def _replay(self, body: tuple[Record, ...], subst: Subst, refusing: float | None = None) -> None:
         loop = asyncio.get_running_loop()
         t0, start = loop.time(), body[0].t
         for rec in body:
+            if refusing is not None and rec.t >= refusing and not self.shutting_down:
+                await asyncio.sleep(max(0.0, t0 + (refusing - start) / self.speed - loop.time()))
+                self.shutting_down = True
             delay = t0 + (rec.t - start) / self.speed - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
             self._emit(None, subst.apply(rec.data))
+        if refusing is not None:
+            self.shutting_down = True
+            last = body[-1].t
+            await self._shut_down(t0 + (last - start) / self.speed, self._restart_times()[1] - last)
+
+    # --- shutdown --------------------------------------------------------------------------------
+
+    def restart_now(self) -> None:
+        """`core restart now` while calls ring (`traces.restart`): every ringing call is cut with the
+        recorded OriginateResponse Failure Reason 0 and Hangup Cause 0, every later action (Login on a
+        new connection too) is refused "Asterisk is shutting down", then `Event: Shutdown` (to sessions
+        that subscribed to the system class) and the close, at their recorded distance. `back_up()`
+        ends it."""
+        records = load(self.traces.restart)
+        cut_at, shutdown_at = self._restart_times()
+        first_cut = next(r for r in records if r.name == "OriginateResponse" and r.t >= cut_at)
+        trace = CallTrace.of(records, first_cut.get("Uniqueid"))
+        cut = [
+            r
+            for r in records
+            if not r.out and r.get("Uniqueid") == trace.call_id and r.name in ("OriginateResponse", "Hangup")
+        ]
+        for call in list(self.calls.values()):
+            snap = self.channels.get(call.call_id)
+            if snap is None or snap.get("ChannelState") == "6":
+                continue  # only ringing calls were recorded being cut
+            for task in (call.task, call.patience):
+                if task is not None:
+                    task.cancel()
+            subst = call.identity(trace)
+            for rec in cut:
+                self._emit(call.conn, subst.apply(rec.data))
+        self.shutting_down = True
+        loop = asyncio.get_running_loop()
+        self._spawn(self._shut_down(loop.time(), shutdown_at - cut_at))
+
+    def back_up(self) -> None:
+        """Asterisk is back after a restart: logins and actions are accepted again."""
+        self.shutting_down = False
+
+    def _restart_times(self) -> tuple[float, float]:
+        """When the restart recording cut the ringing calls, and when the Shutdown event came (its
+        read-all twin's clock; that connection opened just before the main one)."""
+        cut = next(
+            r.t
+            for r in load(self.traces.restart)
+            if r.name == "OriginateResponse" and r.get("Response") == "Failure" and r.get("Reason") == "0"
+        )
+        shutdown = next(r.t for r in load(self.traces.shutdown_event) if r.name == "Shutdown")
+        return cut, shutdown
+
+    async def _shut_down(self, since: float, after_s: float) -> None:
+        loop = asyncio.get_running_loop()
+        await asyncio.sleep(max(0.0, since + after_s / self.speed - loop.time()))
+        event = next(r for r in load(self.traces.shutdown_event) if r.name == "Shutdown")
+        self._emit(None, event.data)
+        await asyncio.sleep(0.007 / self.speed)  # the socket closed 7 ms after it
+        for conn in self.conns:
+            self._close(conn)
 
     def agent_dials(self, extension: str, number: str) -> None:
         """Agent `extension` dials `number` from its own phone (replays manual-call-from-agent-phone)."""
@@ -431,7 +601,9 @@ class AmiPeer:
                 self._action_ok(conn, name, aid, headers)
                 self._close(conn, abort=True)  # ...and the link goes
                 return
-        if name == "login":
+        if self.shutting_down:
+            self._refuse(conn, aid, name)
+        elif name == "login":
             self._login(conn, aid, headers)
         elif name == "logoff":
             self._reply(conn, aid, ("Response", "Goodbye"), ("Message", "Thanks for all the fish."))
@@ -464,11 +636,25 @@ class AmiPeer:
                 ),
             )
 
+    def _refuse(self, conn: Conn, aid: str, name: str) -> None:
+        """Asterisk shutting down: the recorded refusal of every action; a Login's connection then
+        closes (graceful-restart-login-during-shutdown.jsonl: 0.71 s later, when Asterisk exited)."""
+        records = load(self.traces.login_shutdown if name == "login" else self.traces.restart)
+        rec = next(r for r in records if _SHUTTING_DOWN in r.get("Message"))
+        conn.write(_with(rec.pairs, ActionID=aid))
+        if name == "login":
+
+            async def close() -> None:
+                await asyncio.sleep((_LOGIN_REFUSED_CLOSE_S - rec.t) / self.speed)
+                self._close(conn)
+
+            self._spawn(close())
+
     def _login(self, conn: Conn, aid: str, headers: list[tuple[str, str]]) -> None:
         self.login_times.append(time.monotonic())
         if first(headers, "Username") != self.username or first(headers, "Secret") != self.secret:
             # Asterisk answers a bad login after a pause, then closes (login-failure.jsonl).
-            rec = next(r for r in load("login-failure.jsonl") if r.get("Response") == "Error")
+            rec = next(r for r in load(self.traces.login_failure) if r.get("Response") == "Error")
             pause = rec.t / self.speed
 
             async def refuse() -> None:
@@ -486,9 +672,10 @@ class AmiPeer:
         else:
             conn.mask = {c.strip() for c in events.split(",")}
         conn.authed = True
-        ok = next(r for r in load("login-ping-logoff.jsonl") if r.get("Response") == "Success")
+        records = load(self.traces.login)
+        ok = next(r for r in records if r.get("Message") == "Authentication accepted")
         conn.write(Subst({ok.get("ActionID"): aid}).apply(ok.data))
-        for rec in load("login-ping-logoff.jsonl"):
+        for rec in records:
             if rec.name in _NOISE:
                 self._event(rec.data, only=conn)
 
@@ -574,6 +761,13 @@ class AmiPeer:
                 return
             if rec.name in _NOISE:
                 continue
+            if (
+                rec.name == "OriginateResponse"
+                and rec.get("Response") == "Success"
+                and call.number in self.late_responses
+            ):
+                call.held.append(subst.apply(rec.data))
+                continue
             rel = rec.t - start
             real = rel / self.speed
             if shift is not None and rel >= shift - 0.05:
@@ -584,9 +778,11 @@ class AmiPeer:
             self._emit(call.conn, subst.apply(rec.data))
 
     async def _patience(self, call: PeerCall) -> None:
-        records = load("answered-then-abandoned.jsonl")
+        records = load(self.traces.waiting)
         trace = CallTrace.of(records)
         user_event, tail = after(records, lambda r: r.name == "UserEvent")
+        # chan_pjsip may send the OriginateResponse after the UserEvent: the call's own segment had it.
+        tail = tuple(r for r in tail if r.name != "OriginateResponse")
         call.task = None
         await self._play(call, tail, call.identity(trace), start=user_event.t, shift=None)
 
@@ -618,22 +814,34 @@ class AmiPeer:
             self._hangup(call, snap, aid)
         else:
             self._redirect(call, snap, aid, first(headers, "Context"), first(headers, "Exten"))
+        held, call.held = call.held, []
+        for text in held:  # the originate's result, after the client acted on the answer
+            self._emit(call.conn, text)
 
     def _hangup(self, call: PeerCall, snap: dict[str, str], aid: str) -> None:
         if snap.get("ChannelState") != "6":
-            records = load("hangup-while-ringing.jsonl")
+            records = load(self.traces.hangup_ringing)
             hup, tail = after(records, lambda r: r.out and r.name == "Hangup")
             subst = call.identity(CallTrace.of(records)).add(hup.get("ActionID"), aid)
             self._play_call(call, tail, subst, start=hup.t)
         elif snap.get("BridgeId"):
-            records = load("originate-answered-agent-bridged.jsonl")
-            leave, tail = after(records, lambda r: r.name == "BridgeLeave")
+            records = load(self.traces.agent_bridged)
+            trace = CallTrace.of(records)
+            # The recorded end of the bridge: BridgeLeave (read = all), or the customer's first hang-up
+            # event where the user's filter leaves BridgeLeave out (chan_pjsip set).
+            leave, tail = after(
+                records,
+                lambda r: (
+                    r.name == "BridgeLeave"
+                    or (r.name in ("HangupRequest", "Hangup") and r.get("Uniqueid") == trace.call_id)
+                ),
+            )
             subst = self._agent_identity(call, records, snap)
-            ok = next(r for r in load("hangup-while-ringing.jsonl") if r.get("Message") == "Channel Hungup")
+            ok = next(r for r in load(self.traces.hangup_ringing) if r.get("Message") == "Channel Hungup")
             call.conn.write(Subst({ok.get("ActionID"): aid}).apply(ok.data))
             self._play_call(call, (leave, *tail), subst, start=leave.t - 0.001)
         else:
-            records = load("answered-amd-verdict.jsonl")
+            records = load(self.traces.hangup_answered)
             hup, tail = after(records, lambda r: r.out and r.name == "Hangup")
             subst = call.identity(CallTrace.of(records)).add(hup.get("ActionID"), aid)
             self._play_call(call, tail, subst, start=hup.t)
@@ -644,14 +852,19 @@ class AmiPeer:
             self._reply(call.conn, aid, ("Response", "Error"), ("Message", "Channel is not up"))
             return
         if context == dp.agent_connect_context and exten in self.unreachable_agents:
-            self._reply(call.conn, aid, ("Response", "Success"), ("Message", "Redirect successful"))
-            self._spawn(self._agent_unreachable(call, exten))
+            if self.traces.agent_unavailable:
+                self._replay_redirect(call, self.traces.agent_unavailable, aid, exten)
+            else:
+                self._reply(call.conn, aid, ("Response", "Success"), ("Message", "Redirect successful"))
+                self._spawn(self._agent_unreachable(call, exten))
         elif context == dp.agent_connect_context:
-            records = load("originate-answered-agent-bridged.jsonl")
+            records = load(self.traces.agent_bridged)
             redirect, tail = after(records, lambda r: r.out and r.name == "Redirect")
             subst = self._agent_identity(call, records, snap, extension=exten)
             subst.add(redirect.get("ActionID"), aid)
             self._play_call(call, tail, subst, start=redirect.t)
+        elif context == dp.abandon_context and self.traces.abandon_message:
+            self._replay_redirect(call, self.traces.abandon_message, aid, exten)
         elif context == dp.abandon_context:
             self._reply(call.conn, aid, ("Response", "Success"), ("Message", "Redirect successful"))
             sound = call.vars.get(dp.sound_var, "")
@@ -662,6 +875,15 @@ class AmiPeer:
             call.task = self._spawn(self._abandon_message(call, context, exten, sound))
         else:
             self._reply(call.conn, aid, ("Response", "Success"), ("Message", "Redirect successful"))
+
+    def _replay_redirect(self, call: PeerCall, name: str, aid: str, exten: str) -> None:
+        """Play what a recording shows after its client's Redirect (its reply included), as this call's:
+        the agent-failed UserEvent and the customer's later hang-up, or the abandon message's end."""
+        records = load(name)
+        redirect, tail = after(records, lambda r: r.out and r.name == "Redirect")
+        subst = call.identity(CallTrace.of(records)).add(redirect.get("ActionID"), aid)
+        subst.add(redirect.get("Exten"), exten)
+        self._play_call(call, tail, subst, start=redirect.t)
 
     def _agent_identity(
         self, call: PeerCall, records: tuple[Record, ...], snap: dict[str, str], extension: str | None = None
@@ -676,7 +898,8 @@ class AmiPeer:
             and r.get("Linkedid") == trace.call_id
             and r.get("Uniqueid") != trace.call_id
         )
-        bridge = next(r.get("BridgeUniqueid") for r in records if r.name == "BridgeCreate")
+        # BridgeCreate is not in the chan_pjsip set (the user's filter); BridgeEnter names the bridge too.
+        bridge = next(r.get("BridgeUniqueid") for r in records if r.name in ("BridgeCreate", "BridgeEnter"))
         redirect = next(r for r in records if r.out and r.name == "Redirect")
         live_leg = next(
             (
@@ -702,7 +925,7 @@ class AmiPeer:
     async def _agent_unreachable(self, call: PeerCall, exten: str) -> None:
         # Synthesized from the recorded CallCenterAnswered UserEvent: the same channel, now in the agent
         # connect context, raising the agent-failed UserEvent after Dial gave up at once.
-        records = load("answered-then-abandoned.jsonl")
+        records = load(self.traces.waiting)
         trace = CallTrace.of(records)
         user_event = next(r for r in records if r.name == "UserEvent")
         await asyncio.sleep(0.02)
@@ -719,7 +942,7 @@ class AmiPeer:
 
     async def _abandon_message(self, call: PeerCall, context: str, exten: str, sound: str) -> None:
         # Synthesized: a Newexten running Playback, then the recorded customer Hangup moved to our context.
-        records = load("answered-then-abandoned.jsonl")
+        records = load(self.traces.waiting)
         trace = CallTrace.of(records)
         subst = call.identity(trace)
         hangup = next(r for r in records if r.name == "Hangup" and r.get("Uniqueid") == trace.call_id)
@@ -747,12 +970,20 @@ class AmiPeer:
     # --- spy and manual calls -------------------------------------------------------------------
 
     async def _spy(self, conn: Conn, aid: str, headers: list[tuple[str, str]]) -> None:
-        records = load("core-show-channels-and-chanspy.jsonl")
+        records = load(self.traces.spy)
+        # The first spy of the recording: into the ChanSpy application (chan_sip set) or, as the driver
+        # does, into the spy context (chan_pjsip set).
         orig, rest = after(
-            records, lambda r: r.out and r.name == "Originate" and r.get("Application") == "ChanSpy"
+            records,
+            lambda r: (
+                r.out
+                and r.name == "Originate"
+                and (r.get("Application") == "ChanSpy" or r.get("Context") == self.dialplan.spy_context)
+            ),
         )
         spy_id, old_aid = orig.get("ChannelId"), orig.get("ActionID")
-        old_dev = orig.get("Channel")  # SIP/1002
+        old_dev = orig.get("Channel")  # SIP/1002, PJSIP/1009
+        old_cid = re.fullmatch(r'"(.*)" <(.*)>', orig.get("CallerID"))
         mine = tuple(
             r for r in rest if not r.out and any(x in r.data for x in (spy_id, old_aid, old_dev + "\r\n"))
         )
@@ -773,7 +1004,7 @@ class AmiPeer:
                 spy_rec.get("SpyerChannel"): f"{device}-{self._next_seq():08x}",
                 old_dev: device,
                 old_dev.partition("/")[2]: sup_ext,
-                "Supervisor": cid.group(1) if cid else "Supervisor",
+                old_cid.group(1) if old_cid else "Supervisor": cid.group(1) if cid else "Supervisor",
             }
         )
         if spied is not None:
@@ -799,10 +1030,13 @@ class AmiPeer:
                 )
             self._emit(conn, subst.apply(data))
         assert spied is not None
-        done = asyncio.get_running_loop().create_future()
-        self._hangup_listeners.setdefault(spied["Uniqueid"], []).append(
-            lambda: done.done() or done.set_result(None)
-        )
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def spied_hung_up() -> None:
+            if not done.done():
+                done.set_result(None)
+
+        self._hangup_listeners.setdefault(spied["Uniqueid"], []).append(spied_hung_up)
         await done
         t1 = loop.time()
         for rec in later:
@@ -812,12 +1046,13 @@ class AmiPeer:
             self._emit(conn, subst.apply(rec.data))
 
     async def _manual(self, extension: str, number: str) -> None:
-        records = load("manual-call-from-agent-phone.jsonl")
+        records = load(self.traces.manual)
         body = tuple(r for r in records if not r.out and r.t > 0.01 and r.name not in _NOISE)
         news = [r for r in body if r.name == "Newchannel"]
         agent, customer = news[0], news[1]
-        bridge = next(r.get("BridgeUniqueid") for r in body if r.name == "BridgeCreate")
-        dial = next(r.get("DialString") for r in body if r.name == "DialBegin")
+        # BridgeCreate and DialBegin are not in the chan_pjsip set (the user's filter).
+        bridge = next(r.get("BridgeUniqueid") for r in body if r.name in ("BridgeCreate", "BridgeEnter"))
+        dial = next((r.get("DialString") for r in body if r.name == "DialBegin"), "")
         agent_device = self.agent_template.format(extension=extension)
         trunk = self.dial_template.format(number=number)
         tech, _, rest = trunk.partition("/")
@@ -831,7 +1066,7 @@ class AmiPeer:
                 customer.get("Uniqueid"): self._uid(),
                 agent.get("Exten"): number,
                 old_ext: extension,
-                dial: rest,
+                **({dial: rest} if dial else {}),
                 customer.get("Channel").rpartition("-")[0]: trunk_device,
                 agent.get("Channel").rpartition("-")[0]: agent_device,
                 bridge: str(uuid.uuid4()),
@@ -848,7 +1083,7 @@ class AmiPeer:
     # --- CoreShowChannels ------------------------------------------------------------------------------
 
     def _core_show_channels(self, conn: Conn, aid: str) -> None:
-        records = load("core-show-channels-and-chanspy.jsonl")
+        records = load(self.traces.channel_list)
         shape = next(r for r in records if r.name == "CoreShowChannel")
         self._reply(
             conn, aid, ("Response", "Success"), ("EventList", "start"), ("Message", "Channels will follow")
@@ -912,9 +1147,8 @@ class AmiPeer:
             snap = self.channels[uid] = {}
             self._created[uid] = time.monotonic()
         for key in _SNAPSHOT:
-            value = first(pairs, key, None)  # type: ignore[arg-type]
-            if value is not None:
-                snap[key] = value
+            if any(k.lower() == key.lower() for k, _ in pairs):
+                snap[key] = first(pairs, key)
         if event == "Newexten":
             snap["Application"], snap["ApplicationData"] = (
                 first(pairs, "Application"),
@@ -929,8 +1163,8 @@ class AmiPeer:
 
     # --- helpers -----------------------------------------------------------------------------------------
 
-    def _spawn(self, coro: object) -> asyncio.Task[None]:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
@@ -959,9 +1193,10 @@ def _with(pairs: tuple[tuple[str, str], ...] | list[tuple[str, str]], **values: 
     for key, value in pairs:
         if key in values:
             seen.add(key)
-            if values[key] is None:
+            replaced = values[key]
+            if replaced is None:
                 continue
-            value = values[key]  # type: ignore[assignment]
+            value = replaced
         out.append(f"{key}: {value}")
     out += [f"{k}: {v}" for k, v in values.items() if k not in seen and v is not None]
     return EOL.join(out) + EOL + EOL

@@ -48,13 +48,16 @@ import itertools
 import json
 import re
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, unquote
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 TRACE_DIR = FIXTURES / "freeswitch"
+# The fault recordings (freeswitch-faults/README.md), asked for as "freeswitch-faults/<file>".
+FAULTS_DIR = FIXTURES / "freeswitch-faults"
 
 DEFAULT_PASSWORD = "ClueCon-test"
 DISCONNECT_BODY = "Disconnected, goodbye.\nSee you at ClueCon! http://www.cluecon.com/\n"
@@ -70,6 +73,8 @@ DEFAULT_NUMBERS = {
     "10000007": "no_answer",
     "10000008": "answer",
     "10000009": "no_response",
+    "10000010": "circuit_congestion",
+    "10000011": "answer_race",
 }
 SCENARIO_TRACES = {
     "answer": "originate-answered-agent-bridged",
@@ -79,6 +84,21 @@ SCENARIO_TRACES = {
     "unreachable": "originate-unreachable",
     "abandon": "answered-then-abandoned",
     "no_response": "originate-no-response",
+    "circuit_congestion": "originate-503-congestion",
+}
+SHUTDOWN_TRACE = "freeswitch-faults/graceful-shutdown-while-ringing"
+SHUTDOWN_IDLE_TRACE = "freeswitch-faults/graceful-shutdown-idle-keepalive"
+THROTTLE_TRACE = "freeswitch-faults/session-rate-throttle"
+# Scenarios played from a fault recording with `_Player`: the client's commands are its cues.
+RECORDED_CALLS = {
+    # answers; the transfer sent at CHANNEL_ANSWER races the originate: -ERR ORIGINATOR_CANCEL, then bridged
+    "answer_race": "freeswitch-faults/early-transfer-originator-cancel",
+}
+# Synthesized variation: no recording has Q.850 34. The 503 recording with the cause FreeSWITCH reports
+# when the far end's 503 carries `Reason: Q.850;cause=34` (or a TDM gateway runs out of circuits).
+_CIRCUIT_CONGESTION = {
+    "variable_hangup_cause_q850": "34",
+    "variable_sip_term_cause": "34",
 }
 # Headers that carry a dialled number or an extension (rewritten by value, digit-bounded).
 _NUMBER_HEADERS = frozenset(
@@ -177,7 +197,8 @@ class Ev:
 class Trace:
     def __init__(self, name: str) -> None:
         self.name = name
-        path = TRACE_DIR / f"{name}.jsonl"
+        # "originate-busy" is read from freeswitch/, "freeswitch-faults/session-rate-throttle" from there.
+        path = (FIXTURES if "/" in name else TRACE_DIR) / f"{name}.jsonl"
         self.msgs = [
             Msg(r["t"], r["dir"] == "out", r["data"])
             for r in (json.loads(line) for line in path.read_text().splitlines() if line.strip())
@@ -337,6 +358,88 @@ class FakeCall:
     agent_extension: str | None = None
 
 
+class _Player:
+    """Replays one recorded connection (`EslPeer.play_session`) with the client standing in for the
+    recorded client: each recorded `bgapi originate` waits for the client's next originate (and maps the
+    recorded origination_uuid and Job-UUID to the client's), each recorded `api uuid_transfer` /
+    `api uuid_kill` waits for the client's same command; the events in between are played with their
+    recorded spacing (times `time_scale`) from the moment the client acted. The client's own keepalive,
+    subscription and channel list commands are answered live; the recorded `show channels` reply with
+    rows, if the file has one, is served for them. A `text/disconnect-notice` that FreeSWITCH sent on its
+    own (the shutdown files) is sent, and the connections closed."""
+
+    def __init__(self, peer: EslPeer, t: Trace, subs: dict[str, str] | None = None) -> None:
+        self.peer = peer
+        self.trace = t
+        self.subs = dict(subs or {})
+        self.originates: asyncio.Queue[tuple[str, str]] = asyncio.Queue()  # (uuid, Job-UUID) sent
+        self.commands: asyncio.Queue[str] = asyncio.Queue()  # `uuid_transfer ...` / `uuid_kill ...` sent
+        self.early: list[str] = []  # commands the client sent before the recording reached them
+        self.done = False
+        self.rows = ""
+        for i, m in enumerate(t.msgs):
+            if m.out and m.data.startswith("api show channels"):
+                reply = t.reply_after(i)
+                if '"rows"' in reply:
+                    self.rows = reply
+
+    def show_channels(self) -> str:
+        text = self.rows
+        for old, new in self.subs.items():
+            text = text.replace(old, new)
+        return text
+
+    async def _command(self, want: str) -> None:
+        """Wait for the client's command `want`; others it sent meanwhile wait for their own turn."""
+        if want in self.early:
+            self.early.remove(want)
+            return
+        while True:
+            got = (await self.commands.get()).strip()
+            if got == want:
+                return
+            self.early.append(got)
+
+    async def run(self) -> None:
+        peer, t = self.peer, self.trace
+        loop = asyncio.get_running_loop()
+        first = (
+            t.out_index("bgapi originate")
+            if any(m.out and m.data.startswith("bgapi originate") for m in t.msgs)
+            else next(i for i, m in enumerate(t.msgs) if m.out and m.data.startswith("api uuid_"))
+        )
+        origin, base = loop.time(), t.msgs[first].t
+        for index in range(first, len(t.msgs)):
+            m = t.msgs[index]
+            line = m.data.split("\n", 1)[0]
+            if m.out:
+                if line.startswith("bgapi originate"):
+                    ids = t.originate(
+                        sum(1 for x in t.msgs[:index] if x.out and x.data.startswith("bgapi orig"))
+                    )
+                    uid, job = await self.originates.get()
+                    self.subs.update({ids["uuid"]: uid, ids["job"]: job})
+                    if ids["cc_call_id"]:
+                        self.subs[ids["cc_call_id"]] = uid
+                elif line.startswith(("api uuid_transfer", "api uuid_kill")):
+                    await self._command(rebuild(line, self.subs).removeprefix("api ").strip())
+                elif line == "exit":
+                    break
+                else:
+                    continue  # keepalive, subscriptions, channel lists: answered live
+                origin, base = loop.time(), m.t
+                continue
+            head, _, body = m.data.partition("\n\n")
+            if "Content-Type: text/event-plain" not in head and "text/disconnect-notice" not in head:
+                continue  # a reply: the live session sends its own
+            await asyncio.sleep(max(0.0, origin + (m.t - base) * peer.time_scale - loop.time()))
+            if "text/disconnect-notice" in head:
+                peer.disconnect_all(body)  # FreeSWITCH's own (after an `exit` the loop ended before)
+                break
+            peer.emit(rebuild(body, self.subs))
+        self.done = True
+
+
 class _Session:
     def __init__(self, peer: EslPeer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.peer = peer
@@ -459,6 +562,12 @@ class _Session:
             self.reply("-ERR command not found")
 
 
+def _circuit_congestion(ev: Ev) -> dict[str, str] | None:
+    if ev.name == "CHANNEL_HANGUP_COMPLETE":
+        return _CIRCUIT_CONGESTION
+    return None
+
+
 def _is_kill(command: str) -> bool:
     return command.startswith("uuid_kill")
 
@@ -504,10 +613,19 @@ class EslPeer:
         self.accepted_at: list[float] = []
         self._file: Trace | None = None
         self._file_jobs: dict[str, str] = {}
+        self._player: _Player | None = None  # play_session: the whole-connection replay running
+        self._call_players: dict[str, _Player] = {}  # by call uuid: scenarios played as recorded
+        # After SHUTDOWN (shut_down(), or a recording's): `api status` says "not ready" and every
+        # originate fails at once with CHAN_NOT_IMPLEMENTED, no channel (freeswitch-faults/README.md).
+        self.shutting_down = False
+        # sessions-per-second (0: none): of the originates in one second, N-1 get a channel and the rest
+        # -ERR DESTINATION_OUT_OF_ORDER 15 ms later, with no channel event (session-rate-throttle.jsonl).
+        self.session_rate = 0
+        self._rate_window: tuple[int, int] = (-1, 0)
         self.drop_on_command: Callable[[str], bool] | None = None
         self.originates = 0
         self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._ids = itertools.count(1)
 
     async def __aenter__(self) -> EslPeer:
@@ -535,8 +653,8 @@ class EslPeer:
             with contextlib.suppress(BaseException):
                 await asyncio.wait_for(self._server.wait_closed(), 1.0)
 
-    def _spawn(self, coro: object) -> asyncio.Task[None]:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, object]) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
@@ -547,8 +665,8 @@ class EslPeer:
         self.sessions.append(session)
         task = asyncio.current_task()
         if task is not None:
-            self._tasks.add(task)  # type: ignore[arg-type]
-            task.add_done_callback(self._tasks.discard)  # type: ignore[arg-type]
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         await session.run()
 
     # --- fault injection ---------------------------------------------------------------------
@@ -574,6 +692,84 @@ class EslPeer:
         for s in self.sessions:
             s.release()
 
+    def play_session(self, name: str, subs: dict[str, str] | None = None) -> asyncio.Task[None]:
+        """Replay a whole recorded connection with the client in the recorded client's place (`_Player`).
+        `subs` maps recorded ids the client does not originate itself (a call of an earlier connection)."""
+        player = self._player = _Player(self, trace(name), subs)
+        return self._spawn(player.run())
+
+    def disconnect_all(self, body: str) -> None:
+        """FreeSWITCH's own goodbye (`text/disconnect-notice` with `body`), then the close: every session.
+        After a shutdown's notice the switch is gone: connections are refused until `start_up()`."""
+        data = body.encode()
+        frame = b"Content-Type: text/disconnect-notice\nContent-Length: %d\n\n%s" % (len(data), data)
+        for s in self.sessions:
+            s.write(frame)
+            s.writer.close()
+        if self.shutting_down:
+            self.refuse_connections = True
+
+    # --- shutdown, throttle ------------------------------------------------------------------
+
+    def shut_down(self, window_s: float | None = None) -> None:
+        """SIGTERM, as graceful-shutdown-while-ringing.jsonl recorded it: SHUTDOWN, every ringing call
+        hung up SYSTEM_SHUTDOWN and its job `-ERR SYSTEM_SHUTDOWN`; then `window_s` (recorded: 30.9 s,
+        times `time_scale`) in which the socket stays open, `api status` says not ready and every
+        originate fails CHAN_NOT_IMPLEMENTED; then the disconnect notice and the close."""
+        t = trace(SHUTDOWN_TRACE)
+        events = t.events()
+        shutdown = next(e for e in events if e.name == "SHUTDOWN")
+        self.emit(shutdown.body)
+        hangup = next(e for e in events if e.name == "CHANNEL_HANGUP_COMPLETE")
+        job = next(e for e in events if e.name == "BACKGROUND_JOB" and "SYSTEM_SHUTDOWN" in e.body)
+        for call in list(self.calls.values()):
+            row = self.channels.get(call.uuid)
+            if row is None or row.get("callstate") == "ACTIVE":
+                continue  # only ringing calls were recorded being cut
+            if call.task is not None:
+                call.task.cancel()
+            subs = self._subs(call, t)
+            self.emit(rebuild(hangup.body, subs, self._numbers(call, t)))
+            self.emit(rebuild(job.body, subs))
+        notice = next(m for m in t.msgs if not m.out and "text/disconnect-notice" in m.data)
+        if window_s is None:
+            window_s = (notice.t - shutdown.t) * self.time_scale
+
+        async def close() -> None:
+            await asyncio.sleep(window_s)
+            self.disconnect_all(notice.data.partition("\n\n")[2])
+
+        self._spawn(close())
+
+    def start_up(self) -> None:
+        """FreeSWITCH started again: connections and calls accepted."""
+        self.shutting_down = False
+        self.refuse_connections = False
+
+    def _refused_job(self, job: str, cause: str, delay: float) -> None:
+        """A BACKGROUND_JOB `-ERR <cause>` for an originate that never got a channel, from the recording
+        that shows it (shutdown: CHAN_NOT_IMPLEMENTED 0.1 ms after; throttle: DESTINATION_OUT_OF_ORDER)."""
+        name = SHUTDOWN_TRACE if cause == "CHAN_NOT_IMPLEMENTED" else THROTTLE_TRACE
+        t = trace(name)
+        rec = next(e for e in t.events() if e.name == "BACKGROUND_JOB" and f"-ERR {cause}" in e.body)
+        body = rebuild(rec.body, {rec.headers["Job-UUID"]: job})
+
+        async def later() -> None:
+            await asyncio.sleep(delay)
+            self.emit(body)
+
+        self._spawn(later())
+
+    def _over_session_rate(self) -> bool:
+        if self.session_rate <= 0:
+            return False
+        second = int(asyncio.get_running_loop().time())
+        start, count = self._rate_window
+        count = count + 1 if start == second else 1
+        self._rate_window = (second, count)
+        # The counter is decremented before the test (switch_core_session.c:2416-2422): N-1 get through.
+        return count > self.session_rate - 1
+
     def replay_file(self, name: str) -> None:
         """Replay a whole recording verbatim: the next originates are matched to the recorded ones by
         origination_uuid (the test uses the recorded UUIDs as call ids); when all have arrived, every
@@ -593,6 +789,8 @@ class EslPeer:
         head = body.split("\n\n", 1)[0]
         headers = _parse_headers(head)
         name = headers.get("Event-Name", "")
+        if name in ("SHUTDOWN", "SHUTDOWN_REQUESTED"):
+            self.shutting_down = True
         self._track(name, headers)
         frame = frame_event(body)
         subclass = headers.get("Event-Subclass", "")
@@ -643,6 +841,18 @@ class EslPeer:
 
     def api(self, command: str) -> str:
         verb, _, args = command.partition(" ")
+        player = self._player if self._player is not None and not self._player.done else None
+        if verb in ("uuid_kill", "uuid_transfer"):
+            uid = args.split(" ", 1)[0]
+            player = self._call_players.get(uid) or player
+            if player is not None and not player.done:
+                player.commands.put_nowait(command)
+                return "+OK\n"  # as recorded for both commands
+        if command == "show channels as json" and player is not None and player.show_channels():
+            return player.show_channels()
+        if command == "status" and self.shutting_down:
+            t = trace(SHUTDOWN_IDLE_TRACE)
+            return t.reply_after(t.out_index("api status"))
         if command in ("status", "version"):
             t = trace("auth-ok-then-exit")
             return t.reply_after(t.out_index(f"api {command}"))
@@ -668,6 +878,15 @@ class EslPeer:
         self.originates += 1
         o = parse_originate(command)
         uid = o.variables.get("origination_uuid") or str(uuid.uuid4())
+        if self._player is not None and not self._player.done:
+            self._player.originates.put_nowait((uid, job))
+            return
+        if self.shutting_down:
+            self._refused_job(job, "CHAN_NOT_IMPLEMENTED", 0.0001 * self.time_scale)
+            return
+        if self._over_session_rate():
+            self._refused_job(job, "DESTINATION_OUT_OF_ORDER", 0.015 * self.time_scale)
+            return
         if self._file is not None:
             self._file_originate(uid, job)
             return
@@ -694,14 +913,24 @@ class EslPeer:
             self._spawn(self._play(None, t, events, t.msgs[first].t, subs=dict(self._file_jobs), numbers={}))
 
     async def _run_call(self, call: FakeCall, scenario: str) -> None:
-        if scenario == "no_answer":
+        if scenario in RECORDED_CALLS:  # one call of a fault recording, played as recorded
+            player = self._call_players[call.uuid] = _Player(self, trace(RECORDED_CALLS[scenario]))
+            player.originates.put_nowait((call.uuid, call.job))
+            await player.run()
+        elif scenario == "no_answer":
             await self._no_answer(call)
         elif scenario in ("answer", "abandon"):
             await self._answered(call, trace(SCENARIO_TRACES[scenario]))
         else:
             t = trace(SCENARIO_TRACES[scenario])
             start = t.out_index("bgapi originate")
-            await self._play(call, t, t.events(start + 1, t.out_index("exit")), t.msgs[start].t)
+            subs = self._subs(call, t)
+            edit = None
+            if scenario == "circuit_congestion":  # the cause name also ends the job's `-ERR` line
+                subs["NORMAL_TEMPORARY_FAILURE"] = "NORMAL_CIRCUIT_CONGESTION"
+                edit = _circuit_congestion
+            events = t.events(start + 1, t.out_index("exit"))
+            await self._play(call, t, events, t.msgs[start].t, subs=subs, edit=edit)
 
     def _subs(self, call: FakeCall, t: Trace, nth: int = 0) -> dict[str, str]:
         ids = t.originate(nth)

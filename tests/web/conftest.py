@@ -7,13 +7,14 @@ import gc
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import redis
@@ -24,6 +25,9 @@ from callcenter.bus import DIALER_TOPIC
 from callcenter.db import make_engine
 from callcenter.redis_server import free_port
 from tests.conftest import TEST_SECRET, make_settings
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -47,7 +51,7 @@ class _Server(uvicorn.Server):
         super().__init__(config)
         self.ready = threading.Event()
 
-    async def startup(self, sockets: Any = None) -> None:
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         self.ready.set()
 
@@ -150,7 +154,7 @@ def live_server(
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
+def browser() -> Iterator[Browser]:
     """Chromium for one test module. Not longer: Playwright's sync API keeps an event loop running in
     this thread while it is up, and async tests collected after it could not run theirs."""
     from playwright.sync_api import sync_playwright
@@ -165,10 +169,10 @@ def browser() -> Iterator[Any]:
 class Pages:
     """Opens signed-in pages, one browser context per user, and collects script errors."""
 
-    def __init__(self, browser: Any, live: LiveServer) -> None:
+    def __init__(self, browser: Browser, live: LiveServer) -> None:
         self.browser = browser
         self.live = live
-        self.contexts: list[Any] = []
+        self.contexts: list[BrowserContext] = []
         self.errors: list[str] = []
         self.allowed: list[str] = []
 
@@ -176,11 +180,11 @@ class Pages:
         """A console error the test provokes on purpose (e.g. the status of a refused request)."""
         self.allowed.append(text)
 
-    def _console(self, username: str, msg: Any) -> None:
+    def _console(self, username: str, msg: ConsoleMessage) -> None:
         if msg.type == "error" and not any(a in msg.text for a in self.allowed):
             self.errors.append(f"{username}: {msg.text}")
 
-    def open(self, username: str, path: str, *, permissions: list[str] | None = None) -> Any:
+    def open(self, username: str, path: str, *, permissions: list[str] | None = None) -> Page:
         from playwright.sync_api import expect
 
         context = self.browser.new_context(base_url=self.live.url, locale="en-US")
@@ -207,7 +211,7 @@ class Pages:
 
 
 @pytest.fixture
-def pages(browser: Any, live_server: LiveServer) -> Iterator[Pages]:
+def pages(browser: Browser, live_server: LiveServer) -> Iterator[Pages]:
     from playwright.sync_api import expect
 
     expect.set_options(timeout=10_000)

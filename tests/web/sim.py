@@ -36,7 +36,7 @@ def campaign(engine: Engine, *, name: str = "", dispositions: list[str] | None =
             skill_group_id=group.id,
         )
         if dispositions is not None:
-            row.dispositions = json.dumps(dispositions)
+            row.dispositions = dispositions
         s.add(row)
         s.flush()
         assert row.id is not None
@@ -120,7 +120,9 @@ def connect(
         else:
             # The dialer only routes to ready agents; a test that did not make the agent ready first
             # gets it done here, as the agent would have.
-            if s.get(Agent, agent).state != "ready":  # type: ignore[union-attr]
+            row = s.get(Agent, agent)
+            assert row is not None
+            if row.state != "ready":
                 agents.apply(s, agent_id=agent, event=AgentEvent.SET_READY, now=now - 2)
             agents.apply(
                 s,

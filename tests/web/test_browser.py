@@ -7,18 +7,19 @@ from __future__ import annotations
 import re
 
 import pytest
-from playwright.sync_api import expect
+from playwright.sync_api import Page, expect
 from sqlmodel import Session
 
 from callcenter.models import Call
 from tests.web import sim
+from tests.web.conftest import LiveServer, Pages
 
 pytestmark = pytest.mark.browser
 
 NUMBER = "+8613800138000"
 
 
-def test_agent_goes_ready_and_sees_time_in_state(pages, live_server) -> None:  # type: ignore[no-untyped-def]
+def test_agent_goes_ready_and_sees_time_in_state(pages: Pages, live_server: LiveServer) -> None:
     live_server.user("ann", ["agent"], extension="1001")
     page = pages.open("ann", "/workstation")
     expect(page.locator("#extension")).to_have_text("1001")
@@ -32,7 +33,7 @@ def test_agent_goes_ready_and_sees_time_in_state(pages, live_server) -> None:  #
     expect(page.locator("#c-calls")).to_have_text("0")
 
 
-def test_a_missed_call_sets_the_agent_not_ready_and_says_why(pages, live_server) -> None:  # type: ignore[no-untyped-def]
+def test_a_missed_call_sets_the_agent_not_ready_and_says_why(pages: Pages, live_server: LiveServer) -> None:
     live_server.user("ann", ["agent"], extension="1001")
     ann = sim.agent_id(live_server.engine, "1001")
     page = pages.open("ann", "/workstation")
@@ -49,7 +50,9 @@ def test_a_missed_call_sets_the_agent_not_ready_and_says_why(pages, live_server)
     expect(page.locator("#state-error")).to_be_hidden()
 
 
-def test_pop_save_and_the_next_pop_of_the_number_shows_what_was_saved(pages, live_server) -> None:  # type: ignore[no-untyped-def]
+def test_pop_save_and_the_next_pop_of_the_number_shows_what_was_saved(
+    pages: Pages, live_server: LiveServer
+) -> None:
     live_server.user("ann", ["agent"], extension="1001")
     ann = sim.agent_id(live_server.engine, "1001")
     task = sim.campaign(live_server.engine, name="Renewals", dispositions=["有意向", "无意向", "再联系"])
@@ -85,7 +88,8 @@ def test_pop_save_and_the_next_pop_of_the_number_shows_what_was_saved(pages, liv
     expect(page.locator("#history-notes li")).to_have_count(1)
     expect(page.locator("#contact-status")).to_have_attribute("data-known", "1")
     with Session(live_server.engine) as s:
-        assert s.get(Call, first).disposition == "有意向"  # type: ignore[union-attr]
+        call = s.get(Call, first)
+        assert call is not None and call.disposition == "有意向"
 
     sim.hang_up(live_server.engine, live_server.redis, agent=ann, call_id=first, talk_s=65)
     expect(panel).to_have_attribute("data-phase", "wrap_up")
@@ -113,7 +117,7 @@ def test_pop_save_and_the_next_pop_of_the_number_shows_what_was_saved(pages, liv
     expect(page.locator("#note")).to_have_value("")
 
 
-def test_reload_mid_call_shows_the_call_panel_again(pages, live_server) -> None:  # type: ignore[no-untyped-def]
+def test_reload_mid_call_shows_the_call_panel_again(pages: Pages, live_server: LiveServer) -> None:
     live_server.user("ann", ["agent"], extension="1001")
     ann = sim.agent_id(live_server.engine, "1001")
     task = sim.campaign(live_server.engine, name="Renewals")
@@ -141,7 +145,9 @@ def test_reload_mid_call_shows_the_call_panel_again(pages, live_server) -> None:
     expect(page.locator("#agent-state")).to_have_attribute("data-state", "wrap_up")
 
 
-def test_a_lost_bus_link_resends_state_and_keeps_what_the_agent_typed(pages, live_server) -> None:  # type: ignore[no-untyped-def]
+def test_a_lost_bus_link_resends_state_and_keeps_what_the_agent_typed(
+    pages: Pages, live_server: LiveServer
+) -> None:
     live_server.user("ann", ["agent"], extension="1001")
     ann = sim.agent_id(live_server.engine, "1001")
     page = pages.open("ann", "/workstation")
@@ -158,7 +164,7 @@ def test_a_lost_bus_link_resends_state_and_keeps_what_the_agent_typed(pages, liv
     expect(page.locator("#note")).to_have_value("half-typed note")
 
 
-def test_an_agents_browser_never_shows_another_agents_pop(pages, live_server) -> None:  # type: ignore[no-untyped-def]
+def test_an_agents_browser_never_shows_another_agents_pop(pages: Pages, live_server: LiveServer) -> None:
     live_server.user("ann", ["agent"], extension="1001")
     live_server.user("bob", ["agent"], extension="1002")
     ann, bob = sim.agent_id(live_server.engine, "1001"), sim.agent_id(live_server.engine, "1002")
@@ -172,7 +178,7 @@ def test_an_agents_browser_never_shows_another_agents_pop(pages, live_server) ->
     expect(bob_page.locator("#call-panel")).to_have_attribute("data-call-id", bob_call)
     expect(bob_page.locator("#call-number")).to_have_text("+8613900139000")
 
-    def seen(page) -> set[str]:  # type: ignore[no-untyped-def]
+    def seen(page: Page) -> set[str]:
         return set(page.evaluate("CC.log.map(m => JSON.stringify(m))"))
 
     bob_seen = "\n".join(seen(bob_page))
@@ -181,7 +187,7 @@ def test_an_agents_browser_never_shows_another_agents_pop(pages, live_server) ->
     assert bob_call not in ann_seen and "+8613900139000" not in ann_seen
 
 
-def test_manual_call_pops_with_a_tone_and_a_notification(pages, live_server) -> None:  # type: ignore[no-untyped-def]
+def test_manual_call_pops_with_a_tone_and_a_notification(pages: Pages, live_server: LiveServer) -> None:
     live_server.user("ann", ["agent"], extension="1001")
     ann = sim.agent_id(live_server.engine, "1001")
     page = pages.open("ann", "/workstation", permissions=["notifications"])
@@ -213,7 +219,7 @@ def test_manual_call_pops_with_a_tone_and_a_notification(pages, live_server) -> 
     assert page.evaluate("window.__notes[0]").endswith("13800138000")
 
 
-def test_supervisor_grid_updates_by_push(pages, live_server) -> None:  # type: ignore[no-untyped-def]
+def test_supervisor_grid_updates_by_push(pages: Pages, live_server: LiveServer) -> None:
     live_server.user("ann", ["agent"], extension="1001")
     live_server.user("bob", ["agent"], extension="1002")
     live_server.user("sue", ["supervisor"])
@@ -245,7 +251,7 @@ def test_supervisor_grid_updates_by_push(pages, live_server) -> None:  # type: i
     expect(page.locator(f"#task-{task} .task-state")).to_have_text("Running")  # the task part too
 
 
-def test_admin_creates_a_skill_group_and_an_agent(pages, live_server) -> None:  # type: ignore[no-untyped-def]
+def test_admin_creates_a_skill_group_and_an_agent(pages: Pages, live_server: LiveServer) -> None:
     live_server.user("root", ["admin"])
     live_server.user("carol", ["agent"])
     page = pages.open("root", "/admin/skill-groups")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import http.server
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -16,7 +16,9 @@ from sqlmodel import Session, col, select
 
 from callcenter.models import Campaign
 from callcenter.redis_server import free_port
+from tests.conftest import WebHarness
 from tests.web import sim
+from tests.web.conftest import LiveServer, Pages
 
 EVIL_PAGE = """<!doctype html><html><body><script>
 const app = "{app}";
@@ -62,7 +64,7 @@ class _EvilSite:
 
 
 @pytest.fixture
-def evil_site(live_server) -> Iterator[Any]:  # type: ignore[no-untyped-def]
+def evil_site(live_server: LiveServer) -> Iterator[Any]:
     sites: list[_EvilSite] = []
 
     def serve(html: str) -> _EvilSite:
@@ -76,7 +78,9 @@ def evil_site(live_server) -> Iterator[Any]:  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.browser
-def test_a_page_of_another_origin_cannot_act_with_the_users_cookie(pages, live_server, evil_site) -> None:  # type: ignore[no-untyped-def]
+def test_a_page_of_another_origin_cannot_act_with_the_users_cookie(
+    pages: Pages, live_server: LiveServer, evil_site: Callable[[str], _EvilSite]
+) -> None:
     live_server.user("root", ["admin"])
     task = sim.campaign(live_server.engine, name="Renewals")  # running
     group = live_server.skill_group("Sales")
@@ -102,7 +106,7 @@ def test_a_page_of_another_origin_cannot_act_with_the_users_cookie(pages, live_s
     expect(row).to_have_attribute("data-state", "paused")
 
 
-def test_a_cookie_authenticated_change_needs_this_origin_and_the_token(web) -> None:  # type: ignore[no-untyped-def]
+def test_a_cookie_authenticated_change_needs_this_origin_and_the_token(web: WebHarness) -> None:
     web.user("sue", ["supervisor"])
     task = sim.campaign(web.engine, name="Renewals")
     web.login("sue")
@@ -131,7 +135,7 @@ def test_a_cookie_authenticated_change_needs_this_origin_and_the_token(web) -> N
     assert signed_out.status_code == 303
 
 
-def test_a_bearer_call_needs_no_csrf_token_and_sign_in_needs_none(web) -> None:  # type: ignore[no-untyped-def]
+def test_a_bearer_call_needs_no_csrf_token_and_sign_in_needs_none(web: WebHarness) -> None:
     web.user("sue", ["supervisor"])
     task = sim.campaign(web.engine, name="Renewals")
     resp = web.client.post(f"/api/tasks/{task}/pause", headers=web.headers("sue"))

@@ -10,21 +10,25 @@ import time
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import expect
+from playwright.sync_api import Page, expect
 from sqlalchemy import func
+from sqlalchemy.engine import Engine
 from sqlmodel import select
 
 from callcenter.db import session_scope
 from callcenter.models import Agent, Call, Campaign, CampaignState, Lead, PacingMode
+from tests.web.conftest import DialerProcess, LiveServer, Pages
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
+pytestmark = [pytest.mark.browser, pytest.mark.processes]
 
 A = "+8613800000001"  # called twice, by two tasks
 B = "+8613800000002"
 C = "+8613800000003"
 
 
-def create_task(page, tmp_path: Path, *, name: str, csv: str, wrap_up_s: int, dispositions: str = "") -> int:  # type: ignore[no-untyped-def]
+def create_task(
+    page: Page, tmp_path: Path, *, name: str, csv: str, wrap_up_s: int, dispositions: str = ""
+) -> int:
     """Fill the create form as an admin does and wait until the task is waiting for its import."""
     path = tmp_path / f"{name}.csv"
     path.write_text(csv, encoding="utf-8")
@@ -43,25 +47,25 @@ def create_task(page, tmp_path: Path, *, name: str, csv: str, wrap_up_s: int, di
     return int(page.locator("#progress").get_attribute("data-task-id") or 0)
 
 
-def start_from_list(page, task_id: int) -> None:  # type: ignore[no-untyped-def]
+def start_from_list(page: Page, task_id: int) -> None:
     page.goto("/tasks")
     row = page.locator(f'#tasks-table tr[data-task-id="{task_id}"]')
     row.locator('button[data-action="start"]').click()
     expect(row).to_have_attribute("data-state", "running")
 
 
-def calls_of(engine, task_id: int) -> int:  # type: ignore[no-untyped-def]
+def calls_of(engine: Engine, task_id: int) -> int:
     with session_scope(engine) as s:
         return int(s.exec(select(func.count()).select_from(Call).where(Call.campaign_id == task_id)).one())
 
 
-def seen(page) -> str:  # type: ignore[no-untyped-def]
+def seen(page: Page) -> str:
     """Every message this browser received on its socket."""
     return "\n".join(page.evaluate("CC.log.map(m => JSON.stringify(m))"))
 
 
-def test_task_from_the_admin_page_pops_on_the_agents_screen_and_obeys_the_supervisor(  # type: ignore[no-untyped-def]
-    pages, live_server, dialer, tmp_path
+def test_task_from_the_admin_page_pops_on_the_agents_screen_and_obeys_the_supervisor(
+    pages: Pages, live_server: LiveServer, dialer: DialerProcess, tmp_path: Path
 ) -> None:
     live_server.user("root", ["admin"])
     live_server.user("sue", ["supervisor"])
@@ -198,12 +202,16 @@ def test_task_from_the_admin_page_pops_on_the_agents_screen_and_obeys_the_superv
         assert pops and set(pops) == {agent}
 
 
-def sim_agent(engine, extension: str) -> int:  # type: ignore[no-untyped-def]
+def sim_agent(engine: Engine, extension: str) -> int:
     with session_scope(engine) as s:
-        return int(s.exec(select(Agent.id).where(Agent.extension == extension)).one())
+        agent_id = s.exec(select(Agent.id).where(Agent.extension == extension)).one()
+    assert agent_id is not None
+    return agent_id
 
 
-def test_preview_mode_offers_the_lead_with_dial_and_skip(pages, live_server, dialer) -> None:  # type: ignore[no-untyped-def]
+def test_preview_mode_offers_the_lead_with_dial_and_skip(
+    pages: Pages, live_server: LiveServer, dialer: DialerProcess
+) -> None:
     group = live_server.skill_group("Sales")
     live_server.user("ann", ["agent"], extension="1001", skill_group_ids=[group])
     with session_scope(live_server.engine) as s:
@@ -218,6 +226,7 @@ def test_preview_mode_offers_the_lead_with_dial_and_skip(pages, live_server, dia
         )
         s.add(task)
         s.flush()
+        assert task.id is not None
         for i, (number, company) in enumerate(((B, "Skipped Ltd"), (C, "Dialled Inc"))):
             s.add(
                 Lead(

@@ -17,19 +17,31 @@ from urllib.parse import urlsplit
 
 import pytest
 from playwright.sync_api import expect
+from sqlalchemy.engine import Engine
 
 from callcenter.config import SettingsError, load_settings
+from tests.conftest import WebFactory, WebHarness
 from tests.web import sim
+from tests.web.conftest import LiveServer, Pages
 
 PRODUCTION_SECRET = "a-production-secret-of-more-than-32-bytes-0123456789"
 PAGES = {
-    "root": ["/tasks", "/tasks/deleted", "/tasks/new", "/dnc", "/monitor", "/admin/users", "/admin/agents"],
+    "root": [
+        "/tasks",
+        "/tasks/deleted",
+        "/tasks/new",
+        "/dnc",
+        "/monitor",
+        "/admin/users",
+        "/admin/agents",
+        "/admin/gateways",
+    ],
     "ann": ["/workstation"],
     "nobody": ["/"],
 }
 
 
-def test_every_response_carries_the_security_headers(web) -> None:  # type: ignore[no-untyped-def]
+def test_every_response_carries_the_security_headers(web: WebHarness) -> None:
     resp = web.client.get("/login")
     csp = resp.headers["content-security-policy"]
     directives = dict(d.strip().split(" ", 1) for d in csp.split(";") if d.strip())
@@ -42,7 +54,7 @@ def test_every_response_carries_the_security_headers(web) -> None:  # type: igno
     assert web.client.get("/api/me").headers["x-content-type-options"] == "nosniff"
 
 
-def test_no_page_has_an_inline_script(web) -> None:  # type: ignore[no-untyped-def]
+def test_no_page_has_an_inline_script(web: WebHarness) -> None:
     web.user("root", ["admin"])
     web.user("ann", ["agent"], extension="1001")
     web.user("nobody", [])
@@ -57,7 +69,9 @@ def test_no_page_has_an_inline_script(web) -> None:  # type: ignore[no-untyped-d
                 assert 'src="' in tag or 'type="application/json"' in tag, (path, tag)
 
 
-def test_the_session_cookie_is_secure_in_production_only(web_factory, sqlite_engine) -> None:  # type: ignore[no-untyped-def]
+def test_the_session_cookie_is_secure_in_production_only(
+    web_factory: WebFactory, sqlite_engine: Engine
+) -> None:
     for mode, secure in (("production", True), ("dev", False)):
         web = web_factory(sqlite_engine, mode=mode, secret_key=PRODUCTION_SECRET)
         web.user(f"u_{mode}", ["agent"])
@@ -69,7 +83,7 @@ def test_the_session_cookie_is_secure_in_production_only(web_factory, sqlite_eng
         assert "httponly" in cookie.lower() and "samesite=lax" in cookie.lower()
 
 
-def test_the_api_description_needs_a_sign_in(web_factory, sqlite_engine) -> None:  # type: ignore[no-untyped-def]
+def test_the_api_description_needs_a_sign_in(web_factory: WebFactory, sqlite_engine: Engine) -> None:
     web = web_factory(sqlite_engine, mode="production", secret_key=PRODUCTION_SECRET)
     for path in ("/openapi.json", "/docs", "/redoc"):
         assert web.client.get(path, follow_redirects=False).status_code in (303, 401, 404), path
@@ -97,8 +111,8 @@ BIG = 2**63
     ],
 )
 def test_a_huge_id_or_a_nul_is_a_client_error_not_a_500(
-    web_factory, engine, method: str, path: str, body: object
-) -> None:  # type: ignore[no-untyped-def]
+    web_factory: WebFactory, engine: Engine, method: str, path: str, body: object
+) -> None:
     web = web_factory(engine)
     web.user("root", ["admin"])
     with web.client as client:
@@ -114,7 +128,9 @@ def test_a_huge_id_or_a_nul_is_a_client_error_not_a_500(
         ("/api/admin/skill-groups", {"name": "Sales", "description": "a\u0000b"}),
     ],
 )
-def test_a_nul_in_a_body_is_never_a_500(web_factory, engine, path: str, body: object) -> None:  # type: ignore[no-untyped-def]
+def test_a_nul_in_a_body_is_never_a_500(
+    web_factory: WebFactory, engine: Engine, path: str, body: object
+) -> None:
     """PostgreSQL refuses NUL in text (a 422 now, a 500 before); SQLite stores it."""
     web = web_factory(engine)
     web.user("root", ["admin"])
@@ -123,7 +139,7 @@ def test_a_nul_in_a_body_is_never_a_500(web_factory, engine, path: str, body: ob
     assert resp.status_code < 500, (resp.status_code, resp.text)
 
 
-def test_an_unauthenticated_upload_is_refused_before_its_body_is_read(live_server) -> None:  # type: ignore[no-untyped-def]
+def test_an_unauthenticated_upload_is_refused_before_its_body_is_read(live_server: LiveServer) -> None:
     parts = urlsplit(live_server.url)
     head = (
         f"POST /api/tasks HTTP/1.1\r\nHost: {parts.netloc}\r\n"
@@ -139,7 +155,7 @@ def test_an_unauthenticated_upload_is_refused_before_its_body_is_read(live_serve
     assert status.startswith(b"HTTP/1.1 401"), status
 
 
-def test_a_task_name_cannot_end_the_pages_json_block(web) -> None:  # type: ignore[no-untyped-def]
+def test_a_task_name_cannot_end_the_pages_json_block(web: WebHarness) -> None:
     web.user("root", ["admin"])
     name = "<!--<script>x</script><script>alert(1)</script>"
     sim.campaign(web.engine, name=name)
@@ -151,7 +167,7 @@ def test_a_task_name_cannot_end_the_pages_json_block(web) -> None:  # type: igno
 
 
 @pytest.mark.browser
-def test_a_hostile_task_name_leaves_the_task_list_working(pages, live_server) -> None:  # type: ignore[no-untyped-def]
+def test_a_hostile_task_name_leaves_the_task_list_working(pages: Pages, live_server: LiveServer) -> None:
     live_server.user("root", ["admin"])
     name = "<!--<script>"
     task = sim.campaign(live_server.engine, name=name)
@@ -162,6 +178,7 @@ def test_a_hostile_task_name_leaves_the_task_list_working(pages, live_server) ->
     expect(page.locator("#tasks-table tbody tr")).to_have_count(2)
 
 
+@pytest.mark.processes
 def test_demo_refuses_production_mode(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CALLCENTER_")}
     env.update(

@@ -4,8 +4,11 @@ reconnects and gets a fresh `hello`) instead of holding messages for everyone.""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
+import pytest
+from sqlalchemy.engine import Engine
 from starlette.websockets import WebSocketState
 
 from callcenter.accounts import Principal
@@ -51,7 +54,7 @@ def _drain(conn: push.Conn) -> list[Any]:
     return out
 
 
-async def test_messages_are_routed_by_topic_and_permission(sqlite_engine, tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_messages_are_routed_by_topic_and_permission(sqlite_engine: Engine, tmp_path: Path) -> None:
     from tests.conftest import make_settings
 
     hub = push.Hub(AppContext(settings=make_settings(tmp_path), engine=sqlite_engine, redis=None))
@@ -78,8 +81,8 @@ async def test_messages_are_routed_by_topic_and_permission(sqlite_engine, tmp_pa
 
 
 async def test_a_socket_that_falls_behind_is_dropped_not_waited_for(
-    sqlite_engine, tmp_path, monkeypatch
-) -> None:  # type: ignore[no-untyped-def]
+    sqlite_engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from tests.conftest import make_settings
 
     monkeypatch.setattr(push, "QUEUE_MAX", 3)

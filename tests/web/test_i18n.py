@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from tests.conftest import WebHarness
 from webui import i18n
 from webui.routes import admin_pages, pages, task_pages, workstation
 
@@ -71,7 +72,7 @@ def test_states_results_and_permissions_are_all_translated() -> None:
             assert prefix + member.value in i18n.TABLE, prefix + member.value
 
 
-def test_assets_are_served_locally(web) -> None:  # type: ignore[no-untyped-def]
+def test_assets_are_served_locally(web: WebHarness) -> None:
     for path in (WEBUI / "templates").rglob("*.html"):
         text = path.read_text()
         assert not re.search(r"""(src|href)=["'](https?:)?//""", text), f"{path.name} loads from another site"

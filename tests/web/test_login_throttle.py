@@ -8,6 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
+from tests.web.conftest import LiveServer
+
 
 def _guess(base: str, username: str, password: str, forwarded_for: str | None = None) -> int:
     headers = {"X-Forwarded-For": forwarded_for} if forwarded_for else {}
@@ -20,7 +22,7 @@ def _guess(base: str, username: str, password: str, forwarded_for: str | None = 
     return resp.status_code
 
 
-def test_a_burst_of_concurrent_guesses_is_cut_at_the_limit(live_server) -> None:  # type: ignore[no-untyped-def]
+def test_a_burst_of_concurrent_guesses_is_cut_at_the_limit(live_server: LiveServer) -> None:
     live_server.user("ann", ["agent"])
     limit = 5  # CALLCENTER_LOGIN_MAX_FAILURES
     passwords = ["wrong-guess"] * 39 + ["password-123"]
@@ -35,7 +37,7 @@ def test_a_burst_of_concurrent_guesses_is_cut_at_the_limit(live_server) -> None:
         assert _guess(live_server.url, "ann", "password-123") == 429
 
 
-def test_a_rotated_x_forwarded_for_does_not_escape_the_throttle(live_server) -> None:  # type: ignore[no-untyped-def]
+def test_a_rotated_x_forwarded_for_does_not_escape_the_throttle(live_server: LiveServer) -> None:
     """No proxy is trusted by default: X-Forwarded-For is ignored, whoever sends it."""
     live_server.user("bob", ["agent"])
     codes = [_guess(live_server.url, "bob", "wrong-guess", f"203.0.113.{i}") for i in range(1, 9)]

@@ -7,18 +7,21 @@ from __future__ import annotations
 
 import time
 import uuid
+from typing import TypedDict
 
 import pytest
-from playwright.sync_api import expect
+from playwright.sync_api import Locator, Page, expect
+from sqlalchemy.engine import Engine
 
 from callcenter import campaigns
 from callcenter.bus import Bus
 from callcenter.campaigns import CampaignEvent
 from callcenter.db import session_scope
-from callcenter.messages import GatewayLinkChanged, TaskStats
+from callcenter.messages import GatewayState, GatewayStatus, TaskStats
 from callcenter.models import Call, CallState, CampaignState
 from callcenter.notifier import Notifier
 from tests.web import sim
+from tests.web.conftest import LiveServer, Pages
 from tests.web.test_task_pages import task_row
 
 pytestmark = pytest.mark.browser
@@ -30,17 +33,31 @@ def stats(campaign_id: int, **counters: object) -> TaskStats:
     return TaskStats.model_validate({"campaign_id": campaign_id, **base, **counters})
 
 
-def calls(engine, campaign_id: int, rows: list[dict[str, object]]) -> None:  # type: ignore[no-untyped-def]
+class CallRow(TypedDict, total=False):
+    """The columns of a `Call` the tests set, beside its id, task and number."""
+
+    state: str
+    created_at: float
+    answered_at: float
+    connected_at: float
+    ended_at: float
+    result: str
+    cause: int
+
+
+def calls(engine: Engine, campaign_id: int, rows: list[CallRow]) -> None:
     with session_scope(engine) as s:
         for r in rows:
             s.add(Call(id=str(uuid.uuid4()), campaign_id=campaign_id, number="+8613800000000", **r))
 
 
-def card_value(page, task_id: int, counter: str):  # type: ignore[no-untyped-def]
+def card_value(page: Page, task_id: int, counter: str) -> Locator:
     return page.locator(f'#task-{task_id} .kpi[data-counter="{counter}"] .value')
 
 
-def test_monitor_shows_current_numbers_at_once_then_follows_pushes(pages, live_server) -> None:  # type: ignore[no-untyped-def]
+def test_monitor_shows_current_numbers_at_once_then_follows_pushes(
+    pages: Pages, live_server: LiveServer
+) -> None:
     live_server.user("sue", ["supervisor"])
     group = live_server.skill_group("Sales")
     eng = live_server.engine
@@ -146,15 +163,18 @@ def test_monitor_shows_current_numbers_at_once_then_follows_pushes(pages, live_s
     expect(page.locator(f"#task-{paused}")).to_have_count(0)
 
     notifier.publish(
-        GatewayLinkChanged(gateway="default", up=False, detail="connection refused", at=time.time())
+        GatewayStatus(gateway="default", state=GatewayState.DOWN, detail="connection refused", at=time.time())
     )
-    expect(page.locator('#gateway-alerts [data-gateway="default"]')).to_contain_text("default is down")
-    notifier.publish(GatewayLinkChanged(gateway="default", up=True, detail="", at=time.time()))
+    expect(page.locator('#gateway-alerts [data-gateway="default"]')).to_contain_text("default")
+    expect(page.locator('#gateway-alerts [data-gateway="default"]')).to_have_attribute(
+        "title", "connection refused"
+    )
+    notifier.publish(GatewayStatus(gateway="default", state=GatewayState.UP, at=time.time()))
     expect(page.locator('#gateway-alerts [data-gateway="default"]')).to_have_count(0)
     assert page.evaluate("window.__same_page") is True
 
 
-def test_a_refused_listen_in_shows_why(pages, live_server) -> None:  # type: ignore[no-untyped-def]
+def test_a_refused_listen_in_shows_why(pages: Pages, live_server: LiveServer) -> None:
     pages.allow("status of 422")
     pages.allow("status of 503")
     live_server.user("ann", ["agent"], extension="1001")

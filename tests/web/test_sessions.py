@@ -12,13 +12,14 @@ from sqlmodel import Session
 
 from callcenter.bus import DIALER_TOPIC
 from callcenter.models import Agent
+from tests.conftest import WebFactory, WebHarness
 from tests.web import sim
 from tests.web.wsclient import Closed, recv, recv_until
 
 ADMIN_PATCH = "/api/admin/users/{uid}"
 
 
-def _sign_in(web, username: str) -> str:  # type: ignore[no-untyped-def]
+def _sign_in(web: WebHarness, username: str) -> str:
     """Sign in with a fresh cookie jar as a browser does; the session cookie's value."""
     web.client.cookies.clear()
     web.login(username)
@@ -27,12 +28,12 @@ def _sign_in(web, username: str) -> str:  # type: ignore[no-untyped-def]
     return str(cookie)
 
 
-def _me(web, cookie: str) -> int:  # type: ignore[no-untyped-def]
+def _me(web: WebHarness, cookie: str) -> int:
     web.client.cookies.clear()
     return int(web.client.get("/api/me", headers={"Cookie": f"cc_session={cookie}"}).status_code)
 
 
-def test_a_cookie_copied_before_sign_out_is_dead_after_it(web) -> None:  # type: ignore[no-untyped-def]
+def test_a_cookie_copied_before_sign_out_is_dead_after_it(web: WebHarness) -> None:
     web.user("ann", ["agent"])
     first = _sign_in(web, "ann")
     second = _sign_in(web, "ann")  # the same user on another computer
@@ -59,8 +60,8 @@ def _drain_until_closed(ws: Any, timeout: float = 3.0) -> int:
         ({"roles": ["supervisor"]}, 4409),  # permissions changed: the browser reconnects
     ],
 )
-def test_an_account_change_closes_the_users_sockets_in_every_web_process(  # type: ignore[no-untyped-def]
-    web, web_factory, change: dict[str, Any], code: int
+def test_an_account_change_closes_the_users_sockets_in_every_web_process(
+    web: WebHarness, web_factory: WebFactory, change: dict[str, Any], code: int
 ) -> None:
     uid = web.user("ann", ["agent"], extension="1001")
     web.user("bob", ["agent"], extension="1002")
@@ -82,7 +83,7 @@ def test_an_account_change_closes_the_users_sockets_in_every_web_process(  # typ
         assert recv_until(bob_ws, "agent_state")["state"] == "ready"
 
 
-def test_signing_out_closes_that_sessions_sockets_only(web) -> None:  # type: ignore[no-untyped-def]
+def test_signing_out_closes_that_sessions_sockets_only(web: WebHarness) -> None:
     web.user("ann", ["agent"], extension="1001")
     first = _sign_in(web, "ann")
     second = _sign_in(web, "ann")
@@ -102,7 +103,9 @@ def test_signing_out_closes_that_sessions_sockets_only(web) -> None:  # type: ig
 
 
 @pytest.mark.parametrize("change", [{"is_active": False}, {"roles": ["supervisor"]}])
-def test_a_withdrawn_agent_is_set_offline_and_the_dialer_told(web, change: dict[str, Any]) -> None:  # type: ignore[no-untyped-def]
+def test_a_withdrawn_agent_is_set_offline_and_the_dialer_told(
+    web: WebHarness, change: dict[str, Any]
+) -> None:
     uid = web.user("ann", ["agent"], extension="1001")
     ann = sim.agent_id(web.engine, "1001")
     web.user("root", ["admin"])
@@ -110,7 +113,8 @@ def test_a_withdrawn_agent_is_set_offline_and_the_dialer_told(web, change: dict[
     sim.set_ready(web.engine, web.redis, ann)
     pubsub = web.redis.pubsub()
     pubsub.subscribe(DIALER_TOPIC)
-    assert pubsub.get_message(timeout=2)["type"] == "subscribe"
+    confirmed = pubsub.get_message(timeout=2)
+    assert confirmed is not None and confirmed["type"] == "subscribe"
     try:
         resp = web.client.patch(ADMIN_PATCH.format(uid=uid), json=change, headers=admin)
         assert resp.status_code == 200, resp.text
@@ -127,7 +131,7 @@ def test_a_withdrawn_agent_is_set_offline_and_the_dialer_told(web, change: dict[
         pubsub.close()
 
 
-def test_a_name_change_leaves_the_agent_where_they_are(web) -> None:  # type: ignore[no-untyped-def]
+def test_a_name_change_leaves_the_agent_where_they_are(web: WebHarness) -> None:
     uid = web.user("ann", ["agent"], extension="1001")
     ann = sim.agent_id(web.engine, "1001")
     web.user("root", ["admin"])

@@ -10,8 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import expect
+from playwright.sync_api import Page, expect
 from sqlalchemy import func
+from sqlalchemy.engine import Engine
 from sqlmodel import select
 
 from callcenter import campaigns
@@ -20,6 +21,7 @@ from callcenter.campaigns import ACTIONS, CampaignEvent
 from callcenter.db import session_scope
 from callcenter.models import Campaign, CampaignState, Lead
 from callcenter.notifier import Notifier
+from tests.web.conftest import LiveServer, Pages
 
 pytestmark = pytest.mark.browser
 
@@ -33,7 +35,7 @@ def write(tmp_path: Path, name: str, text: str) -> str:
     return str(path)
 
 
-def open_form(page, group: str, name: str, csv_path: str) -> None:  # type: ignore[no-untyped-def]
+def open_form(page: Page, group: str, name: str, csv_path: str) -> None:
     page.goto("/tasks/new")
     expect(page.locator("body")).to_have_attribute("data-ready", "1")
     page.fill("#task-form input[name=name]", name)
@@ -41,7 +43,7 @@ def open_form(page, group: str, name: str, csv_path: str) -> None:  # type: igno
     page.set_input_files("#task-form input[name=file]", csv_path)
 
 
-def task_row(engine, *, name: str, group_id: int, state: CampaignState, leads: int = 1) -> int:  # type: ignore[no-untyped-def]
+def task_row(engine: Engine, *, name: str, group_id: int, state: CampaignState, leads: int = 1) -> int:
     """A task in `state` with `leads` pending numbers, written as the API and the import would."""
     with session_scope(engine) as s:
         row = Campaign(name=name, state=state.value, skill_group_id=group_id, list_filename="list.csv")
@@ -54,14 +56,14 @@ def task_row(engine, *, name: str, group_id: int, state: CampaignState, leads: i
         return row.id
 
 
-def enabled_buttons(page, task_id: int) -> set[str]:  # type: ignore[no-untyped-def]
+def enabled_buttons(page: Page, task_id: int) -> set[str | None]:
     row = page.locator(f'#tasks-table tr[data-task-id="{task_id}"]')
     return {
         b.get_attribute("data-action") for b in row.locator("button[data-action]").all() if b.is_enabled()
     }
 
 
-def expect_buttons(page, task_id: int, state: CampaignState) -> None:  # type: ignore[no-untyped-def]
+def expect_buttons(page: Page, task_id: int, state: CampaignState) -> None:
     row = page.locator(f'#tasks-table tr[data-task-id="{task_id}"]')
     expect(row).to_have_attribute("data-state", state.value)
     for action in ALL_BUTTONS:
@@ -72,7 +74,9 @@ def expect_buttons(page, task_id: int, state: CampaignState) -> None:  # type: i
             expect(button).to_be_disabled()
 
 
-def test_admin_creates_a_task_and_follows_the_import_to_the_report(pages, live_server, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_admin_creates_a_task_and_follows_the_import_to_the_report(
+    pages: Pages, live_server: LiveServer, tmp_path: Path
+) -> None:
     live_server.user("root", ["admin"])
     live_server.skill_group("Sales")
     page = pages.open("root", "/tasks/new")
@@ -125,7 +129,9 @@ def test_admin_creates_a_task_and_follows_the_import_to_the_report(pages, live_s
     expect(row.locator(".pacing")).to_contain_text("Progressive")
 
 
-def test_the_list_shows_an_import_in_progress_until_it_ends(pages, live_server, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_the_list_shows_an_import_in_progress_until_it_ends(
+    pages: Pages, live_server: LiveServer, tmp_path: Path
+) -> None:
     live_server.user("root", ["admin"])
     live_server.skill_group("Sales")
     page = pages.open("root", "/tasks/new")
@@ -144,7 +150,9 @@ def test_the_list_shows_an_import_in_progress_until_it_ends(pages, live_server, 
     expect(row.locator(".imported")).to_have_text("imported 2")
 
 
-def test_api_field_errors_are_shown_next_to_the_field(pages, live_server, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_api_field_errors_are_shown_next_to_the_field(
+    pages: Pages, live_server: LiveServer, tmp_path: Path
+) -> None:
     pages.allow("status of 422")
     live_server.user("root", ["admin"])
     live_server.skill_group("Sales")
@@ -178,7 +186,9 @@ def test_api_field_errors_are_shown_next_to_the_field(pages, live_server, tmp_pa
         assert s.exec(select(func.count()).select_from(Campaign)).one() == 0
 
 
-def test_buttons_follow_the_state_and_state_changes_arrive_by_push(pages, live_server) -> None:  # type: ignore[no-untyped-def]
+def test_buttons_follow_the_state_and_state_changes_arrive_by_push(
+    pages: Pages, live_server: LiveServer
+) -> None:
     live_server.user("root", ["admin"])
     group = live_server.skill_group("Sales")
     live_server.user("ann", ["agent"], extension="1001", skill_group_ids=[group])
@@ -235,7 +245,9 @@ def test_buttons_follow_the_state_and_state_changes_arrive_by_push(pages, live_s
     expect(page.locator(f'#deleted-table tr[data-task-id="{running}"]')).to_contain_text("T running")
 
 
-def test_a_supervisor_controls_tasks_but_cannot_create_edit_or_delete(pages, live_server) -> None:  # type: ignore[no-untyped-def]
+def test_a_supervisor_controls_tasks_but_cannot_create_edit_or_delete(
+    pages: Pages, live_server: LiveServer
+) -> None:
     live_server.user("sue", ["supervisor"])
     group = live_server.skill_group("Sales")
     task = task_row(live_server.engine, name="Renewals", group_id=group, state=CampaignState.PAUSED)
@@ -251,7 +263,9 @@ def test_a_supervisor_controls_tasks_but_cannot_create_edit_or_delete(pages, liv
     expect(page.locator(f"#task-{task}")).to_have_class("task-card focus")
 
 
-def test_edit_changes_pacing_settings_and_refuses_while_running(pages, live_server) -> None:  # type: ignore[no-untyped-def]
+def test_edit_changes_pacing_settings_and_refuses_while_running(
+    pages: Pages, live_server: LiveServer
+) -> None:
     pages.allow("status of 422")
     live_server.user("root", ["admin"])
     group = live_server.skill_group("Sales")
@@ -283,7 +297,9 @@ def test_edit_changes_pacing_settings_and_refuses_while_running(pages, live_serv
     expect(page.locator("#save-task")).to_be_disabled()
 
 
-def test_do_not_call_page_adds_uploads_searches_and_removes(pages, live_server, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_do_not_call_page_adds_uploads_searches_and_removes(
+    pages: Pages, live_server: LiveServer, tmp_path: Path
+) -> None:
     live_server.user("root", ["admin"])
     page = pages.open("root", "/dnc")
     expect(page.locator("body")).to_have_attribute("data-ready", "1")

@@ -9,20 +9,27 @@ import time
 import types
 import uuid
 
+import pytest
+
 from callcenter import accounts
 from callcenter.bus import Bus
 from callcenter.db import session_scope
-from callcenter.messages import GatewayLinkChanged, TaskStateChanged, TaskStats
+from callcenter.messages import GatewayState, GatewayStatus, TaskStateChanged, TaskStats
 from callcenter.models import Agent, Call, CallState, Campaign, CampaignState, GatewayRow, Lead
 from callcenter.notifier import Notifier
+from tests.conftest import WebHarness
 from tests.web import sim
 from tests.web.wsclient import recv, recv_until
 
 
-def _task(web, *, state: CampaignState = CampaignState.RUNNING, gateway_id: int | None = None) -> int:  # type: ignore[no-untyped-def]
+def _task(
+    web: WebHarness, *, state: CampaignState = CampaignState.RUNNING, gateway_id: int | None = None
+) -> int:
     with session_scope(web.engine) as s:
         group = accounts.create_skill_group(s, name=f"g-{uuid.uuid4().hex[:6]}")
-        row = Campaign(name="Renewals", state=state.value, skill_group_id=group.id, gateway_id=gateway_id)
+        row = Campaign(
+            name="Renewals", state=state.value, skill_group_id=accounts.row_id(group), gateway_id=gateway_id
+        )
         s.add(row)
         s.flush()
         assert row.id is not None
@@ -30,7 +37,9 @@ def _task(web, *, state: CampaignState = CampaignState.RUNNING, gateway_id: int 
         return row.id
 
 
-def test_history_counts_calls_per_minute_over_the_window(web, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_history_counts_calls_per_minute_over_the_window(
+    web: WebHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
     web.user("sue", ["supervisor"])
     task = _task(web)
     now = time.time()
@@ -76,7 +85,7 @@ def test_history_counts_calls_per_minute_over_the_window(web, monkeypatch) -> No
     assert web.client.get("/api/tasks/999/history", headers=web.headers("sue")).status_code == 404
 
 
-def test_task_api_names_the_gateway_kind_and_the_skill_group(web) -> None:  # type: ignore[no-untyped-def]
+def test_task_api_names_the_gateway_kind_and_the_skill_group(web: WebHarness) -> None:
     web.user("sue", ["supervisor"])
     with session_scope(web.engine) as s:
         gw = GatewayRow(name="pbx-east", kind="asterisk", host="10.0.0.5")
@@ -93,7 +102,7 @@ def test_task_api_names_the_gateway_kind_and_the_skill_group(web) -> None:  # ty
     assert web.client.get(f"/api/tasks/{asterisk}", headers=h).json()["gateway_kind"] == "asterisk"
 
 
-def test_monitor_hello_carries_every_live_task_with_its_latest_numbers(web) -> None:  # type: ignore[no-untyped-def]
+def test_monitor_hello_carries_every_live_task_with_its_latest_numbers(web: WebHarness) -> None:
     web.user("sue", ["supervisor"])
     running = _task(web)
     paused = _task(web, state=CampaignState.PAUSED)
@@ -111,7 +120,7 @@ def test_monitor_hello_carries_every_live_task_with_its_latest_numbers(web) -> N
     assert tasks[running]["gateway_kind"] == "simulated" and tasks[running]["name"] == "Renewals"
 
 
-def test_agent_hello_carries_the_lead_offered_in_preview(web) -> None:  # type: ignore[no-untyped-def]
+def test_agent_hello_carries_the_lead_offered_in_preview(web: WebHarness) -> None:
     web.user("ann", ["agent"], extension="1001")
     ann = sim.agent_id(web.engine, "1001")
     task = sim.campaign(web.engine, name="Preview list")
@@ -143,7 +152,7 @@ def test_agent_hello_carries_the_lead_offered_in_preview(web) -> None:  # type: 
     assert preview["crm"]["contact"]["company"] == "ACME"  # a new record pre-filled from the list
 
 
-def test_tasks_stream_is_opt_in_and_carries_task_state_only(web) -> None:  # type: ignore[no-untyped-def]
+def test_tasks_stream_is_opt_in_and_carries_task_state_only(web: WebHarness) -> None:
     web.user("root", ["admin"])
     web.user("ann", ["agent"], extension="1001")
     ann = sim.agent_id(web.engine, "1001")
@@ -157,7 +166,7 @@ def test_tasks_stream_is_opt_in_and_carries_task_state_only(web) -> None:  # typ
         )
         msg = recv_until(ws, "task_state")
         assert msg["campaign_id"] == 5
-        notifier.publish(GatewayLinkChanged(gateway="default", up=False, detail="", at=time.time()))
+        notifier.publish(GatewayStatus(gateway="default", state=GatewayState.DOWN, at=time.time()))
         notifier.publish(
             TaskStateChanged(campaign_id=5, name="T", old="running", new="paused", by="sue", at=time.time())
         )
@@ -172,7 +181,7 @@ def test_tasks_stream_is_opt_in_and_carries_task_state_only(web) -> None:  # typ
             assert getattr(exc, "code", None) == 4403
 
 
-def test_home_takes_each_role_to_its_page(web) -> None:  # type: ignore[no-untyped-def]
+def test_home_takes_each_role_to_its_page(web: WebHarness) -> None:
     web.user("root", ["admin"])
     web.user("sue", ["supervisor"])
     web.user("ann", ["agent"], extension="1001")
@@ -187,7 +196,7 @@ def test_home_takes_each_role_to_its_page(web) -> None:  # type: ignore[no-untyp
     assert home.status_code == 200 and "ask an administrator" in home.text
 
 
-def test_a_request_for_the_dialer_with_none_running_is_503(web) -> None:  # type: ignore[no-untyped-def]
+def test_a_request_for_the_dialer_with_none_running_is_503(web: WebHarness) -> None:
     # The web process's own subscription (`cc:*`) must not be taken for a dialer listening.
     web.user("ann", ["agent"], extension="1001")
     resp = web.client.post("/api/agent/preview/nothing/dial", headers=web.headers("ann"))

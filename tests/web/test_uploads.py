@@ -20,6 +20,8 @@ from sqlalchemy import insert, text
 from sqlalchemy.engine import Engine
 
 from callcenter.models import Campaign, SkillGroup
+from tests.conftest import WebFactory
+from tests.web.conftest import LiveServer
 
 BOUNDARY = "cc-test-boundary"
 
@@ -71,7 +73,9 @@ def _connect(live: Any) -> socket.socket:
     return socket.create_connection((parts.hostname, parts.port), timeout=10)
 
 
-def test_an_upload_announced_over_the_limit_is_refused_at_once(live_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_an_upload_announced_over_the_limit_is_refused_at_once(
+    live_server: LiveServer, tmp_path: Path
+) -> None:
     token = _token(live_server)
     group = live_server.skill_group("Sales")
     head, prologue = _head(live_server, token, group, "Content-Length: 1610612736\r\n")  # 1.5 GB
@@ -85,7 +89,7 @@ def test_an_upload_announced_over_the_limit_is_refused_at_once(live_server, tmp_
     assert not list((tmp_path / "uploads").glob("*"))
 
 
-def test_a_streamed_upload_is_refused_once_past_the_limit(live_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_streamed_upload_is_refused_once_past_the_limit(live_server: LiveServer, tmp_path: Path) -> None:
     token = _token(live_server)
     group = live_server.skill_group("Sales")
     head, prologue = _head(live_server, token, group, "Transfer-Encoding: chunked\r\n")
@@ -175,8 +179,8 @@ def _bomb_xlsx(path: Path, unpacked_mb: int) -> None:
             member.write(b"</t></si></sst>")
 
 
-def test_an_xlsx_that_unzips_past_the_limit_is_refused_by_the_api(  # type: ignore[no-untyped-def]
-    web_factory, sqlite_engine, tmp_path: Path
+def test_an_xlsx_that_unzips_past_the_limit_is_refused_by_the_api(
+    web_factory: WebFactory, sqlite_engine: Engine, tmp_path: Path
 ) -> None:
     from callcenter import accounts
     from callcenter.db import session_scope
@@ -200,13 +204,13 @@ def test_an_xlsx_that_unzips_past_the_limit_is_refused_by_the_api(  # type: igno
 
 def _task(engine: Engine) -> int:
     with engine.begin() as c:
-        c.execute(insert(SkillGroup.__table__).values(id=1, name="g", description=""))  # type: ignore[attr-defined]
-        c.execute(insert(Campaign.__table__).values(id=1, name="t", state="initializing", skill_group_id=1))  # type: ignore[attr-defined]
+        c.execute(insert(SkillGroup).values(id=1, name="g", description=""))
+        c.execute(insert(Campaign).values(id=1, name="t", state="initializing", skill_group_id=1))
     return 1
 
 
-def test_the_worker_refuses_a_zip_bomb_too(  # type: ignore[no-untyped-def]
-    sqlite_engine, sqlite_url: str, tmp_path: Path, monkeypatch
+def test_the_worker_refuses_a_zip_bomb_too(
+    sqlite_engine: Engine, sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from callcenter.leads import import_job
 
@@ -222,10 +226,10 @@ def test_the_worker_refuses_a_zip_bomb_too(  # type: ignore[no-untyped-def]
     with sqlite_engine.connect() as c:
         assert c.execute(text("SELECT COUNT(*) FROM lead")).scalar() == 0
         error = c.execute(text("SELECT import_error FROM campaign")).scalar()
-    assert "unzip" in error
+    assert error is not None and "unzip" in error
 
 
-def test_a_cell_too_long_for_a_screen_pop_rejects_its_row(sqlite_engine, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_cell_too_long_for_a_screen_pop_rejects_its_row(sqlite_engine: Engine, tmp_path: Path) -> None:
     """A 40 MB lead column once made Redis drop the web's subscription (the pop carries the lead)."""
     from callcenter.leads import MAX_CELL_CHARS, import_list
 
@@ -240,17 +244,21 @@ def test_a_cell_too_long_for_a_screen_pop_rejects_its_row(sqlite_engine, tmp_pat
         issue = c.execute(text("SELECT row_no, reason, detail FROM import_issue")).one()
         longest = c.execute(text("SELECT MAX(LENGTH(fields)) FROM lead")).scalar()
     assert issue[:2] == (3, "too_long") and "notes" in issue[2]
-    assert longest < 100
+    assert longest is not None and longest < 100
+
+
+def _status_mb(field: str) -> float:
+    found = re.search(rf"{field}:\s+(\d+)", Path("/proc/self/status").read_text())
+    assert found, field
+    return int(found.group(1)) / 1024
 
 
 def _vm_hwm_mb() -> float:
-    status = Path("/proc/self/status").read_text()
-    return int(re.search(r"VmHWM:\s+(\d+)", status).group(1)) / 1024  # type: ignore[union-attr]
+    return _status_mb("VmHWM")
 
 
 def _vm_rss_mb() -> float:
-    status = Path("/proc/self/status").read_text()
-    return int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024  # type: ignore[union-attr]
+    return _status_mb("VmRSS")
 
 
 def _reset_peak() -> None:
@@ -270,10 +278,12 @@ def _big_csv(path: Path, megabytes: int) -> int:
     return rows
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("live_overrides", [{"upload_max_mb": 200}])
-def test_a_big_list_keeps_the_memory_of_web_and_worker_flat(  # type: ignore[no-untyped-def]
-    live_server, live_overrides, tmp_path: Path, monkeypatch
+def test_a_big_list_keeps_the_memory_of_web_and_worker_flat(
+    live_server: LiveServer,
+    live_overrides: dict[str, object],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The live server and the rq worker (`run_imports`) run in this process: its peak resident set
     while each works on a 100 MB list is what they add."""

@@ -5,18 +5,20 @@ from __future__ import annotations
 import json
 import time
 
+import httpx
 from sqlmodel import Session
 
 from callcenter.models import Call
+from tests.conftest import WebHarness
 from tests.web import sim
 from tests.web.wsclient import recv, recv_until
 
 
-def _save(web, user: str, call_id: str, **body):  # type: ignore[no-untyped-def]
+def _save(web: WebHarness, user: str, call_id: str, **body: object) -> httpx.Response:
     return web.client.post(f"/api/workstation/calls/{call_id}/save", json=body, headers=web.headers(user))
 
 
-def test_save_then_next_pop_of_the_number_shows_what_was_saved(web) -> None:  # type: ignore[no-untyped-def]
+def test_save_then_next_pop_of_the_number_shows_what_was_saved(web: WebHarness) -> None:
     web.user("ann", ["agent"], extension="1001")
     ann = sim.agent_id(web.engine, "1001")
     task = sim.campaign(web.engine, name="Renewals", dispositions=["interested", "not interested"])
@@ -49,7 +51,8 @@ def test_save_then_next_pop_of_the_number_shows_what_was_saved(web) -> None:  # 
     assert saved["note"]["body"] == "Renews in December" and saved["note"]["author"] == "ann"
     assert saved["counters"]["calls"] == 1 and saved["counters"]["saved"] == 1
     with Session(web.engine) as s:
-        assert s.get(Call, first).disposition == "interested"  # type: ignore[union-attr]
+        call = s.get(Call, first)
+        assert call is not None and call.disposition == "interested"
     sim.hang_up(web.engine, web.redis, agent=ann, call_id=first)
 
     lead2 = sim.lead(web.engine, campaign_id=task, number="+8613800138000", fields={"plan": "Gold"})
@@ -69,7 +72,7 @@ def test_save_then_next_pop_of_the_number_shows_what_was_saved(web) -> None:  # 
     ]
 
 
-def test_save_is_refused_for_another_agents_call_a_foreign_outcome_or_no_extension(web) -> None:  # type: ignore[no-untyped-def]
+def test_save_is_refused_for_another_agents_call_a_foreign_outcome_or_no_extension(web: WebHarness) -> None:
     web.user("ann", ["agent"], extension="1001")
     web.user("bob", ["agent"], extension="1002")
     web.user("sue", ["supervisor"])
@@ -83,12 +86,12 @@ def test_save_is_refused_for_another_agents_call_a_foreign_outcome_or_no_extensi
     assert _save(web, "ann", "no-such-call").status_code == 404
 
 
-def test_pages_render_for_their_permission(web) -> None:  # type: ignore[no-untyped-def]
+def test_pages_render_for_their_permission(web: WebHarness) -> None:
     web.user("ann", ["agent"], extension="1001")
     web.user("sue", ["supervisor"])
     web.user("root", ["admin"])
 
-    def page(user: str, path: str):  # type: ignore[no-untyped-def]
+    def page(user: str, path: str) -> httpx.Response:
         web.client.cookies.clear()
         web.client.post("/login", data={"username": user, "password": "password-123"})
         return web.client.get(path, follow_redirects=False)
@@ -113,7 +116,7 @@ def test_pages_render_for_their_permission(web) -> None:  # type: ignore[no-unty
     assert page("nobody", "/workstation").status_code == 303
 
 
-def test_pages_speak_chinese(web) -> None:  # type: ignore[no-untyped-def]
+def test_pages_speak_chinese(web: WebHarness) -> None:
     web.user("ann", ["agent"], extension="1001")
     web.client.post("/login", data={"username": "ann", "password": "password-123"})
     web.client.cookies.set("lang", "zh")

@@ -6,23 +6,25 @@ from __future__ import annotations
 import time
 
 import pytest
+from sqlalchemy.engine import Engine
 from starlette.websockets import WebSocketDisconnect
 
 from callcenter.bus import Bus
-from callcenter.messages import AgentCallEnded, GatewayLinkChanged, PreviewOffer, TaskStats
+from callcenter.messages import AgentCallEnded, GatewayState, GatewayStatus, PreviewOffer, TaskStats
 from callcenter.notifier import Notifier
+from tests.conftest import WebFactory, WebHarness
 from tests.web import sim
 from tests.web.wsclient import Closed, recv, recv_until
 
 
-def _agents(web) -> dict[str, int]:  # type: ignore[no-untyped-def]
+def _agents(web: WebHarness) -> dict[str, int]:
     web.user("ann", ["agent"], extension="1001")
     web.user("bob", ["agent"], extension="1002")
     web.user("sue", ["supervisor"])
     return {"ann": sim.agent_id(web.engine, "1001"), "bob": sim.agent_id(web.engine, "1002")}
 
 
-def _marker(web, agent: int, call_id: str = "marker") -> None:  # type: ignore[no-untyped-def]
+def _marker(web: WebHarness, agent: int, call_id: str = "marker") -> None:
     """A message for `agent` only: sent after something that must not reach it, it arrives first if
     that something never did (one subscription delivers in publish order)."""
     Notifier(Bus(web.redis)).publish(
@@ -33,7 +35,7 @@ def _marker(web, agent: int, call_id: str = "marker") -> None:  # type: ignore[n
 # --- authentication --------------------------------------------------------------------------------
 
 
-def test_socket_without_credentials_is_closed_with_4401(web) -> None:  # type: ignore[no-untyped-def]
+def test_socket_without_credentials_is_closed_with_4401(web: WebHarness) -> None:
     web.user("ann", ["agent"], extension="1001")
     web.app.state.hub.auth_timeout_s = 0.3
     for first in (None, {"type": "auth", "token": "forged"}, {"type": "ping"}, {"type": "auth"}):
@@ -46,7 +48,7 @@ def test_socket_without_credentials_is_closed_with_4401(web) -> None:  # type: i
     assert not web.app.state.hub.conns
 
 
-def test_revoked_token_is_refused(web) -> None:  # type: ignore[no-untyped-def]
+def test_revoked_token_is_refused(web: WebHarness) -> None:
     uid = web.user("ann", ["agent"], extension="1001")
     token = web.token("ann")
     web.client.patch(
@@ -66,12 +68,12 @@ def test_revoked_token_is_refused(web) -> None:  # type: ignore[no-untyped-def]
     assert closed.value.code == 4401
 
 
-def _admin_headers(web) -> dict[str, str]:  # type: ignore[no-untyped-def]
+def _admin_headers(web: WebHarness) -> dict[str, str]:
     web.user("root", ["admin"])
-    return web.headers("root")  # type: ignore[no-any-return]
+    return web.headers("root")
 
 
-def test_token_in_first_message_bearer_header_and_cookie_authenticate(web) -> None:  # type: ignore[no-untyped-def]
+def test_token_in_first_message_bearer_header_and_cookie_authenticate(web: WebHarness) -> None:
     web.user("ann", ["agent"], extension="1001")
     with web.client.websocket_connect("/ws") as ws:
         ws.send_json({"type": "auth", "token": web.token("ann")})
@@ -87,7 +89,7 @@ def test_token_in_first_message_bearer_header_and_cookie_authenticate(web) -> No
         assert recv(ws)["user"]["username"] == "ann"
 
 
-def test_cookie_socket_opened_by_another_site_is_refused(web) -> None:  # type: ignore[no-untyped-def]
+def test_cookie_socket_opened_by_another_site_is_refused(web: WebHarness) -> None:
     web.user("ann", ["agent"], extension="1001")
     web.client.post("/login", data={"username": "ann", "password": "password-123"})
     with (
@@ -98,7 +100,7 @@ def test_cookie_socket_opened_by_another_site_is_refused(web) -> None:  # type: 
     assert refused.value.code == 4403
 
 
-def test_streams_are_what_the_user_may_have(web) -> None:  # type: ignore[no-untyped-def]
+def test_streams_are_what_the_user_may_have(web: WebHarness) -> None:
     _agents(web)
     with web.client.websocket_connect("/ws?streams=monitor", headers=web.headers("ann")) as ws:
         with pytest.raises(Closed) as closed:
@@ -121,7 +123,9 @@ def test_streams_are_what_the_user_may_have(web) -> None:  # type: ignore[no-unt
 # --- who receives what -----------------------------------------------------------------------------
 
 
-def test_pop_reaches_only_its_agent_and_monitor_data_only_supervisors(web_factory, engine) -> None:  # type: ignore[no-untyped-def]
+def test_pop_reaches_only_its_agent_and_monitor_data_only_supervisors(
+    web_factory: WebFactory, engine: Engine
+) -> None:
     # On both databases: SQLite reads the CRM part inline, PostgreSQL on the hub's thread pool.
     web = web_factory(engine)
     assert web.app.state.hub.inline_hot_reads == (engine.dialect.name == "sqlite")
@@ -159,15 +163,15 @@ def test_pop_reaches_only_its_agent_and_monitor_data_only_supervisors(web_factor
         # Monitor data never reaches an agent socket.
         Notifier(Bus(web.redis)).publish(TaskStats(campaign_id=task, dialled=5))
         Notifier(Bus(web.redis)).publish(
-            GatewayLinkChanged(gateway="pbx", up=False, detail="lost", at=time.time())
+            GatewayStatus(gateway="pbx", state=GatewayState.DOWN, detail="lost", at=time.time())
         )
         _marker(web, ids["ann"], "ann-marker")
         assert recv(ann)["call_id"] == "ann-marker"
-        assert recv(sue)["type"] == "task_stats" and recv(sue)["type"] == "gateway_link"
+        assert recv(sue)["type"] == "task_stats" and recv(sue)["type"] == "gateway_status"
     assert not web.app.state.hub.conns and not web.app.state.hub.by_agent
 
 
-def test_manual_call_pops_like_a_task_call(web) -> None:  # type: ignore[no-untyped-def]
+def test_manual_call_pops_like_a_task_call(web: WebHarness) -> None:
     ids = _agents(web)
     with web.client.websocket_connect("/ws", headers=web.headers("bob")) as bob:
         recv(bob)
@@ -177,7 +181,7 @@ def test_manual_call_pops_like_a_task_call(web) -> None:  # type: ignore[no-unty
     assert pop["crm"]["number_e164"] == "+8613800138000" and "interested" in pop["dispositions"]
 
 
-def test_a_preview_lead_gets_the_crm_part_too(web) -> None:  # type: ignore[no-untyped-def]
+def test_a_preview_lead_gets_the_crm_part_too(web: WebHarness) -> None:
     ids = _agents(web)
     with web.client.websocket_connect("/ws", headers=web.headers("ann")) as ann:
         recv(ann)
@@ -191,7 +195,7 @@ def test_a_preview_lead_gets_the_crm_part_too(web) -> None:  # type: ignore[no-u
     assert offered["crm"]["contact"]["name"] == "Li Lei" and offered["crm"]["calls"] == []
 
 
-def test_several_web_processes_each_feed_their_own_sockets(web, web_factory) -> None:  # type: ignore[no-untyped-def]
+def test_several_web_processes_each_feed_their_own_sockets(web: WebHarness, web_factory: WebFactory) -> None:
     ids = _agents(web)
     other = web_factory(web.engine)
     with (
@@ -211,7 +215,7 @@ def test_several_web_processes_each_feed_their_own_sockets(web, web_factory) -> 
 # --- state on (re)connect --------------------------------------------------------------------------
 
 
-def test_reconnect_mid_call_and_in_wrap_up_rebuilds_the_pop(web_factory, engine) -> None:  # type: ignore[no-untyped-def]
+def test_reconnect_mid_call_and_in_wrap_up_rebuilds_the_pop(web_factory: WebFactory, engine: Engine) -> None:
     web = web_factory(engine)
     ids = _agents(web)
     task = sim.campaign(web.engine, name="Renewals")
@@ -250,7 +254,7 @@ def test_reconnect_mid_call_and_in_wrap_up_rebuilds_the_pop(web_factory, engine)
     assert hello["agent"]["state"] == "ready" and hello["pop"] is None
 
 
-def test_call_end_carries_todays_counters(web) -> None:  # type: ignore[no-untyped-def]
+def test_call_end_carries_todays_counters(web: WebHarness) -> None:
     ids = _agents(web)
     midnight = time.time() - 3600
     with web.client.websocket_connect(f"/ws?day={midnight}", headers=web.headers("ann")) as ws:
@@ -269,7 +273,7 @@ def test_call_end_carries_todays_counters(web) -> None:  # type: ignore[no-untyp
     }
 
 
-def test_lost_subscription_is_restored_and_sockets_get_fresh_state(web) -> None:  # type: ignore[no-untyped-def]
+def test_lost_subscription_is_restored_and_sockets_get_fresh_state(web: WebHarness) -> None:
     ids = _agents(web)
     with web.client.websocket_connect("/ws", headers=web.headers("ann")) as ws:
         recv(ws)

@@ -3,9 +3,8 @@
 Every field here that reaches a PBX - in a command to it (AMI, ESL) or in the configuration rendered
 for it (sip-config, freeswitch) - is checked where it is entered, against what that place can hold: a
 CR or LF would end an AMI or ESL command and start another, a quote or brace would end a value in a
-config file or open ESL variables, `&` dials a second channel, and a dial template is a Python format
-string (`{number.__class__}` reaches attributes). Users' names end up as caller names in the PBX's
-config; skill group names are kept as plain too, for the same destinations.
+config file or open ESL variables. Gateways' fields are checked by `gateway_admin.check_fields`;
+users' names end up as caller names in the PBX's config; skill group names are kept as plain too.
 """
 
 from __future__ import annotations
@@ -13,14 +12,14 @@ from __future__ import annotations
 import logging
 import re
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from sqlalchemy import delete, select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
-from callcenter import accounts
+from callcenter import accounts, gateway_admin
 from callcenter import agents as agent_states
 from callcenter.config import GatewayKind
 from callcenter.errors import Conflict, NotFound
@@ -56,20 +55,6 @@ def _matching(pattern: str, what: str) -> AfterValidator:
     return AfterValidator(check)
 
 
-def _template(placeholder: str) -> AfterValidator:
-    """A dial string template: `placeholder` once, around it only what a channel name holds."""
-
-    def check(value: str) -> str:
-        if value and (value.count(placeholder) != 1 or not _DIAL.fullmatch(value.replace(placeholder, ""))):
-            raise ValueError(
-                f"must hold {placeholder} once and otherwise only letters, digits and _ / @ . : + -"
-            )
-        return value
-
-    return AfterValidator(check)
-
-
-_DIAL = re.compile(r"[A-Za-z0-9_/@.:+-]*")
 Login = Annotated[str, _matching(r"[\w.@-]{1,64}", "letters, digits and _ . @ - only")]
 # As the FreeSWITCH directory and the Asterisk config can hold it (callcenter.pbxconfig).
 PersonName = Annotated[
@@ -82,15 +67,6 @@ PersonName = Annotated[
 GroupName = Annotated[
     str, _matching(r"[\w .()-]{1,64}", "letters, digits, spaces and _ . ( ) - only, at most 64")
 ]
-GatewayName = Annotated[str, _matching(r"[A-Za-z0-9_.-]{1,64}", "letters, digits and _ . - only")]
-Host = Annotated[
-    str,
-    _matching(
-        r"|[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\]",
-        "a host name or an IP address ([...] for IPv6)",
-    ),
-]
-PbxUser = Annotated[str, _matching(r"[A-Za-z0-9_.@-]{0,64}", "letters, digits and _ . @ - only")]
 
 
 class UserCreate(BaseModel):
@@ -167,30 +143,59 @@ class AgentPublic(BaseModel):
 
 
 class GatewayCreate(BaseModel):
-    name: GatewayName
+    """A PBX the dialer drives. Every field that reaches the PBX is checked again by
+    `gateway_admin.check_fields` (host, port, user, templates, the secret's variable)."""
+
+    name: str = Field(min_length=1, max_length=64)
     kind: GatewayKind
-    host: Host = ""
+    host: str = Field("", max_length=255)
     port: int = Field(0, ge=0, le=65535)
-    username: PbxUser = ""
-    secret_env: str = Field("", max_length=64, pattern=r"^[A-Z0-9_]*$")
-    dial_template: Annotated[str, _template("{number}")] = Field("", max_length=255)
-    agent_template: Annotated[str, _template("{extension}")] = Field("", max_length=255)
+    username: str = Field("", max_length=64)
+    secret_env: str = Field("", max_length=64)
+    dial_template: str = Field("", max_length=255)
+    agent_template: str = Field("", max_length=255)
     enabled: bool = True
+    originates_per_s: float = Field(10.0, gt=0, le=1000)
+
+
+class GatewayUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = Field(None, min_length=1, max_length=64)
+    host: str | None = Field(None, max_length=255)
+    port: int | None = Field(None, ge=0, le=65535)
+    username: str | None = Field(None, max_length=64)
+    secret_env: str | None = Field(None, max_length=64)
+    dial_template: str | None = Field(None, max_length=255)
+    agent_template: str | None = Field(None, max_length=255)
+    enabled: bool | None = None
+    originates_per_s: float | None = Field(None, gt=0, le=1000)
 
 
 class GatewayPublic(GatewayCreate):
+    """A gateway as pages see it: its secret never, only whether the variable it names is set."""
+
     id: int
+    key: str  # the dialer's name for it ("gw<id>"), as in GatewayStatus
+    secret_set: bool
+    status: dict[str, Any] | None = None  # the latest GatewayStatus
+
+
+class GatewayTest(BaseModel):
+    ok: bool
+    detail: str
 
 
 def _user_public(session: Session, user: User) -> UserPublic:
     roles = (
         session.execute(
-            select(Role.name).join(UserRole, UserRole.role_id == Role.id).where(UserRole.user_id == user.id)
+            select(col(Role.name))
+            .join(UserRole, col(UserRole.role_id) == col(Role.id))
+            .where(col(UserRole.user_id) == user.id)
         )
         .scalars()
         .all()
     )
-    agent = session.execute(select(Agent).where(Agent.user_id == user.id)).scalar_one_or_none()
+    agent = session.execute(select(Agent).where(col(Agent.user_id) == user.id)).scalar_one_or_none()
     assert user.id is not None
     return UserPublic(
         id=user.id,
@@ -297,7 +302,9 @@ def list_roles(session: Session = Depends(get_session)) -> list[RolePublic]:
     out = []
     for role in session.execute(select(Role).order_by(Role.name)).scalars():
         perms = (
-            session.execute(select(RolePermission.permission).where(RolePermission.role_id == role.id))
+            session.execute(
+                select(col(RolePermission.permission)).where(col(RolePermission.role_id) == role.id)
+            )
             .scalars()
             .all()
         )
@@ -323,7 +330,7 @@ def list_permissions() -> list[dict[str, str]]:
 
 def _group_public(session: Session, group: SkillGroup) -> SkillGroupPublic:
     ids = (
-        session.execute(select(AgentSkill.agent_id).where(AgentSkill.skill_group_id == group.id))
+        session.execute(select(col(AgentSkill.agent_id)).where(col(AgentSkill.skill_group_id) == group.id))
         .scalars()
         .all()
     )
@@ -354,7 +361,7 @@ def update_skill_group(
         raise NotFound("no such skill group")
     if body.name is not None and body.name.strip() != group.name:
         name = body.name.strip()
-        if session.execute(select(SkillGroup).where(SkillGroup.name == name)).first():
+        if session.execute(select(SkillGroup).where(col(SkillGroup.name) == name)).first():
             raise Conflict(f"skill group {name!r} exists", field="name")
         group.name = name
     if body.description is not None:
@@ -365,7 +372,7 @@ def update_skill_group(
         for agent_id in wanted:
             if session.get(Agent, agent_id) is None:
                 raise NotFound(f"no agent {agent_id}", field="agent_ids")
-        session.execute(delete(AgentSkill).where(AgentSkill.skill_group_id == group_id))
+        session.execute(delete(AgentSkill).where(col(AgentSkill.skill_group_id) == group_id))
         session.add_all(AgentSkill(agent_id=a, skill_group_id=group_id) for a in wanted)
     session.flush()
     return _group_public(session, group)
@@ -374,7 +381,7 @@ def update_skill_group(
 def _agent_public(session: Session, agent: Agent) -> AgentPublic:
     user = session.get(User, agent.user_id)
     groups = (
-        session.execute(select(AgentSkill.skill_group_id).where(AgentSkill.agent_id == agent.id))
+        session.execute(select(col(AgentSkill.skill_group_id)).where(col(AgentSkill.agent_id) == agent.id))
         .scalars()
         .all()
     )
@@ -410,7 +417,7 @@ def update_agent(agent_id: int, body: AgentUpdate, session: Session = Depends(ge
     if agent is None:
         raise NotFound("no such agent")
     if body.extension is not None and body.extension != agent.extension:
-        taken = session.execute(select(Agent).where(Agent.extension == body.extension)).first()
+        taken = session.execute(select(Agent).where(col(Agent.extension) == body.extension)).first()
         if taken:
             raise Conflict(f"extension {body.extension} is already assigned", field="extension")
         agent.extension = body.extension
@@ -421,17 +428,60 @@ def update_agent(agent_id: int, body: AgentUpdate, session: Session = Depends(ge
     return _agent_public(session, agent)
 
 
-@router.get("/gateways")
-def list_gateways(session: Session = Depends(get_session)) -> list[GatewayPublic]:
+def _gateway_public(row: GatewayRow, statuses: dict[str, dict[str, Any]]) -> GatewayPublic:
+    assert row.id is not None
+    key = gateway_admin.gateway_key(row.id)
+    data = row.model_dump(exclude={"id"})
+    return GatewayPublic(
+        **data,
+        id=row.id,
+        key=key,
+        secret_set=gateway_admin.secret_is_set(row),
+        status=statuses.get(key),
+    )
+
+
+def gateways_public(session: Session, redis: Any) -> list[GatewayPublic]:
     rows = session.execute(select(GatewayRow).order_by(GatewayRow.name)).scalars().all()
-    return [GatewayPublic.model_validate(r, from_attributes=True) for r in rows]
+    statuses = gateway_admin.latest_statuses(redis, [gateway_admin.gateway_key(r.id) for r in rows])
+    return [_gateway_public(r, statuses) for r in rows]
+
+
+@router.get("/gateways")
+def list_gateways(request: Request, session: Session = Depends(get_session)) -> list[GatewayPublic]:
+    return gateways_public(session, get_ctx(request).redis)
 
 
 @router.post("/gateways", status_code=201)
-def create_gateway(body: GatewayCreate, session: Session = Depends(get_session)) -> GatewayPublic:
-    if session.execute(select(GatewayRow).where(GatewayRow.name == body.name)).first():
-        raise Conflict(f"gateway {body.name!r} exists", field="name")
-    row = GatewayRow(**body.model_dump(mode="json"))
-    session.add(row)
-    session.flush()
-    return GatewayPublic.model_validate(row, from_attributes=True)
+def create_gateway(
+    body: GatewayCreate, request: Request, session: Session = Depends(get_session)
+) -> GatewayPublic:
+    row = gateway_admin.create_gateway(session, fields=body.model_dump(mode="json"))
+    return _gateway_public(row, {})
+
+
+@router.patch("/gateways/{gateway_id}")
+def update_gateway(
+    gateway_id: int, body: GatewayUpdate, request: Request, session: Session = Depends(get_session)
+) -> GatewayPublic:
+    changes = body.model_dump(exclude_unset=True, mode="json")
+    row = gateway_admin.update_gateway(session, gateway_id, changes=changes)
+    assert row.id is not None
+    key = gateway_admin.gateway_key(row.id)
+    return _gateway_public(row, gateway_admin.latest_statuses(get_ctx(request).redis, [key]))
+
+
+@router.post("/gateways/{gateway_id}/test")
+async def test_gateway(gateway_id: int, request: Request) -> GatewayTest:
+    """Log in to the gateway's AMI or event socket from this web process (a few seconds at most)
+    and say what happened. Sends nothing else."""
+    from sqlmodel import Session as SyncSession
+
+    ctx = get_ctx(request)
+    with SyncSession(ctx.engine) as session:
+        row = session.get(GatewayRow, gateway_id)
+        if row is None:
+            raise NotFound("no such gateway")
+        session.expunge(row)
+    result = await gateway_admin.probe(row, ctx.settings, timeout_s=min(3.0, ctx.settings.gateway_timeout_s))
+    return GatewayTest(ok=result.ok, detail=result.detail)

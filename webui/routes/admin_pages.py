@@ -1,4 +1,5 @@
-"""Administration pages: users, roles (read-only), skill groups, agents and their SIP extensions.
+"""Administration pages: users, roles (read-only), skill groups, agents and their SIP extensions,
+gateways (with the live status the dialer last published).
 
 The tables are rendered here from the same functions that serve `/api/admin/*`; the forms on the pages
 write through that JSON API (static/js/admin.js) and reload.
@@ -12,7 +13,8 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse
 from sqlmodel import Session
 
-from callcenter.http import get_session, require
+from callcenter import gateway_admin
+from callcenter.http import get_ctx, get_session, require
 from callcenter.models import Permission
 from webui.i18n import keys_with_prefix
 from webui.routes import admin as api
@@ -70,4 +72,29 @@ def agents(request: Request, session: Session = Depends(get_session)) -> Any:
         group_by_id={g.id: g for g in groups},
         users_without_extension=[u for u in users if u.extension is None],
         user_by_id={u.id: u for u in users},
+    )
+
+
+@router.get("/gateways")
+def gateways(request: Request, session: Session = Depends(get_session)) -> Any:
+    ctx = get_ctx(request)
+    settings = ctx.settings
+    kind = settings.gateway.value
+    host = {
+        "asterisk": f"{settings.ami_host}:{settings.ami_port}",
+        "freeswitch": f"{settings.esl_host}:{settings.esl_port}",
+    }
+    default = {
+        "key": "default",
+        "kind": kind,
+        "where": host.get(kind, ""),
+        "status": gateway_admin.latest_statuses(ctx.redis, ["default"]).get("default"),
+    }
+    return _page(
+        request,
+        "gateways",
+        "gateways",
+        gateways=api.gateways_public(session, ctx.redis),
+        default=default,
+        prefix=gateway_admin.SECRET_ENV_PREFIX,
     )

@@ -8,6 +8,7 @@ import uuid
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import sqlalchemy as sa
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
@@ -430,9 +431,14 @@ def task_history(
         if at is not None and start <= at < end:
             counts[int((at - start) // bucket)][key] += 1
 
-    rows = session.exec(
-        select(
-            Call.created_at, Call.answered_at, Call.answer_kind, Call.connected_at, Call.ended_at, Call.result
+    rows = session.execute(
+        sa.select(
+            col(Call.created_at),
+            col(Call.answered_at),
+            col(Call.answer_kind),
+            col(Call.connected_at),
+            col(Call.ended_at),
+            col(Call.result),
         ).where(
             col(Call.campaign_id) == task_id,
             col(Call.state) != CallState.PREVIEW.value,

@@ -23,7 +23,7 @@
       } else if (el.dataset.optional !== undefined && el.value === "") {
         continue;
       } else {
-        out[el.name] = type === "int" ? Number(el.value) : el.value;
+        out[el.name] = type === "int" || type === "num" ? Number(el.value) : el.value;
       }
     }
     return out;
@@ -79,6 +79,25 @@
           form.elements[e.field].classList.add("invalid");
         }
         submit.disabled = false;
+      }
+    })
+  );
+  // Gateways: "Test" logs in to the PBX from the web process and shows what happened.
+  document.querySelectorAll("[data-test-gateway]").forEach((b) =>
+    b.addEventListener("click", async () => {
+      const out = b.parentElement.querySelector(".gw-test-result");
+      out.className = "gw-test-result hint";
+      out.textContent = CC.t("adm.js.testing");
+      b.disabled = true;
+      try {
+        const r = await CC.api("POST", "/api/admin/gateways/" + encodeURIComponent(b.dataset.testGateway) + "/test");
+        out.className = "gw-test-result " + (r.ok ? "ok" : "error");
+        out.textContent = (r.ok ? CC.t("adm.js.test_ok") : CC.t("adm.js.test_failed")) + ": " + r.detail;
+      } catch (e) {
+        out.className = "gw-test-result error";
+        out.textContent = CC.t("adm.js.test_failed") + ": " + e.message;
+      } finally {
+        b.disabled = false;
       }
     })
   );

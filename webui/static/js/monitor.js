@@ -2,7 +2,8 @@
 
    Tasks: `hello` carries every running or paused task with its latest counters; each task's card then
    follows `task_stats` (the dialer publishes it every second), `task_state` adds, updates or removes
-   cards, and `gateway_link` raises or clears a PBX alert. The chart of the last hour starts from
+   cards, and `gateway_status` (the dialer's view of each PBX: up, degraded, draining, down, disabled)
+   shows a pill for every PBX that is not up (the latest ones come with `hello`). The chart of the last hour starts from
    `GET /api/tasks/<id>/history` and goes on from the pushed counters (their growth per minute).
 
    Agents: the grid arrives with `hello` and every `agent_state` updates one row (the web process adds
@@ -438,13 +439,15 @@
 
   // --- PBX links ------------------------------------------------------------------------------
 
-  function onGatewayLink(msg) {
+  function onGatewayStatus(msg) {
     const box = $("gateway-alerts");
     const old = box.querySelector('[data-gateway="' + CSS.escape(msg.gateway) + '"]');
     if (old) old.remove();
-    if (!msg.up) {
-      box.append(h("span", { class: "pill gw-down", dataset: { gateway: msg.gateway }, title: msg.detail || "" }, t("mon.gateway_down").replace("{name}", msg.gateway)));
-    }
+    if (msg.state === "up") return;
+    const text = t("mon.gateway_state")
+      .replace("{name}", msg.name || msg.gateway)
+      .replace("{state}", t("gw.state_" + msg.state));
+    box.append(h("span", { class: "pill gw-" + msg.state, dataset: { gateway: msg.gateway }, title: msg.detail || "" }, text));
   }
 
   // --- messages -----------------------------------------------------------------------------------
@@ -466,6 +469,8 @@
           entry.last = null;
         }
         for (const id of [...tasks.keys()]) if (!live.has(id)) removeTask(id);
+        $("gateway-alerts").replaceChildren();
+        (msg.gateways || []).forEach(onGatewayStatus);
         noneHint();
         document.body.dataset.ready = "1";
         break;
@@ -479,8 +484,8 @@
       case "task_state":
         onTaskState(msg);
         break;
-      case "gateway_link":
-        onGatewayLink(msg);
+      case "gateway_status":
+        onGatewayStatus(msg);
         break;
       default:
         break;
