@@ -5,6 +5,7 @@ calls of a contact. Every route needs the `crm` permission, and sees only the co
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -102,21 +103,29 @@ def _fields(body: ContactCreate | ContactUpdate) -> services.ContactFields:
     )
 
 
+# `AppContext.extras[ALSO_VISIBLE]`: callables (principal) -> a select of contact ids, or None, that
+# feature packages the CRM does not import register (webui registers chat's).
+ALSO_VISIBLE = "crm_also_visible"
+AlsoVisible = Callable[[Principal], Any]
+
+
 def get_viewer(
     request: Request,
     principal: Principal = require(Permission.CRM),
     session: Session = Depends(get_session),
 ) -> services.Viewer:
     """Who is looking: supervisors (monitor) and admins see every contact, agents what the rule
-    allows plus their current call's."""
-    settings = get_ctx(request).settings
+    allows plus their current call's and their other current work's."""
+    ctx = get_ctx(request)
+    providers: list[AlsoVisible] = ctx.extras.get(ALSO_VISIBLE, [])
     return services.viewer(
         session,
         user_id=principal.user_id,
         agent_id=principal.agent_id,
         sees_all=principal.can(Permission.MONITOR) or principal.can(Permission.ADMIN),
-        rule=settings.crm_visibility,
-        region=settings.default_region,
+        rule=ctx.settings.crm_visibility,
+        region=ctx.settings.default_region,
+        also=[ids for ids in (provider(principal) for provider in providers) if ids is not None],
     )
 
 
@@ -125,7 +134,8 @@ def visible_contact(
     who: services.Viewer = Depends(get_viewer),
     session: Session = Depends(get_session),
 ) -> int:
-    """The path's contact id, once the viewer may see it (else 404, as for a contact that is not)."""
+    """The path's contact id, once the viewer may see it (else 404, as for a contact that is not).
+    Any route of any package that names a contact takes it through this."""
     services.check_visible(session, who=who, contact_id=contact_id)
     return contact_id
 

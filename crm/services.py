@@ -3,8 +3,9 @@ workstation needs - the CRM part of a screen pop and the one-click save of a cal
 
 Who sees which contact (`Viewer`): supervisors and admins see all; an agent sees what the rule allows
 (`owner`: the contacts they own; `skill_group`: also those owned by agents who share a skill group
-with them; `all`) and the contact of the call they are on or wrapping up. A contact a viewer may not
-see is `NotFound` for them, whatever they try.
+with them; `all`), the contact of the call they are on or wrapping up, and those of their other
+current work that feature packages hand in (`Viewer.also`: the chats they hold). A contact a viewer
+may not see is `NotFound` for them, whatever they try.
 
 Domain errors only (`callcenter.errors`); nothing here knows HTTP. Every function takes the session
 first and keyword-only arguments after it.
@@ -109,6 +110,9 @@ class Viewer:
     sees_all: bool = False  # supervisors and admins (and everyone under the `all` rule)
     rule: CrmVisibility = CrmVisibility.OWNER
     call_number: str | None = None  # E.164 of the call the agent is on or wrapping up
+    # Selects of contact ids the viewer's current work makes visible too (from feature packages
+    # the CRM does not import: a chat they hold, an inbox item of their group).
+    also: tuple[Any, ...] = ()
 
 
 def viewer(
@@ -119,6 +123,7 @@ def viewer(
     sees_all: bool,
     rule: CrmVisibility,
     region: str,
+    also: Iterable[Any] = (),
 ) -> Viewer:
     """The viewer for a user, with the number of their current call when they have one."""
     if sees_all or rule is CrmVisibility.ALL:
@@ -131,7 +136,7 @@ def viewer(
             .where(col(Agent.id) == agent_id)
         ).first()
         number = _try_normalise(call, region) if call else None
-    return Viewer(user_id=user_id, agent_id=agent_id, rule=rule, call_number=number)
+    return Viewer(user_id=user_id, agent_id=agent_id, rule=rule, call_number=number, also=tuple(also))
 
 
 def visible(who: Viewer) -> ColumnElement[bool] | None:
@@ -150,6 +155,7 @@ def visible(who: Viewer) -> ColumnElement[bool] | None:
     if who.call_number:
         on_call = select(ContactPhone.contact_id).where(col(ContactPhone.number) == who.call_number)
         conditions.append(col(Contact.id).in_(on_call))
+    conditions.extend(col(Contact.id).in_(ids) for ids in who.also)
     return or_(*conditions)
 
 

@@ -18,6 +18,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from callcenter.config import Settings
 from callcenter.errors import DomainError
 from callcenter.http import AppContext, LoginRequired
+from webui import contacts
 from webui.security import RequestGuard, SecurityHeaders
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ def create_app(settings: Settings, *, ctx: AppContext | None = None) -> FastAPI:
             owned.append(app.state.ctx)
         else:
             app.state.ctx = ctx
+        contacts.install(app.state.ctx)  # chats make CRM contacts visible to their agents
         for hook in app.state.startup_hooks:
             await hook(app)
         if ctx is None:

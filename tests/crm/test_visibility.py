@@ -115,3 +115,34 @@ def test_wildcards_in_a_search_are_literal(web: WebHarness) -> None:
     assert names("_") == ["Under_score Ltd"]
     assert names("r_c") == []  # as a wildcard it would find "Underscore Ltd"
     assert names("\\") == []
+
+
+def test_an_agent_sees_the_contact_of_a_chat_they_hold(web: WebHarness) -> None:
+    """The chat side of "the contact of their current call" (webui.contacts)."""
+    from sqlmodel import Session
+
+    from chat.models import ChatRoom, ChatVisitor
+
+    h = _team(web)
+    contact = web.client.post("/api/crm/contacts", json=WANG, headers=h["ann"]).json()["id"]
+    bob = sim.agent_id(web.engine, "1002")
+    with Session(web.engine) as s:
+        visitor = ChatVisitor(external_id="web-1", nonce="n")
+        s.add(visitor)
+        s.flush()
+        assert visitor.id is not None
+        room = ChatRoom(
+            visitor_id=visitor.id, skill_group_id=1, state="active", agent_id=bob, contact_id=contact
+        )
+        s.add(room)
+        s.commit()
+        room_id = room.id
+    assert web.client.get(f"/api/crm/contacts/{contact}", headers=h["bob"]).status_code == 200
+    assert web.client.get(f"/api/crm/contacts/{contact}", headers=h["cid"]).status_code == 404
+    with Session(web.engine) as s:
+        held = s.get(ChatRoom, room_id)
+        assert held is not None
+        held.state = "completed"
+        s.add(held)
+        s.commit()
+    assert web.client.get(f"/api/crm/contacts/{contact}", headers=h["bob"]).status_code == 404
