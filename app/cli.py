@@ -6,16 +6,15 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
-import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from app.processes import ChildSpec, Signals, Supervisor, follow_parent
 from callcenter.config import Mode, Settings, SettingsError, load_settings
 from callcenter.errors import Invalid
 from callcenter.pbxconfig.fsconfig import TEMPLATES_DIR as FS_TEMPLATES_DIR
@@ -70,40 +69,69 @@ def child_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-@contextmanager
-def children(settings: Settings, commands: list[list[str]]) -> Iterator[list[subprocess.Popen[bytes]]]:
-    procs = [
-        subprocess.Popen([sys.executable, "-m", "app.cli", *cmd], env=child_env(settings)) for cmd in commands
-    ]
-    try:
-        yield procs
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+def supervisor(settings: Settings, commands: list[list[str]]) -> Supervisor:
+    """The dialer and worker as supervised children sharing our database, Redis and secret."""
+    env = child_env(settings)
+    return Supervisor(
+        [ChildSpec(cmd[0], [sys.executable, "-m", "app.cli", *cmd], env) for cmd in commands],
+    )
 
 
-def _serve_web(settings: Settings) -> None:
+def _serve_web(settings: Settings, signals: Signals, children: Supervisor | None) -> None:
     import uvicorn
 
     from webui.app import SERVER_OPTIONS, create_app
 
-    uvicorn.run(
-        create_app(settings),
-        **SERVER_OPTIONS,
-        host=settings.web_host,
-        port=settings.web_port,
-        log_level=settings.log_level.lower(),
-        ws="websockets-sansio",
-        # Workstation and monitor messages are a few KB of JSON: compressing each costs more
-        # latency and CPU than it saves on a LAN or any link an agent works over.
-        ws_per_message_deflate=False,
+    class WebServer(uvicorn.Server):
+        """uvicorn without its own signal handlers: they re-raise SIGTERM once the server has
+        stopped, which killed the process before the children were stopped. `signals` stops it."""
+
+        @contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+    server = WebServer(
+        uvicorn.Config(
+            create_app(settings),
+            **SERVER_OPTIONS,
+            host=settings.web_host,
+            port=settings.web_port,
+            log_level=settings.log_level.lower(),
+            ws="websockets-sansio",
+            # Workstation and monitor messages are a few KB of JSON: compressing each costs more
+            # latency and CPU than it saves on a LAN or any link an agent works over.
+            ws_per_message_deflate=False,
+        )
     )
+
+    def stop(first: bool) -> None:
+        if children is not None:
+            children.begin_stop()  # at once, while the web server finishes its requests
+        if first:
+            server.should_exit = True
+        else:
+            server.force_exit = True
+
+    with signals.stopping(stop):
+        server.run()
+    if not server.started and signals.received is None:
+        raise typer.Exit(3)  # could not start (port in use ...): uvicorn has said why
+
+
+def _run_all(
+    settings: Settings, signals: Signals, *, with_children: bool, banner: Callable[[], None]
+) -> None:
+    """Web server, and (with_children) the dialer and a worker as supervised children, with the
+    embedded Redis when no URL is set. Everything stops with the first SIGTERM / SIGINT / SIGHUP."""
+    with ExitStack() as stack:
+        settings = stack.enter_context(redis_for(settings))
+        children = (
+            stack.enter_context(supervisor(settings, [["dialer"], ["worker"]])) if with_children else None
+        )
+        banner()
+        _serve_web(settings, signals, children)
+    if signals.received is not None:
+        log.info("stopped by %s", signals.received.name)
 
 
 @app.command()
@@ -125,20 +153,22 @@ def demo(
     from callcenter.db import make_engine, upgrade
     from callcenter.seed import DEMO_LOGINS, seed_demo
 
-    upgrade(settings.effective_database_url)
-    engine = make_engine(settings.effective_database_url)
-    with ExitStack() as stack:
-        settings = stack.enter_context(redis_for(settings))
-        seed_demo(engine, settings)
-        engine.dispose()
-        stack.enter_context(children(settings, [["dialer"], ["worker"]]))
-        url = f"http://{settings.web_host}:{settings.web_port}/"
-        typer.echo("\n" + "=" * 60)
-        typer.echo(f"Call center demo (simulated PBX) on {url}")
-        for role, (user, password) in DEMO_LOGINS.items():
-            typer.echo(f"  {role:<11} {user} / {password}")
-        typer.echo("=" * 60 + "\n")
-        _serve_web(settings)
+    with Signals() as signals:
+        upgrade(settings.effective_database_url)
+        engine = make_engine(settings.effective_database_url)
+        with redis_for(settings) as with_redis:
+            seed_demo(engine, with_redis)
+            engine.dispose()
+
+            def banner() -> None:
+                url = f"http://{settings.web_host}:{settings.web_port}/"
+                typer.echo("\n" + "=" * 60)
+                typer.echo(f"Call center demo (simulated PBX) on {url}")
+                for role, (user, password) in DEMO_LOGINS.items():
+                    typer.echo(f"  {role:<11} {user} / {password}")
+                typer.echo("=" * 60 + "\n")
+
+            _run_all(with_redis, signals, with_children=True, banner=banner)
 
 
 @app.command()
@@ -151,18 +181,17 @@ def serve(
 ) -> None:
     """Run the web server (with --all: also the dialer and a worker)."""
     settings = _settings(web_port=port, web_host=host)
-    with ExitStack() as stack:
-        settings = stack.enter_context(redis_for(settings))
-        if all_ or not os.environ.get("CALLCENTER_REDIS_URL"):
-            # An embedded Redis is private to this process tree, so the dialer and worker must be ours.
-            stack.enter_context(children(settings, [["dialer"], ["worker"]]))
-        _serve_web(settings)
+    # An embedded Redis is private to this process tree, so the dialer and worker must be ours.
+    with_children = all_ or not settings.redis_url
+    with Signals() as signals:
+        _run_all(settings, signals, with_children=with_children, banner=lambda: None)
 
 
 @app.command()
 def dialer() -> None:
     """Run the dialer engine (drives the PBX for every running task)."""
     settings = _settings()
+    follow_parent()
     from callcenter.engine.runner import run_dialer
 
     with redis_for(settings) as s:
@@ -172,13 +201,17 @@ def dialer() -> None:
 @app.command()
 def worker(
     burst: Annotated[bool, typer.Option(help="exit when the queue is empty")] = False,
+    watch_s: Annotated[
+        float, typer.Option(help="seconds between looks for stale imports (to restart them)")
+    ] = 5.0,
 ) -> None:
-    """Run an rq worker for background jobs (list imports)."""
+    """Run an rq worker for background jobs (list imports); it restarts imports whose worker died."""
     settings = _settings()
+    follow_parent()
     from callcenter.jobs import run_worker
 
     with redis_for(settings) as s:
-        run_worker(s, burst=burst)
+        run_worker(s, burst=burst, watch_s=watch_s)
 
 
 @db_app.command("upgrade")

@@ -1,9 +1,10 @@
 """Task (campaign) lifecycle: one state table, one function that applies it, an audit row per change.
 
-States and rules are DOMAIN.md's: `initializing -> stopped` when the import is done; `stopped ->
-running <-> paused`; `running|paused -> stopped` by hand, `running -> stopped` by the dialer when
-nothing is left; `-> deleted` (soft; deleting a running or paused task stops it first). Editing is
-limited to pacing settings and only when not running. The list and the skill group never change.
+States and rules are DOMAIN.md's: `initializing -> stopped` when the import is done (or failed, or
+an admin cancelled it); `stopped -> running <-> paused`; `running|paused -> stopped` by hand,
+`running -> stopped` by the dialer when nothing is left; `-> deleted` (soft; deleting a running or
+paused task stops it first). Editing is limited to pacing settings and only when not running. The
+list and the skill group never change.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ C = CampaignState
 class CampaignEvent(StrEnum):
     IMPORT_DONE = "import_done"
     IMPORT_FAILED = "import_failed"
+    CANCEL_IMPORT = "cancel_import"  # an admin ends an import (stuck, or not wanted)
     START = "start"
     PAUSE = "pause"
     RESUME = "resume"
@@ -52,6 +54,7 @@ class CampaignEvent(StrEnum):
 TABLE: dict[tuple[CampaignState, CampaignEvent], CampaignState] = {
     (C.INITIALIZING, CampaignEvent.IMPORT_DONE): C.STOPPED,
     (C.INITIALIZING, CampaignEvent.IMPORT_FAILED): C.STOPPED,
+    (C.INITIALIZING, CampaignEvent.CANCEL_IMPORT): C.STOPPED,
     (C.STOPPED, CampaignEvent.START): C.RUNNING,
     (C.RUNNING, CampaignEvent.PAUSE): C.PAUSED,
     (C.PAUSED, CampaignEvent.RESUME): C.RUNNING,

@@ -7,7 +7,9 @@ be imported (empty, invalid, duplicate, on the do-not-call list) are reported on
 read as such.
 
 The import runs as an rq job while the task shows `initializing`, writing its progress (rows done,
-rows per second) to the task row; it ends the task's `initializing` state either way.
+rows per second) to the task row; it ends the task's `initializing` state either way. It survives
+its worker: it resumes after the last row it committed when restarted (`import_list`), a job that
+lost its task writes nothing more, and an admin may cancel it (`cancel_import`).
 
 Memory stays flat whatever the file's size: a CSV is read line by line (its encoding found by a
 streaming pass), an XLSX through openpyxl's read-only mode after its zip is checked (the members'
@@ -27,6 +29,7 @@ import logging
 import multiprocessing
 import os
 import re
+import signal
 import threading
 import time
 import zipfile
@@ -40,11 +43,13 @@ from typing import Any
 
 import phonenumbers
 from phonenumbers.tzdata import TIMEZONE_DATA
-from sqlalchemy import select, update
-from sqlalchemy.engine import Engine
+from sqlalchemy import func, select, update
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlmodel import Session
 
 from callcenter import campaigns as campaign_table
-from callcenter.errors import Invalid
+from callcenter.errors import Invalid, NotFound
 from callcenter.models import Campaign, DncEntry, ImportIssue, Lead, LeadStatus
 
 log = logging.getLogger(__name__)
@@ -420,6 +425,14 @@ def normalise_chunk(region: str, raws: list[str]) -> list[tuple[str, str] | str]
     return out
 
 
+def _die_with_importer(importer: int) -> None:
+    """A normalising process ends with the import that forked it, even killed: a pool process left
+    behind waits on its queue for ever."""
+    from callcenter.jobs import die_with_parent
+
+    die_with_parent(signal.SIGKILL, parent=importer)
+
+
 def normalise_one(raw: str, region: str) -> str:
     """E.164 of one number, or `Invalid` naming the field."""
     result = Normaliser(region)(raw)
@@ -482,7 +495,9 @@ def _normalised(
             yield chunk, [r if isinstance(r, str) else (r.e164, r.tz) for r in results]
         return
     ctx = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+    with ProcessPoolExecutor(
+        max_workers=workers, mp_context=ctx, initializer=_die_with_importer, initargs=(os.getpid(),)
+    ) as pool:
         in_flight: deque[tuple[list[tuple[int, list[str], str]], Future[list[tuple[str, str] | str]]]] = (
             deque()
         )
@@ -496,6 +511,40 @@ def _normalised(
             yield done_chunk, future.result()
 
 
+class ImportSuperseded(Exception):
+    """This import job no longer owns its task's import: it was cancelled, or restarted as another job."""
+
+
+def _checkpoint(conn: Any, campaign_id: int) -> tuple[int, int, int, int]:
+    """Where an interrupted import ends: (last row number written, rows done, imported, rejected).
+    Each commit writes its leads, its rejected rows and these counters together, so they agree."""
+    last = max(
+        conn.execute(select(func.max(LEAD.c.row_no)).where(LEAD.c.campaign_id == campaign_id)).scalar() or 0,
+        conn.execute(select(func.max(ISSUE.c.row_no)).where(ISSUE.c.campaign_id == campaign_id)).scalar()
+        or 0,
+    )
+    if not last:
+        return 0, 0, 0, 0
+    row = conn.execute(
+        select(CAMPAIGN.c.import_done, CAMPAIGN.c.import_ok, CAMPAIGN.c.import_rejected).where(
+            CAMPAIGN.c.id == campaign_id
+        )
+    ).one()
+    return last, int(row[0]), int(row[1]), int(row[2])
+
+
+def _owned(campaign_id: int, job_id: str | None) -> Any:
+    """The WHERE clause of a write by an import: for an rq job, the task is still initializing and
+    still names this job (a restart names a new one; a cancel ends initializing)."""
+    if job_id is None:
+        return CAMPAIGN.c.id == campaign_id
+    return (
+        (CAMPAIGN.c.id == campaign_id)
+        & (CAMPAIGN.c.state == campaign_table.C.INITIALIZING.value)
+        & (CAMPAIGN.c.import_job_id == job_id)
+    )
+
+
 def import_list(
     engine: Engine,
     *,
@@ -505,34 +554,53 @@ def import_list(
     region: str,
     filename: str = "",
     clock: Any = time.time,
+    job_id: str | None = None,
+    batch: int = BATCH,
+    heartbeat: Callable[[], None] | None = None,
     max_bytes: int | None = None,
     max_unpacked_bytes: int = DEFAULT_MAX_UNPACKED,
 ) -> ImportResult:
-    """Import a list into a task in `initializing`, then move the task to `stopped`."""
+    """Import a list into a task in `initializing` (the caller then ends that state).
+
+    Resumable: rows are numbered as in the file, and an import picks up after the last row a
+    previous, interrupted one committed (its leads, rejected rows and counters are committed together
+    every `batch` rows), so running it again never duplicates a lead. With `job_id`, every commit
+    checks that the task still belongs to that job and raises ImportSuperseded when it does not.
+    `heartbeat` is called as rows go by (the job renews its lease with it)."""
+    beat = heartbeat or (lambda: None)
     started = time.perf_counter()
     table = read_table(path, filename=filename, max_bytes=max_bytes, max_unpacked_bytes=max_unpacked_bytes)
-    try:
-        return _import_rows(engine, table, campaign_id, phone_column, region, started)
-    finally:
-        table.close()
-
-
-def _import_rows(
-    engine: Engine, table: Table, campaign_id: int, phone_column: str | None, region: str, started: float
-) -> ImportResult:
     phone_idx = find_phone_column(table.header, phone_column)
     names = [h or f"column {i + 1}" for i, h in enumerate(table.header)]
     others = [(i, n) for i, n in enumerate(names) if i != phone_idx]
     normalise = Normaliser(region)
-    with engine.connect() as conn:
+    with engine.begin() as conn:
+        owned = conn.execute(
+            update(CAMPAIGN).where(_owned(campaign_id, job_id)).values(import_total=table.total)
+        )
+        if owned.rowcount != 1:
+            raise ImportSuperseded(f"task {campaign_id} is no longer imported by job {job_id}")
+        resume_after, done, imported, rejected = _checkpoint(conn, campaign_id)
         dnc = set(conn.execute(select(DNC.c.number)).scalars())
         # Numbers as ints (E.164 without the '+'): half the memory of the strings on a big list.
         seen = {
             int(n[1:])
             for n in conn.execute(select(LEAD.c.number).where(LEAD.c.campaign_id == campaign_id)).scalars()
         }
-    with engine.begin() as conn:
-        conn.execute(update(CAMPAIGN).where(CAMPAIGN.c.id == campaign_id).values(import_total=table.total))
+        if resume_after:
+            # A number rejected for the do-not-call list counts as seen too: a later row with it is
+            # a duplicate, as it would have been without the interruption.
+            for raw in conn.execute(
+                select(ISSUE.c.raw_number).where(ISSUE.c.campaign_id == campaign_id, ISSUE.c.reason == "dnc")
+            ).scalars():
+                known = normalise(raw)
+                if not isinstance(known, str):
+                    seen.add(int(known.e164[1:]))
+    beat()
+    if resume_after:
+        log.info(
+            "task %s: import resumes after row %d (%d rows done before)", campaign_id, resume_after, done
+        )
     lead_cols = (
         "campaign_id",
         "row_no",
@@ -550,7 +618,8 @@ def _import_rows(
     pending = LeadStatus.PENDING.value
     leads: list[tuple[Any, ...]] = []
     issues: list[tuple[Any, ...]] = []
-    done = imported = rejected = pending_bytes = 0
+    done_before = done
+    pending_bytes = 0  # of lead fields not written yet
     dumps = json.dumps
     width = len(table.header)
 
@@ -558,20 +627,25 @@ def _import_rows(
         nonlocal leads, issues, pending_bytes
         elapsed = time.perf_counter() - started
         with engine.begin() as conn:
-            _bulk_insert(conn, LEAD, lead_cols, leads)
-            _bulk_insert(conn, ISSUE, issue_cols, issues)
-            conn.execute(
+            # The task row first: on PostgreSQL its lock orders this commit against a cancel or a
+            # restart, and a task no longer ours rolls the whole batch back.
+            owned = conn.execute(
                 update(CAMPAIGN)
-                .where(CAMPAIGN.c.id == campaign_id)
+                .where(_owned(campaign_id, job_id))
                 .values(
                     import_done=done,
                     import_ok=imported,
                     import_rejected=rejected,
-                    import_rows_per_s=round(done / elapsed, 1) if elapsed > 0 else 0.0,
+                    import_rows_per_s=round((done - done_before) / elapsed, 1) if elapsed > 0 else 0.0,
                     import_total=max(table.total, done),
                 )
             )
+            if owned.rowcount != 1:
+                raise ImportSuperseded(f"task {campaign_id} is no longer imported by job {job_id}")
+            _bulk_insert(conn, LEAD, lead_cols, leads)
+            _bulk_insert(conn, ISSUE, issue_cols, issues)
         leads, issues, pending_bytes = [], [], 0
+        beat()
 
     def chunks() -> Iterator[list[tuple[int, list[str], str]]]:
         chunk: list[tuple[int, list[str], str]] = []
@@ -579,6 +653,8 @@ def _import_rows(
         row_no = table.first_row_no - 1
         for row in table.rows:
             row_no += 1
+            if row_no <= resume_after:
+                continue  # committed by an earlier run of this import
             if not any(cell.strip() for cell in row):
                 continue  # a blank line between rows is not data
             chunk.append((row_no, row, row[phone_idx].strip() if phone_idx < len(row) else ""))
@@ -586,10 +662,13 @@ def _import_rows(
             if len(chunk) >= CHUNK or chars >= CHUNK_CHARS:
                 yield chunk
                 chunk, chars = [], 0
+            elif len(chunk) % 1000 == 0:
+                beat()
         if chunk:
             yield chunk
 
-    for chunk, results in _normalised(chunks(), normalise, region, table.total):
+    for chunk, results in _normalised(chunks(), normalise, region, table.total - resume_after):
+        beat()
         for (row_no, row, raw), result in zip(chunk, results, strict=True):
             done += 1
             if max(map(len, row[:width]), default=0) > MAX_CELL_CHARS:
@@ -647,21 +726,47 @@ def _import_rows(
                     )
                 )
                 imported += 1
-            if pending_bytes >= BATCH_BYTES:
+            if len(leads) + len(issues) >= batch or pending_bytes >= BATCH_BYTES:
                 flush()
-        if len(leads) + len(issues) >= BATCH:
-            flush()
     flush()
     return ImportResult(done, imported, rejected, time.perf_counter() - started)
 
 
-def import_job(campaign_id: int, path: str, phone_column: str | None, filename: str = "") -> dict[str, Any]:
-    """rq entry point: import, then end `initializing` (done, or failed with the reason kept)."""
+# Errors that say the database or Redis went away, not that the list is bad: the task stays
+# initializing and the import resumes when it is restarted (jobs.restart_stale_imports).
+_TRANSIENT: tuple[type[BaseException], ...] = (OperationalError, InterfaceError)
+
+
+def import_job(
+    campaign_id: int,
+    path: str,
+    phone_column: str | None,
+    filename: str = "",
+    *,
+    batch: int = BATCH,
+    lease_s: float | None = None,
+) -> dict[str, Any]:
+    """rq entry point: import, then end `initializing` (done, or failed with the reason kept).
+
+    Run by rq, the job holds a lease in Redis while it works (renewed as rows go by, `lease_s`
+    long); the workers' watchdog restarts an import whose lease and worker are both gone, and the
+    restarted job resumes after the last committed row. A job that lost its task (cancelled,
+    restarted as another job) stops at its next commit without touching the task."""
+    from redis import Redis
+    from rq import get_current_job
+
     from callcenter.config import load_settings
     from callcenter.db import make_engine
+    from callcenter.jobs import LEASE_S, ImportLease
 
     settings = load_settings()
     engine = make_engine(settings.effective_database_url)
+    job = get_current_job()
+    job_id = job.id if job is not None else None
+    client = Redis.from_url(settings.redis_url) if settings.redis_url and job_id else None
+    lease = ImportLease(client, campaign_id, job_id, lease_s or LEASE_S) if client and job_id else None
+    if lease:
+        lease.renew(force=True)
     try:
         try:
             result = import_list(
@@ -671,17 +776,30 @@ def import_job(campaign_id: int, path: str, phone_column: str | None, filename: 
                 phone_column=phone_column,
                 region=settings.default_region,
                 filename=filename,
+                job_id=job_id,
+                batch=batch,
+                heartbeat=lease.renew if lease else None,
                 max_bytes=settings.upload_max_bytes,
                 max_unpacked_bytes=settings.upload_max_unpacked_bytes,
             )
+        except ImportSuperseded as exc:
+            log.warning("import job %s stops: %s", job_id, exc)
+            return {"superseded": str(exc)}
+        except _TRANSIENT:
+            log.exception("import of task %s interrupted; it resumes when restarted", campaign_id)
+            raise  # the lease is left to expire: the watchdog restarts the import after it
         except Exception as exc:
             log.exception("import of task %s failed", campaign_id)
             message = (
                 exc.message if isinstance(exc, Invalid) else f"import failed: {type(exc).__name__}: {exc}"
             )
-            finish_import(engine, campaign_id, error=message, redis_url=settings.redis_url)
+            finish_import(engine, campaign_id, error=message, job_id=job_id, redis_url=settings.redis_url)
+            if lease:
+                lease.release()
             raise
-        finish_import(engine, campaign_id, error="", redis_url=settings.redis_url)
+        finish_import(engine, campaign_id, error="", job_id=job_id, redis_url=settings.redis_url)
+        if lease:
+            lease.release()
         return {
             "total": result.total,
             "imported": result.imported,
@@ -690,14 +808,21 @@ def import_job(campaign_id: int, path: str, phone_column: str | None, filename: 
         }
     finally:
         engine.dispose()
+        if client is not None:
+            client.close()
 
 
-def finish_import(engine: Engine, campaign_id: int, *, error: str, redis_url: str = "") -> None:
+def finish_import(
+    engine: Engine, campaign_id: int, *, error: str, job_id: str | None = None, redis_url: str = ""
+) -> list[campaign_table.Move]:
     """End `initializing` (done, or failed with the reason kept) and tell the web, so task lists
-    change state without polling."""
+    change state without polling. With `job_id`: only if the task is still that job's (else [])."""
     event = campaign_table.CampaignEvent.IMPORT_FAILED if error else campaign_table.CampaignEvent.IMPORT_DONE
     with engine.begin() as conn:
-        conn.execute(update(CAMPAIGN).where(CAMPAIGN.c.id == campaign_id).values(import_error=error))
+        owned = conn.execute(update(CAMPAIGN).where(_owned(campaign_id, job_id)).values(import_error=error))
+        if job_id is not None and owned.rowcount != 1:
+            log.warning("task %s is no longer imported by job %s: left as it is", campaign_id, job_id)
+            return []
         moves = campaign_table.transition(
             conn,
             campaign_id=campaign_id,
@@ -707,18 +832,57 @@ def finish_import(engine: Engine, campaign_id: int, *, error: str, redis_url: st
             note=error or "list imported",
         )
     if redis_url:
-        from redis import Redis
+        _publish(redis_url, moves)
+    return moves
 
-        from callcenter.bus import Bus
-        from callcenter.notifier import Notifier
 
-        client = Redis.from_url(redis_url)
-        try:
-            notifier = Notifier(Bus(client))
-            for m in moves:
-                notifier.publish(m.message())
-        finally:
-            client.close()
+def cancel_import(
+    conn: Connection | Session, *, campaign_id: int, actor: str, now: float
+) -> list[campaign_table.Move]:
+    """An admin ends an import (stuck, or not wanted): the task goes to `stopped` with an import error
+    saying so and keeps the rows imported so far. The caller commits, then stops the job
+    (`jobs.stop_import`); the job, if it still runs, finds the task no longer its own at its next
+    commit and writes nothing more."""
+    row = conn.execute(
+        select(CAMPAIGN.c.import_done, CAMPAIGN.c.import_total, CAMPAIGN.c.import_ok).where(
+            CAMPAIGN.c.id == campaign_id
+        )
+    ).first()
+    if row is None:
+        raise NotFound(f"no task {campaign_id}")
+    done, total, imported = (int(v) for v in row)
+    moves = campaign_table.transition(
+        conn,
+        campaign_id=campaign_id,
+        event=campaign_table.CampaignEvent.CANCEL_IMPORT,
+        actor=actor,
+        now=now,
+        note="import cancelled",
+    )
+    conn.execute(
+        update(CAMPAIGN)
+        .where(CAMPAIGN.c.id == campaign_id)
+        .values(
+            import_error=f"import cancelled by {actor} after {done} of {max(total, done)} rows; "
+            f"the {imported} numbers imported so far are kept"
+        )
+    )
+    return moves
+
+
+def _publish(redis_url: str, moves: list[campaign_table.Move]) -> None:
+    from redis import Redis
+
+    from callcenter.bus import Bus
+    from callcenter.notifier import Notifier
+
+    client = Redis.from_url(redis_url)
+    try:
+        notifier = Notifier(Bus(client))
+        for m in moves:
+            notifier.publish(m.message())
+    finally:
+        client.close()
 
 
 def report_rows(conn: Any, campaign_id: int) -> Iterable[tuple[Any, ...]]:

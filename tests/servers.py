@@ -61,14 +61,18 @@ class PostgresServer:
                 args, check=True, capture_output=True, cwd=self.dir, user=account.pw_uid, group=account.pw_gid
             )
 
+    @property
+    def data(self) -> Path:
+        return self.dir / "data"
+
     def start(self) -> None:
+        """Create the cluster and start it."""
         if self._account is not None:
             os.chown(self.dir, self._account.pw_uid, self._account.pw_gid)
-        data = self.dir / "data"
         self._run(
             _pg_bin("initdb"),
             "-D",
-            str(data),
+            str(self.data),
             "-U",
             self.user,
             "--auth=trust",
@@ -77,30 +81,46 @@ class PostgresServer:
             "--no-sync",
             "--locale=C",
         )
-        opts = (
+        self.start_server()
+
+    def _options(self) -> str:
+        return (
             f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off "
             "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
         )
-        self._run(
-            _pg_bin("pg_ctl"),
-            "-D",
-            str(data),
-            "-o",
-            opts,
-            "-l",
-            str(self.dir / "log"),
-            "-w",
-            "-t",
-            "60",
-            "start",
+
+    def start_server(self) -> None:
+        """Start the (created) cluster on its port and wait until it accepts connections."""
+        self._pg_ctl("-o", self._options(), "-l", str(self.dir / "log"), "-w", "-t", "60", "start")
+
+    def stop_server(self, mode: str = "fast") -> None:
+        """Stop the server, keeping its data: `fast` ends every session cleanly, `immediate` is a crash
+        (recovery runs at the next start)."""
+        self._pg_ctl("-m", mode, "-w", "-t", "60", "stop")
+
+    def restart(self, mode: str = "fast") -> None:
+        """`pg_ctl restart`: every connection is dropped, the server comes back on the same port."""
+        self._pg_ctl(
+            "-o", self._options(), "-l", str(self.dir / "log"), "-m", mode, "-w", "-t", "60", "restart"
         )
+
+    def running(self) -> bool:
+        try:
+            self._pg_ctl("status")
+        except subprocess.CalledProcessError:
+            return False
+        return True
+
+    def _pg_ctl(self, *args: str) -> None:
+        self._run(_pg_bin("pg_ctl"), "-D", str(self.data), *args)
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql+psycopg://{self.user}@127.0.0.1:{self.port}/{database}"
 
     def stop(self) -> None:
+        """Stop the server and remove the cluster."""
         with contextlib.suppress(subprocess.CalledProcessError):
-            self._run(_pg_bin("pg_ctl"), "-D", str(self.dir / "data"), "-m", "immediate", "stop")
+            self._pg_ctl("-m", "immediate", "stop")
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

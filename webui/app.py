@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
-from sqlalchemy.exc import DataError
+from sqlalchemy import exc as sa_exc
 from starlette.middleware.sessions import SessionMiddleware
 
 from callcenter.config import Settings
@@ -109,12 +109,25 @@ def create_app(settings: Settings, *, ctx: AppContext | None = None) -> FastAPI:
         return JSONResponse(body, status_code=exc.status)
 
     @app.exception_handler(OverflowError)
-    @app.exception_handler(DataError)
+    @app.exception_handler(sa_exc.DataError)
     async def _out_of_range(request: Request, exc: Exception) -> JSONResponse:
         # An id past 2^63 (SQLite cannot bind it, PostgreSQL's bigint cannot hold it) or a NUL in
         # text (PostgreSQL refuses it): the request is wrong, not the server.
         log.info("%s %s: value refused by the database: %s", request.method, request.url.path, exc)
         return JSONResponse({"detail": "a value is out of range or holds a character not allowed"}, 422)
+
+    @app.exception_handler(sa_exc.OperationalError)
+    @app.exception_handler(sa_exc.InterfaceError)
+    async def _database_down(request: Request, exc: Exception) -> Any:
+        # The database went away (a restart, a network cut): say so, and the next request retries
+        # (pool_pre_ping gives it a fresh connection once the server is back).
+        log.warning("database unavailable for %s %s: %s", request.method, request.url.path, exc)
+        detail = "the database is unavailable; try again in a moment"
+        headers = {"Retry-After": "5"}
+        if not request.url.path.startswith("/api/"):  # no template: rendering one reads the database
+            page = f"<!doctype html><title>Unavailable</title><p>{detail}</p>"
+            return HTMLResponse(page, status_code=503, headers=headers)
+        return JSONResponse({"detail": detail}, status_code=503, headers=headers)
 
     @app.exception_handler(LoginRequired)
     async def _login_required(_request: Request, exc: LoginRequired) -> RedirectResponse:

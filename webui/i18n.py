@@ -204,6 +204,14 @@ TABLE: dict[str, dict[str, str]] = {
         "en": "“{name}” is stopped first if it is dialling, then kept under deleted tasks for reports.",
         "zh": "如“{name}”正在外呼将先停止，然后移入已删除任务（保留用于报表）。",
     },
+    "task.cancel_import": {"en": "Cancel import", "zh": "取消导入"},
+    "task.confirm_cancel_import_title": {"en": "Cancel this import?", "zh": "取消此导入？"},
+    "task.confirm_cancel_import": {
+        "en": "The import of “{name}” stops and the task is stopped; the numbers imported so far are "
+        "kept (start the task to dial them, or delete it).",
+        "zh": "“{name}”的名单导入将停止，任务变为已停止；"
+        "已导入的号码保留（可启动任务外呼这些号码，或删除任务）。",
+    },
     "task.action_failed": {"en": "“{name}” was not changed", "zh": "“{name}”未能更改"},
     "task.request_failed": {"en": "The request failed", "zh": "请求失败"},
     "task.required": {"en": "Required", "zh": "必填"},

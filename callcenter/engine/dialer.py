@@ -79,6 +79,8 @@ _NOT_DIALS = (CallResult.CANCELLED, CallResult.NOT_DIALLED, CallResult.REFUSED)
 # A dialer whose heartbeat is older than this is dead: its calls and skill groups are taken over.
 DEAD_AFTER_S = 15.0
 LEASE_TTL_S = 10.0
+# A task whose calls the PBX refused this many times in a row for one reason is paused, with it.
+REFUSALS_TO_PAUSE = 5
 # A task that found nothing due takes no share of its group's agents until it looks again.
 DRY_RECHECK_S = 5.0
 _AFTER_WRAP = {
@@ -414,7 +416,7 @@ class DialerCore:
             return  # another dialer's call, a spy leg, already settled, or a gateway event
         self.store.log_call(call.id, now, *_ladder(event))
         if isinstance(event, CallRinging | CallAnswered | CallConnected):
-            self._went_through(call.gateway, now)
+            self._went_through(call.gateway, now, call, bridged=isinstance(event, CallConnected))
         if isinstance(event, CallRinging):
             if call.state is S.DIALING:
                 self._move(call, CallEvent.RING)
@@ -463,7 +465,7 @@ class DialerCore:
         if gw.agent_leg_failed(now, agent_id, event.detail):
             # Several agents' phones unreachable at once for a PBX-side reason (no channel, no RTP
             # port): the PBX is out of capacity. Trip the gateway; the agents did nothing wrong.
-            if gw.refused(now, f"agent legs failing at once ({event.detail}): PBX capacity?"):
+            if gw.refused(now, f"agent legs failing at once ({event.detail}): PBX capacity?", by="agents"):
                 self._gateway_status(gw, now)
             self._unreserve(call, now, missed=False)
             self._restore_agents(gw.recent_agent_failures(now), now)
@@ -504,8 +506,13 @@ class DialerCore:
         result = result_of(call, event.result)
         gw = self.gateway(call.gateway)
         if result is CallResult.REFUSED:
+            # A refusal while the gateway takes calls (up, or its probe) may be this task's own doing:
+            # a value the PBX rejects every time. Counted per task; a burst after a gateway fault is not.
+            healthy = gw.state is GatewayState.UP or (gw.state is GatewayState.DEGRADED and gw.probing)
             if gw.refused(now, event.detail or "refused by the PBX"):
                 self._gateway_status(gw, now)
+            if healthy:
+                self._task_refused(call, event.detail, now)
         elif call.state is S.DIALING and now - call.created_at < BURST_WINDOW_S and result in _INSTANT:
             # Failed before the line rang, at once: hold it a moment; a burst of identical ones is
             # the PBX's doing (refused, the leads go back), a lone one is the customer's line.
@@ -518,7 +525,7 @@ class DialerCore:
                 self._hold(call, event, now)
             return
         elif result is not CallResult.LOST:
-            self._went_through(call.gateway, now)
+            self._went_through(call.gateway, now, call)
         if result is CallResult.ABANDONED and call.state is not S.ABANDONING:
             task = self.tasks.get(call.campaign_id or -1)
             if task:  # the customer hung up before an agent came: abandoned, counted now
@@ -550,10 +557,15 @@ class DialerCore:
             self._timer(gw.retry_at, "gateway", gw.key)
         self._dirty.update(cid for cid, task in self.tasks.items() if task.gateway == gw.key)
 
-    def _went_through(self, key: str, now: float) -> None:
+    def _went_through(
+        self, key: str, now: float, call: LiveCall | None = None, *, bridged: bool = False
+    ) -> None:
         gw = self.gateway(key)
-        if gw.went_through(now):
+        if gw.went_through(now, bridged=bridged):
             self._gateway_status(gw, now)
+        task = self.tasks.get(call.campaign_id or -1) if call is not None else None
+        if task is not None:
+            task.refusals = 0
 
     def _hold(self, call: LiveCall, event: CallEnded, now: float) -> None:
         self.calls.pop(call.id, None)
@@ -577,6 +589,30 @@ class DialerCore:
                 self._end(call, CallResult.REFUSED, event.cause, event.detail, now)
         if gw.refused(now, why):
             self._gateway_status(gw, now)
+
+    def _task_refused(self, call: LiveCall, detail: str, now: float) -> None:
+        """The PBX refused a call of this task for a reason it gave before: after REFUSALS_TO_PAUSE in a
+        row (no call of the task going through meanwhile) the task is paused with the reason, instead of
+        retrying for ever (a caller name Asterisk rejects fails every originate)."""
+        task = self.tasks.get(call.campaign_id or -1)
+        if task is None:
+            return
+        if detail != task.refusal:
+            task.refusal, task.refusals = detail, 0
+        task.refusals += 1
+        if task.refusals < REFUSALS_TO_PAUSE or task.conf.state is not CampaignState.RUNNING:
+            return
+        note = f"paused by the dialer: the PBX refused {task.refusals} calls in a row ({detail})"[:500]
+        log.error("task %s: %s", task.conf.id, note)
+        try:
+            moves = self.store.pause_campaign(task.conf.id, now=now, note=note)
+        except Conflict:
+            return
+        task.conf = task.conf.with_state(CampaignState.PAUSED)
+        task.refusals = 0
+        if self.notifier:
+            for m in moves:
+                self.notifier.publish(m.message())
 
     def _restore_agents(self, agent_ids: Iterable[int], now: float) -> None:
         """Agents set not ready for a missed call the PBX was to blame for: ready again."""
@@ -899,7 +935,9 @@ class DialerCore:
                 variables={"CC_CAMPAIGN": str(conf.id)},
             )
         except Invalid as exc:
-            self._end(call, CallResult.FAILED, 0, f"refused before sending: {exc.message}", self._now)
+            why = f"refused before sending: {exc.message}"
+            self._end(call, CallResult.FAILED, 0, why, self._now)
+            self._task_refused(call, why, self._now)
             return
         task.counters.dialled += 1
         self.originated += 1

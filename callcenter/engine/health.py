@@ -54,17 +54,21 @@ class TokenBucket:
 
     def available(self, now: float) -> int:
         self._refill(now)
-        return int(self.tokens + 1e-9)
+        return int(self.tokens + 1e-6)
 
     def take(self, n: int, now: float) -> int:
         self._refill(now)
-        n = min(n, int(self.tokens + 1e-9))
+        n = min(n, int(self.tokens + 1e-6))
         self.tokens -= n
         return n
 
     def next_token_at(self, now: float) -> float:
+        """When the next whole token is in, at least a millisecond ahead (epoch seconds carry about
+        2e-7 s of precision: a smaller step would not move the clock at all)."""
         self._refill(now)
-        return now if self.tokens >= 1 else now + (1 - self.tokens) / self.rate
+        if self.tokens + 1e-6 >= 1:
+            return now
+        return now + max(0.001, (1 - self.tokens) / self.rate)
 
 
 @dataclass
@@ -78,6 +82,9 @@ class GatewayHealth:
     backoff_s: float = 0.0
     probing: bool = False  # degraded, backoff over: one call at a time until one goes through
     probe_out: bool = False
+    # What degraded it: "calls" (the PBX refused calls: a call reaching its customer clears it) or
+    # "agents" (agent legs failing for a PBX reason: only a call bridged to an agent clears it).
+    degraded_by: str = ""
     bucket: TokenBucket = field(init=False)
     instant: deque[tuple[float, int]] = field(default_factory=deque)  # (when, cause) of instant failures
     agent_failures: deque[tuple[float, int]] = field(default_factory=deque)  # (when, agent id)
@@ -114,18 +121,22 @@ class GatewayHealth:
 
     # --- what happened ----------------------------------------------------------------------------
 
-    def went_through(self, now: float) -> bool:
-        """A call reached the customer's line (rang, was answered, was busy...): a degraded gateway is
-        healthy again. True when the state changed."""
-        self.probe_out = False
+    def went_through(self, now: float, *, bridged: bool = False) -> bool:
+        """A call reached the customer's line (rang, was answered, was busy...), or was `bridged` to an
+        agent: a gateway degraded for that kind of fault is healthy again. True when the state changed."""
         if self.state is not GatewayState.DEGRADED:
+            self.probe_out = False
             return False
+        if self.degraded_by == "agents" and not bridged:
+            return False
+        self.probe_out = False
         self.state, self.detail, self.retry_at = GatewayState.UP, "", None
         self.backoff_s, self.probing = 0.0, False
         return True
 
-    def refused(self, now: float, detail: str) -> bool:
-        """The PBX refused a call: back off (doubling, capped). True when the state changed."""
+    def refused(self, now: float, detail: str, *, by: str = "calls") -> bool:
+        """The PBX refused a call (`by` "calls"), or agent legs (`by` "agents"): back off (doubling,
+        capped). True when the state changed."""
         self.probe_out = False
         if self.state in (GatewayState.DRAINING, GatewayState.DOWN, GatewayState.DISABLED):
             return False
@@ -135,6 +146,7 @@ class GatewayHealth:
         self.backoff_s = min(BACKOFF_MAX_S, self.backoff_s * 2 if self.backoff_s else BACKOFF_FIRST_S)
         self.state, self.detail, self.retry_at = GatewayState.DEGRADED, detail, now + self.backoff_s
         self.probing = False
+        self.degraded_by = by
         return (self.state, self.retry_at) != was
 
     def instant_failure(self, now: float, cause: int) -> bool:

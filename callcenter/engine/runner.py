@@ -70,6 +70,8 @@ TICK_S = 1.0
 TAKEOVER_EVERY_S = 5.0
 BACKOFF_FIRST_S = 0.5
 BACKOFF_MAX_S = 30.0
+# The web waits a few seconds for a reply: the subscription is retried often enough to be back in time.
+LISTEN_BACKOFF_MAX_S = 2.0
 # What a database that went away raises (connection refused, server closed the connection, ...).
 DATABASE_DOWN = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.DisconnectionError)
 
@@ -374,7 +376,11 @@ class DialerRunner:
         for slot in self.slots.values():
             slot.reconciled = False
         with self._batch():
-            commands = self.core.start(self.clock(), replay)
+            now = self.clock()
+            commands = self.core.start(now, replay)
+            if self.notifier is not None:  # every gateway's state, for the pages (up ones too)
+                for key in self.slots:
+                    self.notifier.publish(self.core.gateway(key).status(now))
         return commands + await self._reconcile_ready()
 
     async def _database_outage(self, stop: asyncio.Event, error: Exception) -> None:
@@ -587,7 +593,7 @@ class DialerRunner:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
             await asyncio.sleep(delay * random.uniform(0.8, 1.0))
-            delay = min(BACKOFF_MAX_S / 3, delay * 2)
+            delay = min(LISTEN_BACKOFF_MAX_S, delay * 2)
 
     def _on_request(self, data: Any) -> None:
         try:

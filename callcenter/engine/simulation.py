@@ -15,7 +15,7 @@ from sqlalchemy.engine import Engine
 from callcenter.clock import HeapScheduler
 from callcenter.engine.commands import Command, ConnectAgent, Hangup, Originate, PlayAndHangup
 from callcenter.engine.dialer import DialerCore
-from callcenter.engine.events import GatewayEvent
+from callcenter.engine.events import GatewayDraining, GatewayEvent, GatewayLink
 from callcenter.engine.pacing import Pacer
 from callcenter.engine.sqlstore import SqlStore
 from callcenter.engine.store import AgentRow, CampaignConf
@@ -99,7 +99,12 @@ class Simulation:
         while self.pending:
             events, self.pending = self.pending, []
             with self.store.transaction():
-                self._execute(self.core.handle(events, self.now))
+                calls = [e for e in events if not isinstance(e, GatewayLink | GatewayDraining)]
+                for event in events:  # link and drain events concern the gateway, in their order
+                    if isinstance(event, GatewayLink | GatewayDraining):
+                        self._execute(self.core.gateway_changed("default", event, self.now))
+                if calls:
+                    self._execute(self.core.handle(calls, self.now))
 
     def run_until(self, until: float) -> None:
         """Advance simulated time to `until`, running every event, timer and tick on the way."""

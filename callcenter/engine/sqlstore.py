@@ -591,6 +591,16 @@ class SqlStore:
             note=note,
         )
 
+    def pause_campaign(self, campaign_id: int, *, now: float, note: str) -> list[campaign_table.Move]:
+        return campaign_table.transition(
+            self.c,
+            campaign_id=campaign_id,
+            event=campaign_table.CampaignEvent.PAUSE,
+            actor="dialer",
+            now=now,
+            note=note,
+        )
+
     def counters(self, campaign_id: int) -> Counters:
         return snapshot_from_db(self.c, campaign_id)
 

@@ -81,6 +81,10 @@ class Store(Protocol):
         """The dialer's FINISH move of a running task (compare-and-set, audit row): its moves."""
         ...
 
+    def pause_campaign(self, campaign_id: int, *, now: float, note: str) -> list[Any]:
+        """The dialer pauses a task it cannot dial (the PBX refuses its every call): its moves."""
+        ...
+
     def recent_calls(self, campaign_id: int, limit: int = 600) -> list[dict[str, Any]]: ...
 
     def abandon_totals(self, campaign_id: int) -> tuple[int, int]:

@@ -50,6 +50,9 @@ class TaskRuntime:
     held: bool = False  # this dialer holds the lease of the task's skill group: it paces the task
     dry_until: float = 0.0  # found nothing due: no share of the group's agents until then
     last_extra: float = 0.0  # when it last got one of the group's ready agents left over by a split
+    # Calls of this task the PBX refused in a row for the same reason while it took others' calls.
+    refusals: int = 0
+    refusal: str = ""
     next_left_check: float = 0.0
     calls: set[str] = field(default_factory=set)
     # `calls` by pacing stage (see `index`): placed and not answered (id -> when placed), answered

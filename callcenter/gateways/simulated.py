@@ -230,6 +230,9 @@ class SimulatedGateway:
         # extensions whose phone cannot be reached at all (unregistered: the agent leg fails at once).
         self.unattended: set[str] = set()
         self.unreachable: set[str] = set()
+        # Set to a PBX word ("CHANUNAVAIL"): every agent leg fails at once for that PBX-side reason (no
+        # channel, no RTP port: agent-leg-unavailable.jsonl), whatever the agent does.
+        self.agent_legs_failing: str | None = None
         # The race of a real PBX (tests/fixtures/freeswitch-faults/, early-transfer-originator-cancel):
         # the answer is reported before the originate itself returns, `originate_result_s` later. A call
         # given to an agent in between gets the PBX's "ORIGINATOR_CANCEL" for its originate and goes on;
@@ -358,7 +361,7 @@ class SimulatedGateway:
         call.extension = extension
         if extension in self.unattended:
             return  # rings until the controller gives up on it
-        if extension in self.unreachable:
+        if extension in self.unreachable or self.agent_legs_failing:
             self._later(call, 0.05, lambda: self._agent_leg_failed(call, extension))
             return
         self._later(call, self.profile.agent_answer.sample(self.rng), lambda: self._connected(call))
@@ -486,7 +489,8 @@ class SimulatedGateway:
     def _agent_leg_failed(self, call: _SimCall, extension: str) -> None:
         call.extension = None
         self._answered(call)  # waiting again, with its patience
-        self._send(AgentLegFailed(call.call_id, self.scheduler.now(), extension, "USER_NOT_REGISTERED"))
+        detail = self.agent_legs_failing or "USER_NOT_REGISTERED"
+        self._send(AgentLegFailed(call.call_id, self.scheduler.now(), extension, detail))
 
     def _connected(self, call: _SimCall) -> None:
         call.phase = _Phase.CONNECTED

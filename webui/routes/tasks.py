@@ -1,5 +1,5 @@
 """Outbound tasks (campaigns) API: create with the list file, list, show, start / pause / resume / stop,
-edit, delete, live snapshot, import progress and report; the do-not-call list; supervisor spy."""
+edit, delete, live snapshot, import progress, cancel and report; the do-not-call list; supervisor spy."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from callcenter import campaigns, dnc, leads
+from callcenter import campaigns, dnc, jobs, leads
 from callcenter.accounts import Principal
 from callcenter.campaigns import ACTIONS, CampaignEvent
 from callcenter.errors import Invalid
@@ -182,7 +182,8 @@ def check_sound(sound: str) -> None:
         )
 
 
-def _enqueue_import(request: Request, campaign_id: int, path: Path, phone_column: str, filename: str) -> str:
+def _rq_queue(request: Request) -> Any:
+    """The import queue, on a Redis client of its own (rq needs replies as bytes)."""
     from redis import Redis
     from rq import Queue
 
@@ -190,17 +191,9 @@ def _enqueue_import(request: Request, campaign_id: int, path: Path, phone_column
     queue = ctx.extras.get("rq")
     if queue is None:
         queue = ctx.extras["rq"] = Queue(
-            "callcenter", connection=Redis.from_url(ctx.settings.redis_url), default_timeout=3600
+            jobs.QUEUE, connection=Redis.from_url(ctx.settings.redis_url), default_timeout=3600
         )
-    job = queue.enqueue(
-        leads.import_job,
-        campaign_id,
-        str(path),
-        phone_column or None,
-        filename,
-        job_id=f"import-{campaign_id}-{uuid.uuid4().hex[:8]}",
-    )
-    return str(job.id)
+    return queue
 
 
 def _publish_moves(request: Request, moves: list[campaigns.Move]) -> None:
@@ -236,16 +229,22 @@ def create_task(
             {**form.model_dump(exclude={"phone_column"}), "list_filename": (file.filename or "")[:255]}
         )
         campaign = campaigns.create(session, spec=spec, actor=principal.username, now=time.time())
+        assert campaign.id is not None
+        # The task names its import job before the job exists: a job finding another id there (a
+        # restart superseded it) does nothing.
+        campaign.import_job_id = jobs.new_import_job_id(campaign.id)
         session.commit()
     except Exception:
         path.unlink(missing_ok=True)
         raise
-    assert campaign.id is not None
-    campaign.import_job_id = _enqueue_import(
-        request, campaign.id, path, form.phone_column, file.filename or ""
+    jobs.enqueue_import(
+        _rq_queue(request),
+        job_id=campaign.import_job_id,
+        campaign_id=campaign.id,
+        path=str(path),
+        phone_column=form.phone_column or None,
+        filename=file.filename or "",
     )
-    session.add(campaign)
-    session.commit()
     return _public(request, session, campaign)
 
 
@@ -342,6 +341,21 @@ def import_progress(
     task_id: int, principal: Principal = VIEW, session: Session = Depends(get_session)
 ) -> ImportProgress:
     return _progress(campaigns.get(session, task_id))
+
+
+@router.post("/api/tasks/{task_id}/import/cancel")
+def cancel_import(
+    task_id: int, request: Request, principal: Principal = MANAGE, session: Session = Depends(get_session)
+) -> TaskPublic:
+    """End an import (stuck, or not wanted): the task goes to stopped with an import error saying so,
+    keeping the numbers imported so far; 409 unless it is initializing."""
+    campaign = campaigns.get(session, task_id)
+    moves = leads.cancel_import(session, campaign_id=task_id, actor=principal.username, now=time.time())
+    session.commit()
+    jobs.stop_import(_rq_queue(request).connection, campaign.import_job_id, task_id)
+    _publish_moves(request, moves)
+    session.refresh(campaign)
+    return _public(request, session, campaign)
 
 
 @router.get("/api/tasks/{task_id}/import-report.csv")

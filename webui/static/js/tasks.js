@@ -2,7 +2,8 @@
    every (re)connect of the push socket). A state change arrives by push (`task_state` on the `tasks`
    stream); the row is then read again from the API, so the buttons are enabled exactly as the API's
    `actions` say. The import of an initializing task is followed by reading its progress until it
-   ends (the import job does not push). Stop and delete ask first. */
+   ends (the import job does not push); an admin may cancel it there. Stop, delete and cancelling an
+   import ask first. */
 (function () {
   "use strict";
   const CC = window.CC;
@@ -48,7 +49,10 @@
         { class: "import-progress" },
         h("progress", { max: 100, value: p.percent }),
         h("span", { class: "mono pct" }, Math.floor(p.percent) + "%"),
-        h("span", { class: "hint mono rate" }, p.done + " / " + total + " · " + Math.round(p.rows_per_s) + " " + t("task.rows_s"))
+        h("span", { class: "hint mono rate" }, p.done + " / " + total + " · " + Math.round(p.rows_per_s) + " " + t("task.rows_s")),
+        can.manage
+          ? h("button", { type: "button", class: "small danger-outline cancel-import", onclick: () => cancelImport(task.id) }, t("task.cancel_import"))
+          : null
       );
     }
     return h(
@@ -140,10 +144,10 @@
   // --- the buttons ------------------------------------------------------------------------------
 
   const dialog = $("confirm");
-  function confirmAction(task, action) {
+  function confirmAction(task, action, yes) {
     $("confirm-title").textContent = t("task.confirm_" + action + "_title");
     $("confirm-text").textContent = t("task.confirm_" + action).replace("{name}", task.name);
-    $("confirm-yes").textContent = t("act." + action);
+    $("confirm-yes").textContent = yes || t("act." + action);
     dialog.returnValue = "";
     dialog.showModal();
     return new Promise((resolve) => dialog.addEventListener("close", () => resolve(dialog.returnValue === "yes"), { once: true }));
@@ -168,6 +172,20 @@
       const updated =
         action === "delete" ? await CC.api("DELETE", "/api/tasks/" + id) : await CC.api("POST", "/api/tasks/" + id + "/" + action);
       upsert(updated);
+    } catch (e) {
+      showError(t("task.action_failed").replace("{name}", task.name) + ": " + e.message);
+      reload(id);
+    }
+  }
+
+  // An import that is stuck (its worker died and it was not restarted) or not wanted: the task goes
+  // to stopped with an import error saying so, keeping the numbers imported so far.
+  async function cancelImport(id) {
+    const task = tasks.get(id);
+    if (!task || !(await confirmAction(task, "cancel_import", t("task.cancel_import")))) return;
+    showError("");
+    try {
+      upsert(await CC.api("POST", "/api/tasks/" + id + "/import/cancel"));
     } catch (e) {
       showError(t("task.action_failed").replace("{name}", task.name) + ": " + e.message);
       reload(id);
