@@ -32,6 +32,7 @@ import re
 from urllib.parse import parse_qs, unquote_to_bytes, urlsplit
 
 from fastapi import HTTPException
+from sqlalchemy import exc as sa_exc
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import MutableHeaders
 from starlette.requests import HTTPConnection
@@ -127,7 +128,13 @@ class RequestGuard:
         if isinstance(need, Requirement):
             # Who is asking, before the route reads the body (FastAPI reads it before dependencies).
             # The answer is cached on the request, so the route's own `require` does not ask again.
-            principal = await run_in_threadpool(current_principal, conn)
+            try:
+                principal = await run_in_threadpool(current_principal, conn)
+            except (sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
+                log.warning("database unavailable for %s %s: %s", scope["method"], scope["path"], exc)
+                detail = "the database is unavailable; try again in a moment"
+                await _refuse(scope, receive, send, 503, detail, {"Retry-After": "5"})
+                return
             if principal is None:
                 await _refuse(scope, receive, send, 401, "not signed in", {"WWW-Authenticate": "Bearer"})
                 return

@@ -214,3 +214,26 @@ def test_a_short_secret_is_refused_in_production(monkeypatch: pytest.MonkeyPatch
         load_settings()
     monkeypatch.setenv("CALLCENTER_SECRET_KEY", PRODUCTION_SECRET)
     assert load_settings().secret_key.get_secret_value() == PRODUCTION_SECRET
+
+
+def test_a_change_while_the_database_is_down_is_a_503_not_a_500(web_factory: WebFactory) -> None:
+    """The guard asks who is sending a change before the route runs: an unreachable database there
+    is answered as the app answers it elsewhere."""
+    from itsdangerous import URLSafeTimedSerializer
+
+    from callcenter.db import make_engine
+    from callcenter.http import TOKEN_SALT
+    from tests.conftest import TEST_SECRET
+
+    unreachable = make_engine("postgresql+psycopg://nobody@127.0.0.1:1/none?connect_timeout=1")
+    web = web_factory(unreachable)
+    token = URLSafeTimedSerializer(TEST_SECRET, salt=TOKEN_SALT).dumps({"uid": 1, "tv": 0})
+    headers = {"Authorization": f"Bearer {token}"}
+    for method, path in (("POST", "/api/tasks/1/pause"), ("GET", "/api/tasks")):
+        resp = web.client.request(method, path, headers=headers)
+        assert resp.status_code == 503 and "database is unavailable" in resp.json()["detail"], (
+            method,
+            resp.status_code,
+            resp.text,
+        )
+    unreachable.dispose()
