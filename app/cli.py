@@ -80,7 +80,7 @@ def supervisor(settings: Settings, commands: list[list[str]]) -> Supervisor:
 def _serve_web(settings: Settings, signals: Signals, children: Supervisor | None) -> None:
     import uvicorn
 
-    from webui.app import create_app
+    from webui.app import SERVER_OPTIONS, create_app
 
     class WebServer(uvicorn.Server):
         """uvicorn without its own signal handlers: they re-raise SIGTERM once the server has
@@ -93,6 +93,7 @@ def _serve_web(settings: Settings, signals: Signals, children: Supervisor | None
     server = WebServer(
         uvicorn.Config(
             create_app(settings),
+            **SERVER_OPTIONS,
             host=settings.web_host,
             port=settings.web_port,
             log_level=settings.log_level.lower(),
@@ -141,6 +142,14 @@ def demo(
     """Migrate, seed demo data (users, agents, a simulated task) and run web, dialer and worker."""
     os.environ.setdefault("CALLCENTER_MODE", Mode.DEMO.value)
     settings = _settings(web_port=port, web_host=host)
+    if settings.mode is Mode.PRODUCTION:
+        # The demo seeds users whose passwords it prints: never on a production database.
+        typer.echo(
+            "error: `callcenter demo` refuses production mode (it creates users with published "
+            "passwords); unset CALLCENTER_MODE or set it to demo, or run `callcenter serve`",
+            err=True,
+        )
+        raise typer.Exit(2)
     from callcenter.db import make_engine, upgrade
     from callcenter.seed import DEMO_LOGINS, seed_demo
 

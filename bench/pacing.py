@@ -204,10 +204,13 @@ def main() -> None:
                 f"engine: {figures['originates_per_s']:.0f} originates/s against the simulated PBX, "
                 f"CPU {100 * cpu:.0f} % of one core"
             )
-            figures["import_rows_per_s"] = import_rate(
+            figures["import_rows_per_s"], figures["import_peak_rss_mb"] = import_rate(
                 rows=100_000 if args.quick else 1_000_000, workdir=workdir
             )
-            print(f"list import: {figures['import_rows_per_s']:.0f} rows/s")
+            print(
+                f"list import: {figures['import_rows_per_s']:.0f} rows/s, "
+                f"peak RSS +{figures['import_peak_rss_mb']:.0f} MB"
+            )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     emit_json(figures)

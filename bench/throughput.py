@@ -1,13 +1,17 @@
 """Engine throughput figures used by bench/pacing.py: originates per second against the simulated PBX
-(the real async runner, in real time) and the list import rate."""
+(the real async runner, in real time) and the list import rate with the memory it takes."""
 
 from __future__ import annotations
 
 import asyncio
 import random
+import re
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from callcenter.clock import LoopScheduler
 from callcenter.db import make_engine, upgrade
@@ -57,8 +61,44 @@ def originate_rate(
         engine.dispose()
 
 
-def import_rate(rows: int, workdir: str) -> float:
-    """Rows per second of the list import (CSV, Chinese mobile numbers, three extra columns)."""
+T = TypeVar("T")
+
+
+def _status_mb(field: str) -> float:
+    match = re.search(rf"^{field}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.MULTILINE)
+    return int(match.group(1)) / 1024 if match else 0.0
+
+
+def peak_rss_added(fn: Callable[[], T]) -> tuple[T, float]:
+    """`fn()` and the most resident memory (MB) this process held during it above what it held just
+    before: the kernel's high-water mark, reset first (Linux), else sampled every 10 ms."""
+    base = _status_mb("VmRSS")
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+    except OSError:
+        peak = [base]
+        stop = threading.Event()
+
+        def sample() -> None:
+            while not stop.wait(0.01):
+                peak[0] = max(peak[0], _status_mb("VmRSS"))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        try:
+            result = fn()
+        finally:
+            stop.set()
+            sampler.join()
+        return result, peak[0] - base
+    result = fn()
+    return result, _status_mb("VmHWM") - base
+
+
+def import_rate(rows: int, workdir: str) -> tuple[float, float]:
+    """Rows per second of the list import (CSV, Chinese mobile numbers, three extra columns), and the
+    peak resident memory (MB) the import added to this process (the parallel normalisers' own
+    processes not counted)."""
     from sqlalchemy import insert
 
     from callcenter.leads import import_list
@@ -78,11 +118,13 @@ def import_rate(rows: int, workdir: str) -> float:
         c.execute(insert(SkillGroup.__table__).values(id=1, name="g", description=""))  # type: ignore[attr-defined]
         c.execute(insert(Campaign.__table__).values(id=1, name="t", state="initializing", skill_group_id=1))  # type: ignore[attr-defined]
     started = time.perf_counter()
-    result = import_list(engine, campaign_id=1, path=path, phone_column=None, region="CN")
+    result, peak_mb = peak_rss_added(
+        lambda: import_list(engine, campaign_id=1, path=path, phone_column=None, region="CN")
+    )
     elapsed = time.perf_counter() - started
     engine.dispose()
     assert result.total == rows
-    return rows / elapsed
+    return rows / elapsed, peak_mb
 
 
 if __name__ == "__main__":

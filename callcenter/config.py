@@ -7,6 +7,7 @@ line an operator can act on instead of a traceback.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from enum import StrEnum
 from pathlib import Path
@@ -20,6 +21,8 @@ ENV_PREFIX = "CALLCENTER_"
 # secret that the whole internet knows.
 SAMPLE_SECRETS = frozenset({"", "change-me", "changeme", "secret", "demo-secret-not-for-production"})
 DEMO_SECRET = "demo-secret-not-for-production"
+# A shorter HMAC key can be guessed offline from a single signed cookie or token.
+MIN_SECRET_BYTES = 32
 
 
 class SettingsError(RuntimeError):
@@ -30,6 +33,14 @@ class Mode(StrEnum):
     PRODUCTION = "production"
     DEV = "dev"
     DEMO = "demo"
+
+
+class CrmVisibility(StrEnum):
+    """Which contacts an agent may see (supervisors and admins see all)."""
+
+    OWNER = "owner"  # the contacts they own
+    SKILL_GROUP = "skill_group"  # ... and those owned by agents who share a skill group with them
+    ALL = "all"
 
 
 class GatewayKind(StrEnum):
@@ -62,8 +73,31 @@ class Settings(BaseSettings):
     login_max_failures: int = Field(
         5, gt=0, description="failed logins per user and address before throttling"
     )
+    login_user_max_failures: int = Field(
+        20, gt=0, description="failed logins per user from all addresses together before throttling"
+    )
     login_lockout_s: int = Field(
-        300, gt=0, description="throttling window after too many failed logins, seconds"
+        300,
+        gt=0,
+        description="first lockout after too many failed logins, seconds; doubles with each further failure",
+    )
+    login_lockout_max_s: int = Field(3600, gt=0, description="the longest a lockout grows to, seconds")
+    trusted_proxies: str = Field(
+        "",
+        description="comma-separated addresses or networks of reverse proxies whose X-Forwarded-For is "
+        "believed; empty = the header is ignored",
+    )
+    session_cookie_secure: bool = Field(
+        True, description="production: session cookie only over HTTPS (serve behind TLS); dev/demo never"
+    )
+    upload_max_mb: int = Field(100, gt=0, description="largest number list or do-not-call file, MB")
+    upload_max_unpacked_mb: int = Field(
+        300, gt=0, description="largest an XLSX list may be once unzipped, MB (zip bombs are refused)"
+    )
+    crm_visibility: CrmVisibility = Field(
+        CrmVisibility.OWNER,
+        description="contacts an agent sees: owner (their own), skill_group (also their skill groups'), "
+        "all; plus their current call's; supervisors and admins see all",
     )
     default_region: str = Field("CN", description="ISO region for numbers written without a country code")
 
@@ -198,23 +232,62 @@ class Settings(BaseSettings):
             )
         return value
 
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: str) -> str:
+        for item in _split(value):
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{item!r} is not an IP address or network (e.g. 10.0.0.5, 10.0.0.0/24)"
+                ) from None
+        return value
+
     @model_validator(mode="after")
     def _secret(self) -> Settings:
-        if self.mode is Mode.PRODUCTION and self.secret_key.get_secret_value() in SAMPLE_SECRETS:
+        secret = self.secret_key.get_secret_value()
+        if self.mode is Mode.PRODUCTION and secret in SAMPLE_SECRETS:
             raise ValueError(
                 "secret_key: CALLCENTER_SECRET_KEY must be set to a private random value in production mode "
                 "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`), "
                 "or set CALLCENTER_MODE=dev for local use"
+            )
+        if self.mode is Mode.PRODUCTION and len(secret.encode()) < MIN_SECRET_BYTES:
+            raise ValueError(
+                f"secret_key: CALLCENTER_SECRET_KEY must be at least {MIN_SECRET_BYTES} bytes in production "
+                "mode (e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
             )
         if self.mode is not Mode.PRODUCTION and not self.secret_key.get_secret_value():
             self.secret_key = SecretStr(DEMO_SECRET)
         return self
 
     @property
+    def trusted_proxy_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        return tuple(ipaddress.ip_network(item, strict=False) for item in _split(self.trusted_proxies))
+
+    @property
+    def secure_cookies(self) -> bool:
+        """Whether cookies carry `Secure`: in production (behind TLS) unless turned off."""
+        return self.mode is Mode.PRODUCTION and self.session_cookie_secure
+
+    @property
+    def upload_max_bytes(self) -> int:
+        return self.upload_max_mb * 1024 * 1024
+
+    @property
+    def upload_max_unpacked_bytes(self) -> int:
+        return self.upload_max_unpacked_mb * 1024 * 1024
+
+    @property
     def effective_database_url(self) -> str:
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'callcenter.db').resolve()}"
+
+
+def _split(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
 
 
 def env_name(field: str) -> str:
@@ -248,5 +321,7 @@ def settings_table() -> list[tuple[str, str, str]]:
             default = "(none)" if not default.get_secret_value() else "***"
         elif isinstance(default, StrEnum):
             default = default.value
+        elif isinstance(default, bool):
+            default = "true" if default else "false"
         rows.append((env_name(name), str(default) if default != "" else "(empty)", field.description or ""))
     return rows

@@ -8,15 +8,22 @@ Every route declares what it needs with one of two dependencies:
 `tests/test_auth_matrix.py` walks every route and checks the declaration against each role.
 
 Credentials: the session cookie (pages) or an `Authorization: Bearer` token (API); both carry the
-user's token version, so bumping it revokes them all. The context is built once by the app's lifespan
-(or handed in by tests) and kept on `app.state.ctx`.
+user's token version, so bumping it revokes them all. A session cookie also names a server-side
+session (`cc:web-session:<id>` in Redis, made at sign-in): signing out deletes it, so a copy of the
+cookie is dead from then on, and only that session ends. The context is built once by the app's
+lifespan (or handed in by tests) and kept on `app.state.ctx`.
+
+Sessions and sockets ended by an account change are announced on `SESSIONS_TOPIC` (every web process
+closes the sockets it holds for them: `webui.ws`).
 """
 
 from __future__ import annotations
 
+import json
+import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import Depends, HTTPException, Request
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
@@ -25,11 +32,14 @@ from sqlmodel import Session
 from starlette.requests import HTTPConnection
 
 from callcenter.accounts import Principal, load_principal
-from callcenter.bus import Bus
+from callcenter.bus import PREFIX, Bus
 from callcenter.config import Settings
 from callcenter.models import Permission
 
 TOKEN_SALT = "callcenter-api-token"
+SESSION_PREFIX = "cc:web-session:"
+# Web processes only (their `cc:*` subscription); the dialer never reads it.
+SESSIONS_TOPIC = f"{PREFIX}sessions"
 
 
 @dataclass
@@ -110,6 +120,67 @@ def principal_from_token(request: HTTPConnection, token: str) -> Principal | Non
     return _principal_from_claims(request, claims.get("uid"), claims.get("tv"))
 
 
+# --- browser sessions ------------------------------------------------------------------------------
+
+RevokeReason = Literal["signed_out", "password", "deactivated", "roles"]
+
+
+def start_session(request: HTTPConnection, principal: Principal) -> None:
+    """Sign a browser in: a new session (fresh id and CSRF token, nothing kept from before, so a
+    session id planted before sign-in is worthless), recorded in Redis for as long as the cookie
+    lives."""
+    ctx = get_ctx(request)
+    sid = secrets.token_urlsafe(32)
+    ctx.redis.set(SESSION_PREFIX + sid, str(principal.user_id), ex=ctx.settings.session_max_age_s)
+    request.session.clear()
+    request.session.update(
+        {
+            "uid": principal.user_id,
+            "tv": principal.token_version,
+            "sid": sid,
+            "csrf": secrets.token_urlsafe(32),
+        }
+    )
+
+
+def end_session(request: HTTPConnection) -> None:
+    """Sign this browser session out: gone on the server (a copy of the cookie no longer works), its
+    sockets closed; the user's other sessions are not touched."""
+    sid = request.session.get("sid")
+    if isinstance(sid, str) and sid:
+        redis = get_ctx(request).redis
+        redis.delete(SESSION_PREFIX + sid)
+        publish_revocation(redis, sid=sid, reason="signed_out")
+    request.session.clear()
+
+
+def csrf_token(request: HTTPConnection) -> str:
+    """The signed-in session's CSRF token ('' when nobody is signed in with a cookie): pages carry it
+    in a `csrf-token` meta tag and their forms' `csrf_token` field; scripts send it as `X-CSRF-Token`."""
+    if "session" not in request.scope:
+        return ""
+    token = request.session.get("csrf")
+    return token if isinstance(token, str) else ""
+
+
+def csrf_token_matches(expected: str, sent: str | None) -> bool:
+    return bool(expected) and isinstance(sent, str) and secrets.compare_digest(expected, sent)
+
+
+def _session_alive(request: HTTPConnection, sid: Any, uid: Any) -> bool:
+    if not isinstance(sid, str) or not sid:
+        return False
+    return get_ctx(request).redis.get(SESSION_PREFIX + sid) == str(uid)
+
+
+def publish_revocation(
+    redis: Any, *, reason: RevokeReason, user_id: int | None = None, sid: str | None = None
+) -> None:
+    """Tell every web process to close the sockets of a user (all of them) or of one session."""
+    message = {"type": "revoke", "reason": reason, "user_id": user_id, "sid": sid}
+    redis.publish(SESSIONS_TOPIC, json.dumps(message))
+
+
 def current_principal(request: HTTPConnection) -> Principal | None:
     """The signed-in principal from a bearer token or the session cookie, cached on the request
     (or WebSocket)."""
@@ -122,7 +193,8 @@ def current_principal(request: HTTPConnection) -> Principal | None:
         principal = principal_from_token(request, header[7:])
     elif "session" in request.scope:
         sess = request.session
-        principal = _principal_from_claims(request, sess.get("uid"), sess.get("tv"))
+        if _session_alive(request, sess.get("sid"), sess.get("uid")):
+            principal = _principal_from_claims(request, sess.get("uid"), sess.get("tv"))
     request.state.principal = principal
     return principal
 
@@ -161,6 +233,31 @@ class PublicMarker:
 
 
 _PUBLIC = PublicMarker()
+
+
+def declared_need(route: Any) -> Requirement | PublicMarker | None:
+    """What a route declared (`require(...)` or `public()`), found among its dependencies."""
+    dependant = getattr(route, "dependant", None)
+    stack = list(dependant.dependencies) if dependant is not None else []
+    while stack:
+        dep = stack.pop()
+        if isinstance(dep.call, Requirement | PublicMarker):
+            return dep.call
+        stack.extend(dep.dependencies)
+    return None
+
+
+def app_routes(app: Any) -> list[Any]:
+    """Every route of an app, through included routers (FastAPI >= 0.16x keeps them as lazy entries
+    reached through `effective_candidates()`)."""
+    out, stack = [], list(app.routes)
+    while stack:
+        route = stack.pop(0)
+        if hasattr(route, "effective_candidates"):
+            stack[:0] = route.effective_candidates()
+        elif getattr(route, "dependant", None) is not None and getattr(route, "path", None):
+            out.append(route)
+    return out
 
 
 def require(*permissions: Permission) -> Any:

@@ -10,10 +10,18 @@ The import runs as an rq job while the task shows `initializing`, writing its pr
 rows per second) to the task row; it ends the task's `initializing` state either way. It survives
 its worker: it resumes after the last row it committed when restarted (`import_list`), a job that
 lost its task writes nothing more, and an admin may cancel it (`cancel_import`).
+
+Memory stays flat whatever the file's size: a CSV is read line by line (its encoding found by a
+streaming pass), an XLSX through openpyxl's read-only mode after its zip is checked (the members'
+declared and actual unzipped sizes, so a zip bomb is refused before it is parsed), rows are written in
+batches bounded by count and by bytes. A physical line longer than `MAX_LINE_CHARS` refuses the file;
+a cell longer than `MAX_CELL_CHARS` refuses its row (reason `too_long`): the lead's columns travel in
+every screen pop, and one 40 MB column once made Redis drop the web's subscription.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
@@ -24,6 +32,8 @@ import re
 import signal
 import threading
 import time
+import zipfile
+import zlib
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -65,8 +75,17 @@ PHONE_HEADERS = (
     "联系电话",
     "联系方式",
 )
-MAX_UPLOAD_BYTES = 200 * 1024 * 1024
+MB = 1024 * 1024
+MAX_CELL_CHARS = 2000  # one lead column
+MAX_LINE_CHARS = 64 * 1024  # one line of a CSV
+MAX_COLUMNS = 200
+MAX_HEADER_CHARS = 128  # a column name (a key in every lead's fields)
+DEFAULT_MAX_UNPACKED = 300 * MB  # an XLSX, unzipped (CALLCENTER_UPLOAD_MAX_UNPACKED_MB)
+# openpyxl loads the shared strings table whole, even in read-only mode: it is capped on its own.
+MAX_SHARED_STRINGS = 64 * MB
 BATCH = 50_000
+BATCH_BYTES = 8 * MB  # of lead fields held before a write
+_READ_CHUNK = MB
 _SEPARATORS = re.compile(r"[\s\-().\u00a0\u3000]")
 
 
@@ -80,23 +99,40 @@ class ListError(Invalid):
 # --- reading -----------------------------------------------------------------------------------
 
 
-def decode_csv(data: bytes) -> str:
-    """Text of a CSV from Excel or elsewhere: UTF-8 (with or without BOM), UTF-16, else GBK/GB18030."""
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+_NOT_UTF16 = "the file starts like UTF-16 text but is not; save it as CSV (UTF-8) or XLSX"
+
+
+def _csv_encoding(f: io.BufferedIOBase | io.BytesIO) -> tuple[str, int]:
+    """The encoding of a CSV and its number of line feeds, in one streaming pass (a chunk at a time,
+    whatever the file's size): UTF-16 by its BOM, else UTF-8 if every byte decodes as UTF-8, else
+    GB18030 (GBK's superset) if every byte decodes as that."""
+    head = f.read(4)
+    f.seek(0)
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
         try:
-            return data.decode("utf-16")
+            return "utf-16", _count_lines(f, "utf-16")
         except UnicodeDecodeError:
-            raise ListError(
-                "the file starts like UTF-16 text but is not; save it as CSV (UTF-8) or XLSX"
-            ) from None
+            raise ListError(_NOT_UTF16) from None
     try:
-        return data.decode("utf-8-sig")
+        return "utf-8-sig", _count_lines(f, "utf-8-sig")
     except UnicodeDecodeError:
-        pass
+        f.seek(0)
     try:
-        return data.decode("gb18030")
+        return "gb18030", _count_lines(f, "gb18030")
     except UnicodeDecodeError:
         raise ListError("the file is neither UTF-8 nor GBK text; save it as CSV (UTF-8) or XLSX") from None
+
+
+def _count_lines(f: io.BufferedIOBase | io.BytesIO, encoding: str) -> int:
+    decoder = codecs.getincrementaldecoder(encoding)()
+    lines = 0
+    last = ""
+    while chunk := f.read(_READ_CHUNK):
+        text = decoder.decode(chunk)
+        lines += text.count("\n")
+        last = text[-1:] or last
+    decoder.decode(b"", final=True)
+    return lines + (0 if last in ("\n", "") else 1)  # a last line without a line feed counts
 
 
 @dataclass
@@ -105,6 +141,7 @@ class Table:
     rows: Iterator[list[str]]  # data rows, as text
     total: int  # estimated number of data rows (exact for CSV)
     first_row_no: int = 2  # spreadsheet row number of the first data row (the header is row 1)
+    close: Callable[[], None] = lambda: None  # releases the file when the rows are not read to the end
 
 
 def _sniff_dialect(sample: str) -> type[csv.Dialect] | csv.Dialect:
@@ -114,70 +151,150 @@ def _sniff_dialect(sample: str) -> type[csv.Dialect] | csv.Dialect:
         return csv.excel
 
 
-def read_table(path: Path, *, filename: str = "") -> Table:
-    """Open a CSV or XLSX list. Raises ListError when it cannot be read or has no header."""
+def read_table(
+    path: Path,
+    *,
+    filename: str = "",
+    max_bytes: int | None = None,
+    max_unpacked_bytes: int = DEFAULT_MAX_UNPACKED,
+) -> Table:
+    """Open a CSV or XLSX list without reading it into memory. Raises ListError when it cannot be
+    read, has no header, is larger than `max_bytes` or (an XLSX) unzips to more than
+    `max_unpacked_bytes`."""
     name = (filename or path.name).lower()
-    if path.stat().st_size == 0:
+    size = path.stat().st_size
+    if size == 0:
         raise ListError("the file is empty")
-    if path.stat().st_size > MAX_UPLOAD_BYTES:
-        raise ListError(f"the file is larger than {MAX_UPLOAD_BYTES // (1024 * 1024)} MB")
+    if max_bytes is not None and size > max_bytes:
+        raise ListError(f"the file is larger than {max_bytes / MB:.0f} MB")
     if name.endswith((".xlsx", ".xlsm")):
-        return _read_xlsx(path)
+        return _read_xlsx(path, max_unpacked_bytes)
     if name.endswith(".xls"):
         raise ListError("old .xls workbooks are not supported; save the list as .xlsx or .csv")
-    data = path.read_bytes()
-    if data[:4] == b"PK\x03\x04":  # an XLSX without its extension
-        return _read_xlsx(path)
-    text = decode_csv(data)
-    if "\x00" in text[:4096]:
-        raise ListError("the file is not a text CSV (binary content)")
-    reader = csv.reader(io.StringIO(text, newline=""), _sniff_dialect(text[:8192]))
+    with path.open("rb") as f:
+        if f.read(4) == b"PK\x03\x04":  # an XLSX without its extension
+            return _read_xlsx(path, max_unpacked_bytes)
+        f.seek(0)
+        encoding, lines = _csv_encoding(f)
+    text = path.open("r", encoding=encoding, newline="")
     try:
-        header = next(reader)
-    except StopIteration:
-        raise ListError("the file is empty") from None
-    except csv.Error as exc:
-        raise ListError(f"the CSV cannot be read: {exc}") from None
-    header = [h.strip() for h in header]
-    if not any(header):
-        raise ListError("the first row must name the columns (a header row)")
-    total = max(0, text.count("\n") - 1 + (0 if text.endswith("\n") else 1))
-    return Table(header, _safe_rows(reader), total)
+        sample = text.read(8192)
+        if "\x00" in sample[:4096]:
+            raise ListError("the file is not a text CSV (binary content)")
+        text.seek(0)
+        reader = csv.reader(_capped_lines(text), _sniff_dialect(sample))
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise ListError("the file is empty") from None
+        except csv.Error as exc:
+            raise ListError(f"the CSV cannot be read: {exc}") from None
+        header = _header(header)
+    except BaseException:
+        text.close()
+        raise
+    return Table(header, _safe_rows(reader, text), max(0, lines - 1), close=text.close)
 
 
-def _safe_rows(reader: Iterator[list[str]]) -> Iterator[list[str]]:
+def _capped_lines(text: io.TextIOBase) -> Iterator[str]:
+    """The file's lines, refusing one longer than MAX_LINE_CHARS before it is all in memory."""
+    line_no = 0
+    while line := text.readline(MAX_LINE_CHARS + 1):
+        line_no += 1
+        if len(line) > MAX_LINE_CHARS and not line.endswith(("\n", "\r")):
+            raise ListError(
+                f"line {line_no} is longer than {MAX_LINE_CHARS // 1024} KB: a list holds one customer "
+                "per line"
+            )
+        yield line
+
+
+def _safe_rows(reader: Iterator[list[str]], text: io.TextIOBase) -> Iterator[list[str]]:
     try:
         yield from reader
     except csv.Error as exc:
         raise ListError(f"the CSV cannot be read past this point: {exc}") from None
+    except UnicodeDecodeError:
+        raise ListError(_NOT_UTF16) from None
+    finally:
+        text.close()
 
 
-def _read_xlsx(path: Path) -> Table:
+def _header(cells: Sequence[str]) -> list[str]:
+    header = [h.strip() for h in cells]
+    while header and not header[-1]:
+        header.pop()  # a spreadsheet's empty columns past the last named one
+    if not any(header):
+        raise ListError("the first row must name the columns (a header row)")
+    if len(header) > MAX_COLUMNS:
+        raise ListError(f"the list has {len(header)} columns; at most {MAX_COLUMNS}")
+    if any(len(h) > MAX_HEADER_CHARS for h in header):
+        raise ListError(f"a column name is longer than {MAX_HEADER_CHARS} characters")
+    return header
+
+
+def check_xlsx(path: Path, max_unpacked_bytes: int) -> None:
+    """Refuse a workbook that unzips to more than `max_unpacked_bytes` (or whose shared strings,
+    which openpyxl loads whole, pass MAX_SHARED_STRINGS) before anything parses it: first by the
+    sizes its zip declares, then by what its members actually unzip to (zipfile stops a member at its
+    declared size and checks its CRC, so a member that lies about its size is refused too)."""
+    limit_mb = max_unpacked_bytes / MB
+    try:
+        with zipfile.ZipFile(path) as zf:
+            members = zf.infolist()
+            declared = sum(m.file_size for m in members)
+            if declared > max_unpacked_bytes:
+                raise ListError(
+                    f"the workbook unzips to {declared / MB:.0f} MB, more than the {limit_mb:.0f} MB allowed"
+                )
+            for m in members:
+                if m.filename.lower().endswith("sharedstrings.xml") and m.file_size > MAX_SHARED_STRINGS:
+                    raise ListError(
+                        f"the workbook's text table unzips to {m.file_size / MB:.0f} MB, more than the "
+                        f"{MAX_SHARED_STRINGS / MB:.0f} MB allowed"
+                    )
+            actual = 0
+            for m in members:
+                with zf.open(m) as member:
+                    while chunk := member.read(_READ_CHUNK):
+                        actual += len(chunk)
+                        if actual > max_unpacked_bytes:
+                            raise ListError(f"the workbook unzips to more than the {limit_mb:.0f} MB allowed")
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, ValueError) as exc:
+        raise ListError(f"the workbook is damaged: {exc}") from None
+
+
+def _read_xlsx(path: Path, max_unpacked_bytes: int) -> Table:
     from openpyxl import load_workbook
 
+    check_xlsx(path, max_unpacked_bytes)
     try:
         book = load_workbook(path, read_only=True, data_only=True)
     except Exception as exc:  # openpyxl raises many kinds for a broken file
         raise ListError(f"the workbook cannot be read: {type(exc).__name__}") from None
-    sheet = book.worksheets[0]
-    values = sheet.iter_rows(values_only=True)
     try:
-        first = next(values)
-    except StopIteration:
-        raise ListError("the workbook's first sheet is empty") from None
-    header = [_cell(v).strip() for v in first]
-    if not any(header):
-        raise ListError("the first row must name the columns (a header row)")
-    total = max(0, (sheet.max_row or 1) - 1)
+        sheet = book.worksheets[0]
+        values = sheet.iter_rows(values_only=True)
+        try:
+            first = next(values)
+        except StopIteration:
+            raise ListError("the workbook's first sheet is empty") from None
+        header = _header([_cell(v) for v in first])
+        total = max(0, (sheet.max_row or 1) - 1)
+    except BaseException:
+        book.close()
+        raise
+    width = len(header)
 
     def rows() -> Iterator[list[str]]:
         try:
             for row in values:
-                yield [_cell(v) for v in row]
+                # Cells past the last named column are not kept: the sheet may claim thousands.
+                yield [_cell(v) for v in row[:width]]
         finally:
             book.close()
 
-    return Table(header, rows(), total)
+    return Table(header, rows(), total, close=book.close)
 
 
 def _cell(value: Any) -> str:
@@ -359,6 +476,7 @@ def _bulk_insert(conn: Any, table: Any, columns: Sequence[str], rows: list[tuple
 
 
 CHUNK = 20_000
+CHUNK_CHARS = 4 * MB  # a chunk of long rows ends sooner
 PARALLEL_FROM_ROWS = 60_000
 
 
@@ -439,6 +557,8 @@ def import_list(
     job_id: str | None = None,
     batch: int = BATCH,
     heartbeat: Callable[[], None] | None = None,
+    max_bytes: int | None = None,
+    max_unpacked_bytes: int = DEFAULT_MAX_UNPACKED,
 ) -> ImportResult:
     """Import a list into a task in `initializing` (the caller then ends that state).
 
@@ -449,7 +569,7 @@ def import_list(
     `heartbeat` is called as rows go by (the job renews its lease with it)."""
     beat = heartbeat or (lambda: None)
     started = time.perf_counter()
-    table = read_table(path, filename=filename)
+    table = read_table(path, filename=filename, max_bytes=max_bytes, max_unpacked_bytes=max_unpacked_bytes)
     phone_idx = find_phone_column(table.header, phone_column)
     names = [h or f"column {i + 1}" for i, h in enumerate(table.header)]
     others = [(i, n) for i, n in enumerate(names) if i != phone_idx]
@@ -462,7 +582,11 @@ def import_list(
             raise ImportSuperseded(f"task {campaign_id} is no longer imported by job {job_id}")
         resume_after, done, imported, rejected = _checkpoint(conn, campaign_id)
         dnc = set(conn.execute(select(DNC.c.number)).scalars())
-        seen = set(conn.execute(select(LEAD.c.number).where(LEAD.c.campaign_id == campaign_id)).scalars())
+        # Numbers as ints (E.164 without the '+'): half the memory of the strings on a big list.
+        seen = {
+            int(n[1:])
+            for n in conn.execute(select(LEAD.c.number).where(LEAD.c.campaign_id == campaign_id)).scalars()
+        }
         if resume_after:
             # A number rejected for the do-not-call list counts as seen too: a later row with it is
             # a duplicate, as it would have been without the interruption.
@@ -471,7 +595,7 @@ def import_list(
             ).scalars():
                 known = normalise(raw)
                 if not isinstance(known, str):
-                    seen.add(known.e164)
+                    seen.add(int(known.e164[1:]))
     beat()
     if resume_after:
         log.info(
@@ -495,10 +619,12 @@ def import_list(
     leads: list[tuple[Any, ...]] = []
     issues: list[tuple[Any, ...]] = []
     done_before = done
+    pending_bytes = 0  # of lead fields not written yet
     dumps = json.dumps
+    width = len(table.header)
 
     def flush() -> None:
-        nonlocal leads, issues
+        nonlocal leads, issues, pending_bytes
         elapsed = time.perf_counter() - started
         with engine.begin() as conn:
             # The task row first: on PostgreSQL its lock orders this commit against a cancel or a
@@ -518,11 +644,12 @@ def import_list(
                 raise ImportSuperseded(f"task {campaign_id} is no longer imported by job {job_id}")
             _bulk_insert(conn, LEAD, lead_cols, leads)
             _bulk_insert(conn, ISSUE, issue_cols, issues)
-        leads, issues = [], []
+        leads, issues, pending_bytes = [], [], 0
         beat()
 
     def chunks() -> Iterator[list[tuple[int, list[str], str]]]:
         chunk: list[tuple[int, list[str], str]] = []
+        chars = 0
         row_no = table.first_row_no - 1
         for row in table.rows:
             row_no += 1
@@ -531,9 +658,10 @@ def import_list(
             if not any(cell.strip() for cell in row):
                 continue  # a blank line between rows is not data
             chunk.append((row_no, row, row[phone_idx].strip() if phone_idx < len(row) else ""))
-            if len(chunk) >= CHUNK:
+            chars += sum(map(len, row))
+            if len(chunk) >= CHUNK or chars >= CHUNK_CHARS:
                 yield chunk
-                chunk = []
+                chunk, chars = [], 0
             elif len(chunk) % 1000 == 0:
                 beat()
         if chunk:
@@ -543,6 +671,21 @@ def import_list(
         beat()
         for (row_no, row, raw), result in zip(chunk, results, strict=True):
             done += 1
+            if max(map(len, row[:width]), default=0) > MAX_CELL_CHARS:
+                name, size = next(
+                    (names[i], len(c)) for i, c in enumerate(row[:width]) if len(c) > MAX_CELL_CHARS
+                )
+                issues.append(
+                    (
+                        campaign_id,
+                        row_no,
+                        raw[:64],
+                        "too_long",
+                        f"column {name[:64]!r} has {size} characters; at most {MAX_CELL_CHARS}",
+                    )
+                )
+                rejected += 1
+                continue
             if isinstance(result, str):
                 reason, detail = (
                     ("empty", "no number in the phone column") if result == "empty" else ("invalid", result)
@@ -551,25 +694,29 @@ def import_list(
                 rejected += 1
                 continue
             e164, tz = result
-            if e164 in seen:
+            key = int(e164[1:])
+            if key in seen:
                 issues.append(
                     (campaign_id, row_no, raw[:64], "duplicate", f"{e164} appears on an earlier row")
                 )
                 rejected += 1
             elif e164 in dnc:
                 issues.append((campaign_id, row_no, raw[:64], "dnc", f"{e164} is on the do-not-call list"))
-                seen.add(e164)
+                seen.add(key)
                 rejected += 1
             else:
-                seen.add(e164)
-                fields = {name: (row[i].strip() if i < len(row) else "") for i, name in others}
+                seen.add(key)
+                fields = dumps(
+                    {name: (row[i].strip() if i < len(row) else "") for i, name in others}, ensure_ascii=False
+                )
+                pending_bytes += len(fields)
                 leads.append(
                     (
                         campaign_id,
                         row_no,
                         e164,
                         tz,
-                        dumps(fields, ensure_ascii=False),
+                        fields,
                         pending,
                         0,
                         0.0,
@@ -579,7 +726,7 @@ def import_list(
                     )
                 )
                 imported += 1
-            if len(leads) + len(issues) >= batch:
+            if len(leads) + len(issues) >= batch or pending_bytes >= BATCH_BYTES:
                 flush()
     flush()
     return ImportResult(done, imported, rejected, time.perf_counter() - started)
@@ -632,6 +779,8 @@ def import_job(
                 job_id=job_id,
                 batch=batch,
                 heartbeat=lease.renew if lease else None,
+                max_bytes=settings.upload_max_bytes,
+                max_unpacked_bytes=settings.upload_max_unpacked_bytes,
             )
         except ImportSuperseded as exc:
             log.warning("import job %s stops: %s", job_id, exc)
@@ -744,12 +893,38 @@ def report_rows(conn: Any, campaign_id: int) -> Iterable[tuple[Any, ...]]:
     ).all()
 
 
-def report_csv(conn: Any, campaign_id: int) -> str:
-    """The import report as CSV (with a BOM so Excel opens it as UTF-8)."""
+# --- writing spreadsheets --------------------------------------------------------------------------
+
+# A cell starting with one of these runs as a formula when Excel, LibreOffice or Sheets open the file
+# (`=HYPERLINK(...)`, `@SUM(...)`, `+cmd|...`); a tab or carriage return first hides the one after it.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_cell(value: Any) -> Any:
+    """A value as it may go into a CSV or XLSX the app writes: text that a spreadsheet would take for
+    a formula gets a leading quote (shown as text, the characters kept); other values pass. Every
+    writer of a spreadsheet goes through this (`spreadsheet_csv` does).
+
+    >>> spreadsheet_cell("=1+1"), spreadsheet_cell("+8613800138000"), spreadsheet_cell(7)
+    ("'=1+1", "'+8613800138000", 7)
+    """
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
+def spreadsheet_csv(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A CSV for people to open in a spreadsheet: UTF-8 with a BOM (Excel then reads it as UTF-8),
+    every cell through `spreadsheet_cell`."""
     out = io.StringIO()
     out.write("\ufeff")
     writer = csv.writer(out)
-    writer.writerow(["row", "number", "reason", "detail"])
-    for row in report_rows(conn, campaign_id):
-        writer.writerow(row)
+    writer.writerow([spreadsheet_cell(h) for h in header])
+    for row in rows:
+        writer.writerow([spreadsheet_cell(v) for v in row])
     return out.getvalue()
+
+
+def report_csv(conn: Any, campaign_id: int) -> str:
+    """The import report as CSV: every row not imported, with the reason."""
+    return spreadsheet_csv(["row", "number", "reason", "detail"], report_rows(conn, campaign_id))

@@ -1,6 +1,12 @@
 """CRM service functions: contacts, phones, tags, notes, a contact's calls, and the two things the
 workstation needs - the CRM part of a screen pop and the one-click save of a call's outcome.
 
+Who sees which contact (`Viewer`): supervisors and admins see all; an agent sees what the rule allows
+(`owner`: the contacts they own; `skill_group`: also those owned by agents who share a skill group
+with them; `all`), the contact of the call they are on or wrapping up, and those of their other
+current work that feature packages hand in (`Viewer.also`: the chats they hold). A contact a viewer
+may not see is `NotFound` for them, whatever they try.
+
 Domain errors only (`callcenter.errors`); nothing here knows HTTP. Every function takes the session
 first and keyword-only arguments after it.
 """
@@ -14,13 +20,14 @@ from typing import Any
 
 import phonenumbers
 import sqlalchemy as sa
-from sqlalchemy import bindparam, delete, func, or_
+from sqlalchemy import ColumnElement, bindparam, delete, func, or_
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
+from callcenter.config import CrmVisibility
 from callcenter.errors import Conflict, Invalid, NotFound
-from callcenter.models import DEFAULT_DISPOSITIONS, Agent, Call, Campaign, User, now
+from callcenter.models import DEFAULT_DISPOSITIONS, Agent, AgentSkill, Call, Campaign, User, now
 from crm.models import Contact, ContactPhone, ContactTag, Note, Tag
 
 # How much history a screen pop carries; the contact page shows more.
@@ -89,6 +96,86 @@ def _try_normalise(raw: str, region: str) -> str | None:
         return normalise_phone(raw, region=region)
     except Invalid:
         return None
+
+
+# --- who sees what ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """Who is looking, for the visibility rule."""
+
+    user_id: int
+    agent_id: int | None = None
+    sees_all: bool = False  # supervisors and admins (and everyone under the `all` rule)
+    rule: CrmVisibility = CrmVisibility.OWNER
+    call_number: str | None = None  # E.164 of the call the agent is on or wrapping up
+    # Selects of contact ids the viewer's current work makes visible too (from feature packages
+    # the CRM does not import: a chat they hold, an inbox item of their group).
+    also: tuple[Any, ...] = ()
+
+
+def viewer(
+    session: Session,
+    *,
+    user_id: int,
+    agent_id: int | None,
+    sees_all: bool,
+    rule: CrmVisibility,
+    region: str,
+    also: Iterable[Any] = (),
+) -> Viewer:
+    """The viewer for a user, with the number of their current call when they have one."""
+    if sees_all or rule is CrmVisibility.ALL:
+        return Viewer(user_id=user_id, agent_id=agent_id, sees_all=True, rule=rule)
+    number = None
+    if agent_id is not None:
+        call = session.exec(
+            select(Call.number)
+            .join(Agent, col(Agent.call_id) == col(Call.id))
+            .where(col(Agent.id) == agent_id)
+        ).first()
+        number = _try_normalise(call, region) if call else None
+    return Viewer(user_id=user_id, agent_id=agent_id, rule=rule, call_number=number, also=tuple(also))
+
+
+def visible(who: Viewer) -> ColumnElement[bool] | None:
+    """The condition on `Contact` of what `who` may see; None for everything."""
+    if who.sees_all:
+        return None
+    conditions: list[ColumnElement[bool]] = [col(Contact.owner_id) == who.user_id]
+    if who.rule is CrmVisibility.SKILL_GROUP and who.agent_id is not None:
+        groups = select(AgentSkill.skill_group_id).where(col(AgentSkill.agent_id) == who.agent_id)
+        peers = (
+            select(Agent.user_id)
+            .join(AgentSkill, col(AgentSkill.agent_id) == col(Agent.id))
+            .where(col(AgentSkill.skill_group_id).in_(groups))
+        )
+        conditions.append(col(Contact.owner_id).in_(peers))
+    if who.call_number:
+        on_call = select(ContactPhone.contact_id).where(col(ContactPhone.number) == who.call_number)
+        conditions.append(col(Contact.id).in_(on_call))
+    conditions.extend(col(Contact.id).in_(ids) for ids in who.also)
+    return or_(*conditions)
+
+
+def check_visible(session: Session, *, who: Viewer, contact_id: int) -> None:
+    """`NotFound` unless the contact exists and `who` may see it (the same answer either way)."""
+    stmt = select(Contact.id).where(col(Contact.id) == contact_id)
+    condition = visible(who)
+    if condition is not None:
+        stmt = stmt.where(condition)
+    if session.exec(stmt).first() is None:
+        raise NotFound("no such contact")
+
+
+def like_pattern(text: str) -> str:
+    """A LIKE pattern matching `text` anywhere, its own `%`, `_` and `\\` taken literally (escape `\\`).
+
+    >>> like_pattern("100%_a")
+    '%100\\\\%\\\\_a%'
+    """
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
 # --- reading -------------------------------------------------------------------------------------
@@ -220,18 +307,24 @@ def _contact_id_by_e164(session: Session, e164: str) -> int | None:
     return row.id if row else None
 
 
-def search_contacts(session: Session, *, query: str = "", region: str, limit: int = 50) -> list[ContactView]:
-    """Contacts whose name, company or email contains `query`, or whose phone is `query`."""
+def search_contacts(
+    session: Session, *, query: str = "", region: str, limit: int = 50, who: Viewer | None = None
+) -> list[ContactView]:
+    """Contacts `who` may see whose name, company or email contains `query` (as typed: `%` and `_`
+    are characters), or whose phone is `query`. `who` None: every contact (internal use)."""
     stmt = (
         sa.select(*_CONTACT_COLUMNS).order_by(col(Contact.updated_at).desc()).limit(max(1, min(limit, 200)))
     )
+    condition = visible(who) if who is not None else None
+    if condition is not None:
+        stmt = stmt.where(condition)
     q = query.strip()
     if q:
-        like = f"%{q}%"
+        like = like_pattern(q)
         conditions = [
-            col(Contact.name).ilike(like),
-            col(Contact.company).ilike(like),
-            col(Contact.email).ilike(like),
+            col(Contact.name).ilike(like, escape="\\"),
+            col(Contact.company).ilike(like, escape="\\"),
+            col(Contact.email).ilike(like, escape="\\"),
         ]
         e164 = _try_normalise(q, region) if any(ch.isdigit() for ch in q) else None
         if e164:

@@ -176,11 +176,34 @@ class WebHarness:
     def headers(self, username: str, password: str = "password-123") -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token(username, password)}"}
 
+    def login(self, username: str, password: str = "password-123") -> None:
+        """Sign in with the session cookie as a browser does, and send the page's CSRF token with
+        every later request (as the pages' scripts do)."""
+        resp = self.client.post(
+            "/login", data={"username": username, "password": password}, follow_redirects=False
+        )
+        assert resp.status_code == 303, resp.text
+        token = self.csrf_token()
+        if token:
+            self.client.headers["X-CSRF-Token"] = token
+        else:
+            self.client.headers.pop("X-CSRF-Token", None)
+
+    def csrf_token(self) -> str:
+        """The CSRF token a page of the signed-in session carries (its `csrf-token` meta tag)."""
+        import re
+
+        page = self.client.get("/login")
+        found = re.search(r'<meta name="csrf-token" content="([^"]+)"', page.text)
+        return found.group(1) if found else ""
+
 
 class WebFactory(Protocol):
     """The `web_factory` fixture: a WebHarness on the given engine, settings overridden by keyword."""
 
-    def __call__(self, engine: Engine, **overrides: object) -> WebHarness: ...
+    def __call__(
+        self, engine: Engine, *, peer: tuple[str, int] | None = None, **overrides: object
+    ) -> WebHarness: ...
 
 
 @pytest.fixture
@@ -193,7 +216,8 @@ def web_factory(redis_client: redis.Redis, tmp_path: Path) -> Iterator[WebFactor
 
     clients = []
 
-    def build(engine: Engine, **overrides: object) -> WebHarness:
+    def build(engine: Engine, *, peer: tuple[str, int] | None = None, **overrides: object) -> WebHarness:
+        """`peer`: the address the app sees the test client connect from."""
         settings = make_settings(
             tmp_path,
             redis_url=redis_client.connection_pool.connection_kwargs
@@ -202,7 +226,7 @@ def web_factory(redis_client: redis.Redis, tmp_path: Path) -> Iterator[WebFactor
         )
         ctx = AppContext(settings=settings, engine=engine, redis=redis_client)
         app = create_app(settings, ctx=ctx)
-        client = TestClient(app)
+        client = TestClient(app, client=peer) if peer else TestClient(app)
         client.__enter__()
         clients.append(client)
         return WebHarness(app, client, engine, settings, redis_client)

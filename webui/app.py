@@ -18,9 +18,15 @@ from starlette.middleware.sessions import SessionMiddleware
 from callcenter.config import Settings
 from callcenter.errors import DomainError
 from callcenter.http import AppContext, LoginRequired
+from webui import contacts
+from webui.security import RequestGuard, SecurityHeaders
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
+# How uvicorn must run the app (`callcenter serve`, the test servers). Not `proxy_headers`: uvicorn
+# would then take the client's address from X-Forwarded-For of any local peer; the app reads that
+# header itself, from CALLCENTER_TRUSTED_PROXIES only (`webui.auth.client_address`).
+SERVER_OPTIONS: dict[str, Any] = {"proxy_headers": False, "server_header": False}
 
 
 def create_app(settings: Settings, *, ctx: AppContext | None = None) -> FastAPI:
@@ -50,6 +56,7 @@ def create_app(settings: Settings, *, ctx: AppContext | None = None) -> FastAPI:
             owned.append(app.state.ctx)
         else:
             app.state.ctx = ctx
+        contacts.install(app.state.ctx)  # chats make CRM contacts visible to their agents
         for hook in app.state.startup_hooks:
             await hook(app)
         if ctx is None:
@@ -68,18 +75,31 @@ def create_app(settings: Settings, *, ctx: AppContext | None = None) -> FastAPI:
                 if c.aredis is not None:
                     await c.aredis.aclose()
 
-    app = FastAPI(title="Call Center", version="0.1.0", lifespan=lifespan)
+    # The API's description is served by routes that need a signed-in user (`_api_docs`).
+    app = FastAPI(
+        title="Call Center",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
     app.state.startup_hooks = []
     app.state.shutdown_hooks = []
+    # Starlette runs the middleware added last first: the headers wrap everything (the guard's
+    # refusals too), the session is decoded before the guard reads its CSRF token.
+    app.add_middleware(RequestGuard, settings=settings)
     app.add_middleware(
         SessionMiddleware,
         secret_key=settings.secret_key.get_secret_value(),
         session_cookie="cc_session",
         max_age=settings.session_max_age_s,
         same_site="lax",
-        https_only=False,
+        https_only=settings.secure_cookies,
     )
+    app.add_middleware(SecurityHeaders)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
+    _api_docs(app)
 
     @app.exception_handler(DomainError)
     async def _domain_error(_request: Request, exc: DomainError) -> JSONResponse:
@@ -87,6 +107,14 @@ def create_app(settings: Settings, *, ctx: AppContext | None = None) -> FastAPI:
         if exc.field:
             body["field"] = exc.field
         return JSONResponse(body, status_code=exc.status)
+
+    @app.exception_handler(OverflowError)
+    @app.exception_handler(sa_exc.DataError)
+    async def _out_of_range(request: Request, exc: Exception) -> JSONResponse:
+        # An id past 2^63 (SQLite cannot bind it, PostgreSQL's bigint cannot hold it) or a NUL in
+        # text (PostgreSQL refuses it): the request is wrong, not the server.
+        log.info("%s %s: value refused by the database: %s", request.method, request.url.path, exc)
+        return JSONResponse({"detail": "a value is out of range or holds a character not allowed"}, 422)
 
     @app.exception_handler(sa_exc.OperationalError)
     @app.exception_handler(sa_exc.InterfaceError)
@@ -130,3 +158,25 @@ def create_app(settings: Settings, *, ctx: AppContext | None = None) -> FastAPI:
     app.include_router(chat_routes.router)
     ws.install(app)
     return app
+
+
+def _api_docs(app: FastAPI) -> None:
+    """/openapi.json, /docs and /redoc for signed-in users only: the API's map is no map for
+    strangers."""
+    from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+
+    from callcenter.http import require
+
+    signed_in = [require()]
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=signed_in)
+    def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False, dependencies=signed_in)
+    def docs() -> Any:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{app.title} - API")
+
+    @app.get("/redoc", include_in_schema=False, dependencies=signed_in)
+    def redoc() -> Any:
+        return get_redoc_html(openapi_url="/openapi.json", title=f"{app.title} - API")

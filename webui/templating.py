@@ -14,7 +14,7 @@ TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 
 
 def render(request: Request, name: str, context: dict[str, Any] | None = None, status_code: int = 200) -> Any:
-    from callcenter.http import current_principal
+    from callcenter.http import csrf_token, current_principal
 
     principal = current_principal(request)
     lang = pick_language(
@@ -27,6 +27,7 @@ def render(request: Request, name: str, context: dict[str, Any] | None = None, s
         "lang": lang,
         "t": lambda key: translate(key, lang),
         "mode": request.app.state.ctx.settings.mode.value,
+        "csrf_token": csrf_token(request),
     }
     ctx.update(context or {})
     return TEMPLATES.TemplateResponse(request, name, ctx, status_code=status_code)

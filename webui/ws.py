@@ -13,6 +13,10 @@ Who gets what (the messages of `callcenter.messages`):
 - `cc:chat:group:<id>` (queue, inbox) goes to the chat sockets of that group's agents, to chat
   monitors, and - as their own position and estimated wait only - to visitors queued in that group;
 - `cc:chat:monitor` (agents' chat availability and load) goes to chat monitors and to that agent;
+- `cc:sessions` (`callcenter.http.SESSIONS_TOPIC`) is for the hub itself: a user's password was changed,
+  they were deactivated or their roles changed, or one session signed out; the sockets concerned are
+  closed (4401: sign in again; 4409 after a role change: reconnect, to get the streams the user may
+  now have);
 - anything else (`cc:dialer`) is not for browsers and is dropped.
 
 Visitors have their own endpoint, `/chat/ws`: authenticated by the visitor token (the
@@ -81,7 +85,14 @@ from callcenter.bus import (
     PREFIX,
     presence_key,
 )
-from callcenter.http import AppContext, Requirement, current_principal, principal_from_token, public
+from callcenter.http import (
+    SESSIONS_TOPIC,
+    AppContext,
+    Requirement,
+    current_principal,
+    principal_from_token,
+    public,
+)
 from callcenter.messages import (
     AgentCallEnded,
     AgentStateChanged,
@@ -106,6 +117,7 @@ QUEUE_MAX = 500  # messages waiting for one socket; a client this far behind is 
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_TOO_SLOW = 4408
+CLOSE_PERMISSIONS_CHANGED = 4409
 CLOSE_RESTART = 1012
 
 AGENT = "agent"
@@ -163,12 +175,18 @@ class Conn:
     """One socket: who it is, which streams it gets, and its outgoing queue."""
 
     def __init__(
-        self, ws: WebSocket, principal: Principal, streams: frozenset[str], day_start: float
+        self,
+        ws: WebSocket,
+        principal: Principal,
+        streams: frozenset[str],
+        day_start: float,
+        sid: str | None = None,
     ) -> None:
         self.ws = ws
         self.principal = principal
         self.streams = streams
         self.day_start = day_start
+        self.sid = sid  # the browser session it was opened with (None: a token)
         self.queue: asyncio.Queue[Item] = asyncio.Queue(QUEUE_MAX)
         self.dropped = False
         self.chat_groups: frozenset[int] = frozenset()  # the agent's skill groups (chat stream)
@@ -385,6 +403,24 @@ class Hub:
             self._chat_group(_int(channel[len(CHAT_GROUP_PREFIX) :]), data)
         elif channel == CHAT_MONITOR_TOPIC:
             self._chat_monitor(data)
+        elif channel == SESSIONS_TOPIC:
+            self._revoke(data)
+
+    def _revoke(self, data: str) -> None:
+        """Close the sockets of a user whose account changed, or of a session that signed out."""
+        msg = _decode(data)
+        if msg is None or msg["type"] != "revoke":
+            return
+        user_id, sid = msg.get("user_id"), msg.get("sid")
+        code = CLOSE_PERMISSIONS_CHANGED if msg.get("reason") == "roles" else CLOSE_UNAUTHENTICATED
+        for conn in list(self.conns):
+            if isinstance(conn, VisitorConn):
+                continue  # a chat visitor has no account
+            if (user_id is not None and conn.principal.user_id == user_id) or (
+                sid is not None and conn.sid == sid
+            ):
+                self.unregister(conn)  # nothing more is queued for it from here on
+                self.spawn(self._close(conn, code), "close revoked socket")
 
     # --- chat fan-out ----------------------------------------------------------------------
 
@@ -832,6 +868,8 @@ router = APIRouter()
 @router.websocket("/ws")
 async def socket(websocket: WebSocket, principal: Principal | None = Depends(SocketRequirement())) -> None:
     hub: Hub = websocket.app.state.hub
+    # A socket opened with the session cookie is closed when that session signs out.
+    sid = websocket.session.get("sid") if principal and "authorization" not in websocket.headers else None
     if principal is not None and _cross_site(websocket):
         await websocket.close(CLOSE_FORBIDDEN)  # before accept: the handshake is refused (403)
         return
@@ -849,7 +887,8 @@ async def socket(websocket: WebSocket, principal: Principal | None = Depends(Soc
     if not streams:
         await websocket.close(CLOSE_FORBIDDEN, "nothing on this socket for this user")
         return
-    conn = Conn(websocket, principal, streams, _day_start(websocket.query_params.get("day"), time.time()))
+    day = _day_start(websocket.query_params.get("day"), time.time())
+    conn = Conn(websocket, principal, streams, day, sid=sid if isinstance(sid, str) else None)
     try:
         await hub.serve(conn)
     except WebSocketDisconnect:

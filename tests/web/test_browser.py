@@ -156,7 +156,8 @@ def test_a_lost_bus_link_resends_state_and_keeps_what_the_agent_typed(
     page.fill("#note", "half-typed note")
 
     assert live_server.redis.client_kill_filter(_type="pubsub") >= 1
-    page.wait_for_function("CC.log.filter(m => m.type === 'hello').length >= 2")  # the web's resend
+    # (a function: Playwright evaluates a bare expression with eval(), which the CSP forbids)
+    page.wait_for_function("() => CC.log.filter(m => m.type === 'hello').length >= 2")  # the web's resend
     expect(page.locator("#note")).to_have_value("half-typed note")
     sim.hang_up(live_server.engine, live_server.redis, agent=ann, call_id=call_id)
     expect(page.locator("#call-panel")).to_have_attribute("data-phase", "wrap_up")
@@ -214,7 +215,7 @@ def test_manual_call_pops_with_a_tone_and_a_notification(pages: Pages, live_serv
     expect(page.locator("#call-direction")).to_have_text("Manual call")
     expect(page.locator("#call-task")).to_have_text("")
     expect(page.locator("#dispositions .choice")).to_have_count(4)  # the default outcomes
-    page.wait_for_function("window.__tones >= 2 && window.__notes.length === 1")
+    page.wait_for_function("() => window.__tones >= 2 && window.__notes.length === 1")
     assert page.evaluate("window.__notes[0]").endswith("13800138000")
 
 

@@ -165,9 +165,11 @@ def test_task_from_the_admin_page_pops_on_the_agents_screen_and_obeys_the_superv
     placed = calls_of(live_server.engine, second)
     # The dialer publishes the task's counters every second, after it has handled what came before;
     # two of them stamped after Bob was ready mean it has seen him ready and still placed nothing.
+    # A function, not an expression: Playwright evaluates an expression with eval(), which the
+    # pages' Content-Security-Policy forbids.
     monitor.wait_for_function(
-        f"""CC.log.filter(m => m.type === 'task_stats' && m.campaign_id === {second}
-                           && m.state === 'paused' && m.at > {bob_ready_at} + 1).length >= 2"""
+        f"""() => CC.log.filter(m => m.type === 'task_stats' && m.campaign_id === {second}
+                                 && m.state === 'paused' && m.at > {bob_ready_at} + 1).length >= 2"""
     )
     assert calls_of(live_server.engine, second) == placed == 1
     expect(card.locator('.kpi[data-counter="dialled"] .value')).to_have_text("1")

@@ -1,21 +1,34 @@
-"""Administration API: users, roles, skill groups, agents (SIP extensions) and gateways."""
+"""Administration API: users, roles, skill groups, agents (SIP extensions) and gateways.
+
+Every field here that reaches a PBX - in a command to it (AMI, ESL) or in the configuration rendered
+for it (sip-config, freeswitch) - is checked where it is entered, against what that place can hold: a
+CR or LF would end an AMI or ESL command and start another, a quote or brace would end a value in a
+config file or open ESL variables. Gateways' fields are checked by `gateway_admin.check_fields`;
+users' names end up as caller names in the PBX's config; skill group names are kept as plain too.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+import re
+import time
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from sqlalchemy import delete, select
 from sqlmodel import Session, col
 
 from callcenter import accounts, gateway_admin
+from callcenter import agents as agent_states
 from callcenter.config import GatewayKind
 from callcenter.errors import Conflict, NotFound
-from callcenter.http import get_ctx, get_session, require
+from callcenter.http import RevokeReason, get_ctx, get_session, publish_revocation, require
+from callcenter.messages import AgentStateChanged
 from callcenter.models import (
     Agent,
     AgentSkill,
+    AgentState,
     GatewayRow,
     Permission,
     Role,
@@ -24,20 +37,48 @@ from callcenter.models import (
     User,
     UserRole,
 )
+from callcenter.notifier import Notifier
+from webui.dialer_client import dialer
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/admin", dependencies=[require(Permission.ADMIN)])
 
 
+def _matching(pattern: str, what: str) -> AfterValidator:
+    compiled = re.compile(pattern)
+
+    def check(value: str) -> str:
+        if not compiled.fullmatch(value):
+            raise ValueError(what)
+        return value
+
+    return AfterValidator(check)
+
+
+Login = Annotated[str, _matching(r"[\w.@-]{1,64}", "letters, digits and _ . @ - only")]
+# As the FreeSWITCH directory and the Asterisk config can hold it (callcenter.pbxconfig).
+PersonName = Annotated[
+    str,
+    _matching(
+        r"[^\x00-\x1f\x7f<>&\"',{}\[\];|\\]{0,64}",
+        "at most 64 characters, none of < > & \" ' , { } [ ] ; | \\",
+    ),
+]
+GroupName = Annotated[
+    str, _matching(r"[\w .()-]{1,64}", "letters, digits, spaces and _ . ( ) - only, at most 64")
+]
+
+
 class UserCreate(BaseModel):
-    username: str = Field(min_length=1, max_length=64)
+    username: Login
     password: str = Field(min_length=8, max_length=256)
-    display_name: str = Field("", max_length=128)
+    display_name: PersonName = ""
     roles: list[str] = Field(default_factory=list)
     locale: str = Field("en", pattern="^(en|zh)$")
 
 
 class UserUpdate(BaseModel):
-    display_name: str | None = Field(None, max_length=128)
+    display_name: PersonName | None = None
     roles: list[str] | None = None
     is_active: bool | None = None
     password: str | None = Field(None, min_length=8, max_length=256)
@@ -63,12 +104,12 @@ class RolePublic(BaseModel):
 
 
 class SkillGroupCreate(BaseModel):
-    name: str = Field(min_length=1, max_length=64)
+    name: GroupName
     description: str = Field("", max_length=500)
 
 
 class SkillGroupUpdate(BaseModel):
-    name: str | None = Field(None, min_length=1, max_length=64)
+    name: GroupName | None = None
     description: str | None = Field(None, max_length=500)
     agent_ids: list[int] | None = None  # replaces the group's members
 
@@ -187,24 +228,73 @@ def create_user(body: UserCreate, session: Session = Depends(get_session)) -> Us
 
 
 @router.patch("/users/{user_id}")
-def update_user(user_id: int, body: UserUpdate, session: Session = Depends(get_session)) -> UserPublic:
+def update_user(
+    user_id: int, body: UserUpdate, request: Request, session: Session = Depends(get_session)
+) -> UserPublic:
+    """Edit a user. A password change or a deactivation ends their sessions and closes their sockets
+    (in every web process); a role change closes their sockets so they reconnect with what they may
+    now have. An agent who is deactivated or loses the agent permission is set offline and the
+    dialer told, so no customer is routed to them."""
     user = session.get(User, user_id)
     if user is None:
         raise NotFound("no such user")
+    before = accounts.load_principal(session, user_id)
+    reason: RevokeReason | None = None
     if body.display_name is not None:
         user.display_name = body.display_name
     if body.locale is not None:
         user.locale = body.locale
     if body.is_active is not None:
+        if user.is_active and not body.is_active:
+            reason = "deactivated"
         user.is_active = body.is_active
         user.token_version += 1
     session.add(user)
     if body.roles is not None:
         accounts.set_user_roles(session, user_id=user_id, roles=body.roles)
+        if reason is None and before is not None and set(body.roles) != set(before.roles):
+            reason = "roles"
     if body.password is not None:
         accounts.set_password(session, user_id=user_id, password=body.password)
+        if reason != "deactivated":
+            reason = "password"
     session.flush()
+    after = accounts.load_principal(session, user_id)
+    withdrawn = _withdrawn_agent(before, after)
+    moved = _set_offline(session, withdrawn) if withdrawn is not None else None
+    session.commit()  # before telling anyone: a reconnecting socket or the dialer reads the new rows
+    redis = get_ctx(request).redis
+    if reason is not None:
+        publish_revocation(redis, user_id=user_id, reason=reason)
+    if moved is not None:
+        Notifier(get_ctx(request).bus).publish(AgentStateChanged.of_agent(moved))
+    if withdrawn is not None:
+        dialer(request).agent_changed(withdrawn)
     return _user_public(session, user)
+
+
+def _withdrawn_agent(before: accounts.Principal | None, after: accounts.Principal | None) -> int | None:
+    """The agent id of a user who could take calls before this change and cannot now."""
+    if before is None or before.agent_id is None or not before.can(Permission.CALLCENTER_AGENT):
+        return None
+    if after is not None and after.can(Permission.CALLCENTER_AGENT):
+        return None
+    return before.agent_id
+
+
+def _set_offline(session: Session, agent_id: int) -> Agent | None:
+    """Log an agent off through the agent state table; None when they are on a call (the dialer is
+    told all the same, and a user who is inactive cannot set themselves ready again)."""
+    agent = session.get(Agent, agent_id)
+    if agent is None or agent.state == AgentState.OFFLINE.value:
+        return None
+    try:
+        agent_states.apply(session, agent_id=agent_id, event=agent_states.AgentEvent.LOGOUT, now=time.time())
+    except agent_states.InvalidTransition:
+        log.warning("agent %s withdrawn while %s: left for the dialer to end the call", agent_id, agent.state)
+        return None
+    session.refresh(agent)
+    return agent
 
 
 @router.get("/roles")

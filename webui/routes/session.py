@@ -11,8 +11,8 @@ from pydantic import BaseModel, Field
 from sqlmodel import Session
 
 from callcenter.accounts import Principal, authenticate, load_principal
-from callcenter.http import get_session, issue_token, public, require
-from webui.auth import client_address, min_duration, throttle_for, too_many_attempts
+from callcenter.http import end_session, get_session, issue_token, public, require, start_session
+from webui.auth import min_duration, request_address, throttle_for, too_many_attempts
 from webui.templating import render
 
 router = APIRouter()
@@ -43,16 +43,17 @@ class MePublic(BaseModel):
 
 
 def _check_login(request: Request, session: Session, username: str, password: str) -> Principal | None:
-    """Authenticate with throttling; None (after a fixed delay) when it fails."""
+    """Authenticate with throttling; None (after a fixed delay) when it fails. The attempt is counted
+    before the password is looked at, in one Redis step, so concurrent guesses cannot all slip in
+    under the limit."""
     started = time.perf_counter()
     throttle = throttle_for(request)
-    address = client_address(request)
-    wait = throttle.retry_after(username, address)
+    address = request_address(request)
+    wait = throttle.attempt(username, address)
     if wait:
         raise too_many_attempts(wait)
     user = authenticate(session, username=username, password=password)
     if user is None:
-        throttle.failed(username, address)
         min_duration(started, FAILED_LOGIN_FLOOR_S)
         return None
     throttle.succeeded(username, address)
@@ -92,14 +93,13 @@ def login_submit(
         return render(
             request, "login.html", {"next": _safe_next(next), "error": "login.failed"}, status_code=401
         )
-    request.session.clear()
-    request.session.update({"uid": principal.user_id, "tv": principal.token_version})
+    start_session(request, principal)
     return RedirectResponse(_safe_next(next), status_code=303)
 
 
 @router.post("/logout", dependencies=[public()])
 def logout(request: Request) -> Any:
-    request.session.clear()
+    end_session(request)
     return RedirectResponse("/login", status_code=303)
 
 
@@ -133,10 +133,11 @@ def healthz() -> dict[str, str]:
 
 
 @router.post("/lang/{lang}", dependencies=[public()])
-def set_language(lang: str, next: str = "/") -> Any:
+def set_language(request: Request, lang: str, next: str = "/") -> Any:
     from webui.i18n import LANGUAGES
 
     resp = RedirectResponse(_safe_next(next), status_code=303)
     if lang in LANGUAGES:
-        resp.set_cookie("lang", lang, max_age=365 * 86400, samesite="lax")
+        secure = request.app.state.ctx.settings.secure_cookies
+        resp.set_cookie("lang", lang, max_age=365 * 86400, samesite="lax", secure=secure)
     return resp

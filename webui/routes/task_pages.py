@@ -59,8 +59,10 @@ def _page(request: Request, principal: Principal, name: str, tab: str, **context
 
 
 def _json(data: Any) -> str:
-    """JSON for a `<script type="application/json">` block (`</` escaped so it cannot end it)."""
-    return json.dumps(data, ensure_ascii=False, default=str).replace("</", "<\\/")
+    """JSON for a `<script type="application/json">` block: `<`, `>` and `&` as \\u escapes, so no
+    text in it (`</script>`, or `<!--<script>`, which would swallow the rest of the page) is markup."""
+    text = json.dumps(data, ensure_ascii=False, default=str)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 @router.get("/tasks")

@@ -3,7 +3,6 @@ edit, delete, live snapshot, import progress, cancel and report; the do-not-call
 
 from __future__ import annotations
 
-import shutil
 import time
 import uuid
 from pathlib import Path
@@ -19,6 +18,7 @@ from sqlmodel import Session, col, select
 from callcenter import campaigns, dnc, jobs, leads
 from callcenter.accounts import Principal
 from callcenter.campaigns import ACTIONS, CampaignEvent
+from callcenter.errors import Invalid
 from callcenter.http import get_ctx, get_session, require
 from callcenter.messages import TaskStats, decode, stats_key
 from callcenter.models import (
@@ -37,6 +37,7 @@ from callcenter.models import (
 )
 from callcenter.notifier import Notifier
 from callcenter.stats import snapshot_from_db
+from callcenter.validation import validate_sound
 from webui.dialer_client import dialer
 from webui.live import gateway_of
 
@@ -135,11 +136,50 @@ def _upload_dir(request: Request) -> Path:
 
 
 def _save_upload(request: Request, file: UploadFile) -> Path:
+    """Copy an upload (spooled to a temporary file as it came in, the request's size already
+    bounded by `webui.security`) to the uploads folder, a chunk at a time, refusing it once past the
+    upload limit."""
+    limit = get_ctx(request).settings.upload_max_bytes
     suffix = Path(file.filename or "list.csv").suffix.lower()[:6] or ".csv"
     dest = _upload_dir(request) / f"{uuid.uuid4().hex}{suffix}"
-    with dest.open("wb") as out:
-        shutil.copyfileobj(file.file, out, length=1024 * 1024)
+    size = 0
+    try:
+        with dest.open("wb") as out:
+            while chunk := file.file.read(1024 * 1024):
+                size += len(chunk)
+                if size > limit:
+                    raise HTTPException(413, f"the file is larger than {limit // (1024 * 1024)} MB")
+                out.write(chunk)
+    except BaseException:
+        dest.unlink(missing_ok=True)
+        raise
     return dest
+
+
+def _read_upload(request: Request, path: Path, filename: str) -> leads.Table:
+    settings = get_ctx(request).settings
+    return leads.read_table(
+        path,
+        filename=filename,
+        max_bytes=settings.upload_max_bytes,
+        max_unpacked_bytes=settings.upload_max_unpacked_bytes,
+    )
+
+
+def check_sound(sound: str) -> None:
+    """A sound the PBX plays is a file name under its sounds folder (no extension): refused when it
+    is not one, or names a path outside that folder (`/etc/...`)."""
+    problem = sound.startswith("/") or sound.endswith("/") or "//" in sound
+    try:
+        validate_sound(sound)
+    except Invalid:
+        problem = True
+    if problem:
+        raise Invalid(
+            "abandon_sound must be a file name under the sounds folder, such as abandon or "
+            f"custom/abandon-2; got {sound!r}",
+            field="abandon_sound",
+        )
 
 
 def _rq_queue(request: Request) -> Any:
@@ -172,12 +212,16 @@ def create_task(
     session: Session = Depends(get_session),
 ) -> TaskPublic:
     """Create a task from its list; the list imports in the background while the task is initializing."""
+    check_sound(form.abandon_sound)
     path = _save_upload(request, file)
     try:
-        table = leads.read_table(path, filename=file.filename or "")
-        leads.find_phone_column(table.header, form.phone_column or None)
-        if next(table.rows, None) is None:
-            raise leads.ListError("the list has a header but no rows")
+        table = _read_upload(request, path, file.filename or "")
+        try:
+            leads.find_phone_column(table.header, form.phone_column or None)
+            if next(table.rows, None) is None:
+                raise leads.ListError("the list has a header but no rows")
+        finally:
+            table.close()
         from callcenter.policy import validate_window
 
         validate_window(form.window_start, form.window_end, form.window_days, form.timezone)
@@ -237,6 +281,8 @@ def edit_task(
     session: Session = Depends(get_session),
 ) -> TaskPublic:
     changes = body.model_dump(exclude_none=True)
+    if "abandon_sound" in changes:
+        check_sound(changes["abandon_sound"])
     campaign = campaigns.edit(session, campaign_id=task_id, changes=changes, actor=principal.username)
     session.commit()
     dialer(request).task_changed(task_id)

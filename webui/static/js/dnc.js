@@ -91,7 +91,12 @@
     const fd = new FormData();
     fd.append("file", form.elements.file.files[0]);
     try {
-      const resp = await fetch("/api/dnc/upload", { method: "POST", body: fd, credentials: "same-origin" });
+      const resp = await fetch("/api/dnc/upload", {
+        method: "POST",
+        body: fd,
+        credentials: "same-origin",
+        headers: CC.headers(),
+      });
       const data = await resp.json().catch(() => null);
       if (!resp.ok) throw new Error((data && typeof data.detail === "string" && data.detail) || String(resp.status));
       result(data);

@@ -52,11 +52,16 @@
     return el;
   };
 
+  // The session's CSRF token (the page's meta tag): every request that changes something sends it.
+  const csrfEl = document.querySelector('meta[name="csrf-token"]');
+  CC.csrfToken = csrfEl ? csrfEl.content : "";
+  CC.headers = (extra) => Object.assign({ "X-CSRF-Token": CC.csrfToken }, extra || {});
+
   CC.api = async (method, url, body) => {
     const resp = await fetch(url, {
       method,
       credentials: "same-origin",
-      headers: body === undefined ? {} : { "Content-Type": "application/json" },
+      headers: CC.headers(body === undefined ? {} : { "Content-Type": "application/json" }),
       body: body === undefined ? undefined : JSON.stringify(body),
     });
     let data = null;

@@ -95,6 +95,7 @@
     return new Promise((resolve, reject) => {
       const xhr = new XMLHttpRequest();
       xhr.open("POST", url);
+      xhr.setRequestHeader("X-CSRF-Token", CC.csrfToken);
       xhr.responseType = "json";
       xhr.upload.onprogress = (ev) => {
         if (ev.lengthComputable) onProgress(ev.loaded / ev.total);
@@ -210,7 +211,7 @@
         const resp = await fetch("/api/tasks/" + editForm.dataset.taskId, {
           method: "PATCH",
           credentials: "same-origin",
-          headers: { "Content-Type": "application/json" },
+          headers: CC.headers({ "Content-Type": "application/json" }),
           body: JSON.stringify(body),
         });
         const data = await resp.json().catch(() => null);
