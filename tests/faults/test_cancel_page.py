@@ -11,7 +11,7 @@ from callcenter.db import session_scope
 from callcenter.models import CampaignCreate
 
 # The live server, Chromium and signed-in pages of the browser tests.
-from tests.web.conftest import LiveServer, Pages, browser, live_server, pages  # noqa: F401
+from tests.web.conftest import LiveServer, Pages, browser, live_overrides, live_server, pages  # noqa: F401
 
 pytestmark = pytest.mark.browser
 
