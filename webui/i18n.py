@@ -114,6 +114,11 @@ TABLE: dict[str, dict[str, str]] = {
         "zh": "话后处理中：处理结束后会接到下一通电话。",
     },
     "ws.preview_pill": {"en": "Preview", "zh": "预览"},
+    "task.f.wrap_hold": {"en": "Wrap-up waits for the outcome", "zh": "话后处理等待保存结果"},
+    "task.f.wrap_hold_hint": {
+        "en": "An agent whose call outcome is not saved stays in wrap-up until they save it or choose Ready",
+        "zh": "通话结果未保存的坐席将保持话后处理状态，直到保存结果或选择就绪",
+    },
     "ws.reason_pick": {"en": "Why not ready?", "zh": "未就绪原因"},
     "ws.reason_cancel": {"en": "Cancel", "zh": "取消"},
     "ws.wrap_left": {"en": "Wrap-up left", "zh": "话后剩余"},
@@ -122,7 +127,10 @@ TABLE: dict[str, dict[str, str]] = {
         "en": "Time is up. Save the outcome (or choose Ready) to take the next call.",
         "zh": "时间已到。保存通话结果（或选择“就绪”）后接听下一通电话。",
     },
-    "ws.wrap_saved": {"en": "Outcome saved: you go ready when the time is up.", "zh": "结果已保存：时间到后自动就绪。"},
+    "ws.wrap_saved": {
+        "en": "Outcome saved: you go ready when the time is up.",
+        "zh": "结果已保存：时间到后自动就绪。",
+    },
     "ws.wrap_no_hold": {"en": "You go ready when the time is up.", "zh": "时间到后自动就绪。"},
     "ws.drafts": {"en": "Unsaved outcomes", "zh": "未保存的通话结果"},
     "ws.draft_save": {"en": "Save", "zh": "保存"},

@@ -31,12 +31,18 @@ def test_extend_never_passes_its_bound_and_never_shrinks(clicks: list[None], sta
     st.floats(min_value=0, max_value=300),
     st.floats(min_value=0, max_value=2e4),
 )
-def test_time_is_up_exactly_at_the_extended_end(since: float, wrap_s: float, extra: float, now: float) -> None:
-    assert wrapup.time_is_up(now, since=since, wrap_s=wrap_s, extra_s=extra) == (now >= since + wrap_s + extra)
+def test_time_is_up_exactly_at_the_extended_end(
+    since: float, wrap_s: float, extra: float, now: float
+) -> None:
+    assert wrapup.time_is_up(now, since=since, wrap_s=wrap_s, extra_s=extra) == (
+        now >= since + wrap_s + extra
+    )
 
 
 def _person_in_wrap_up(world_factory: WorldFactory, engine: Engine, **campaign: object) -> World:
-    w = world_factory(engine, agents=1, script={NUMBER: human(ring=1, talk=20)}, campaign={"wrap_up_s": 10, **campaign})
+    w = world_factory(
+        engine, agents=1, script={NUMBER: human(ring=1, talk=20)}, campaign={"wrap_up_s": 10, **campaign}
+    )
     with engine.begin() as c:  # a person at a workstation, not a simulated agent
         c.execute(text("UPDATE agent SET simulated = :f"), {"f": False})
     w.sim.agents_changed()
@@ -73,7 +79,9 @@ def test_a_disposition_saved_on_the_call_row_also_lets_the_agent_go(
 ) -> None:
     w = _person_in_wrap_up(world_factory, sqlite_engine)
     with sqlite_engine.begin() as c:
-        c.execute(text("UPDATE call SET disposition = 'interested' WHERE id = :c"), {"c": w.agent(1)["call_id"]})
+        c.execute(
+            text("UPDATE call SET disposition = 'interested' WHERE id = :c"), {"c": w.agent(1)["call_id"]}
+        )
     w.sim.run_for(15)
     assert w.agent(1)["state"] == "ready"
 

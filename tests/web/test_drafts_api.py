@@ -33,7 +33,7 @@ def _on_call(web: WebHarness, username: str = "ann", extension: str = "1001") ->
 
 
 def test_a_draft_is_kept_per_call_listed_until_saved_and_settled_by_the_save(web: WebHarness) -> None:
-    ann, _, call_id = _on_call(web)
+    _, _, call_id = _on_call(web)
     h = web.headers("ann")
     assert web.client.get(f"/api/workstation/calls/{call_id}/draft", headers=h).json() is None
     resp = web.client.put(f"/api/workstation/calls/{call_id}/draft", json=PANEL, headers=h)
@@ -62,7 +62,9 @@ def test_nobody_reads_or_writes_another_agents_draft(web: WebHarness) -> None:
     bob = web.headers("bob")
     web.client.put(f"/api/workstation/calls/{call_id}/draft", json=PANEL, headers=web.headers("ann"))
     assert web.client.get(f"/api/workstation/calls/{call_id}/draft", headers=bob).status_code == 404
-    assert web.client.put(f"/api/workstation/calls/{call_id}/draft", json=PANEL, headers=bob).status_code == 404
+    assert (
+        web.client.put(f"/api/workstation/calls/{call_id}/draft", json=PANEL, headers=bob).status_code == 404
+    )
     assert web.client.delete(f"/api/workstation/calls/{call_id}/draft", headers=bob).status_code == 404
     assert web.client.get("/api/workstation/drafts", headers=bob).json() == []
 
@@ -109,13 +111,25 @@ def test_a_not_ready_reason_is_kept_on_the_row_and_in_the_state_log(web: WebHarn
     assert codes == ["break", "lunch", "training"]
     bad = web.client.post("/api/agent/state", json={"state": "not_ready", "reason": "nap"}, headers=h)
     assert bad.status_code == 422
-    assert web.client.post("/api/agent/state", json={"state": "not_ready", "reason": "missed_call"}, headers=h).status_code == 422
+    assert (
+        web.client.post(
+            "/api/agent/state", json={"state": "not_ready", "reason": "missed_call"}, headers=h
+        ).status_code
+        == 422
+    )
 
     added = web.client.post(
-        "/api/admin/not-ready-reasons", json={"code": "coaching", "label": "1:1 coaching"}, headers=web.headers("root")
+        "/api/admin/not-ready-reasons",
+        json={"code": "coaching", "label": "1:1 coaching"},
+        headers=web.headers("root"),
     )
     assert added.status_code == 201, added.text
-    assert web.client.post("/api/admin/not-ready-reasons", json={"code": "x", "label": "y"}, headers=h).status_code == 403
+    assert (
+        web.client.post(
+            "/api/admin/not-ready-reasons", json={"code": "x", "label": "y"}, headers=h
+        ).status_code
+        == 403
+    )
     assert web.client.get("/api/not-ready-reasons", headers=h).json()[-1] == {
         "code": "coaching",
         "label": "1:1 coaching",
@@ -129,7 +143,10 @@ def test_a_not_ready_reason_is_kept_on_the_row_and_in_the_state_log(web: WebHarn
         log = c.execute(
             text("SELECT state, reason FROM agent_state_log WHERE agent_id = :a ORDER BY at, id"), {"a": ann}
         ).all()
-    assert [tuple(r) for r in log if r[0] == "not_ready"] == [("not_ready", "lunch"), ("not_ready", "coaching")]
+    assert [tuple(r) for r in log if r[0] == "not_ready"] == [
+        ("not_ready", "lunch"),
+        ("not_ready", "coaching"),
+    ]
     # Ready carries no reason, and a reason given with another state is not kept.
     resp = web.client.post("/api/agent/state", json={"state": "away", "reason": "lunch"}, headers=h)
     assert resp.json()["reason"] is None
@@ -151,7 +168,11 @@ def test_a_skipped_preview_is_not_counted_as_dialled(web: WebHarness) -> None:
     now = time.time()
     with Session(web.engine) as s:
         for i, (state, result) in enumerate(
-            [(CallState.ENDED, CallResult.SKIPPED), (CallState.ENDED, CallResult.NO_ANSWER), (CallState.PREVIEW, None)]
+            [
+                (CallState.ENDED, CallResult.SKIPPED),
+                (CallState.ENDED, CallResult.NO_ANSWER),
+                (CallState.PREVIEW, None),
+            ]
         ):
             s.add(
                 Call(

@@ -56,5 +56,10 @@ def monitor(
         "control": principal.can(Permission.TASK_CONTROL),
         "view_tasks": True,  # monitor may view the task list
     }
-    context = {"active": "monitor", "js_keys": MONITOR_JS_KEYS, "can": can, "my_phone": my_phone(session, principal)}
+    context = {
+        "active": "monitor",
+        "js_keys": MONITOR_JS_KEYS,
+        "can": can,
+        "my_phone": my_phone(session, principal),
+    }
     return render(request, "monitor.html", context)

@@ -39,8 +39,8 @@ from callcenter.notifier import Notifier
 from callcenter.stats import snapshot_from_db
 from callcenter.validation import validate_sound
 from webui.dialer_client import dialer
-from webui.routes.me import my_phone
 from webui.live import gateway_of
+from webui.routes.me import my_phone
 
 router = APIRouter()
 MANAGE = require(Permission.TASK_MANAGE)
