@@ -571,7 +571,11 @@ async def spy(
                 }
             ],
         )
+    target_extension = target.extension
+    # Give the connection back before waiting on the dialer: a slow or hung dialer must not hold one
+    # pooled connection per waiting click (60 clicks emptied the pool and stalled every route).
+    session.close()
     reply = await dialer(request).spy(
-        target_extension=target.extension, supervisor_extension=extension, mode=body.mode
+        target_extension=target_extension, supervisor_extension=extension, mode=body.mode
     )
     return {"ok": True, "spy_id": reply.spy_id}
