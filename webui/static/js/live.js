@@ -80,7 +80,11 @@
 
   // Not-ready reasons: built-in ones are translated, an admin's carry their own label.
   CC.reasonLabels = {};
-  CC.reasonLabel = (code) => ("reason." + code in CC.strings ? CC.t("reason." + code) : CC.reasonLabels[code] || code);
+  // (pages that name reasons send the "reason." keys; elsewhere the code or the admin's label shows)
+  CC.reasonLabel = (code) => {
+    const key = "reason." + code;
+    return key in CC.strings ? CC.t(key) : CC.reasonLabels[code] || code;
+  };
   CC.loadReasons = async () => {
     const list = await CC.api("GET", "/api/not-ready-reasons");
     list.forEach((r) => {

@@ -125,6 +125,11 @@
 
   // --- listen / whisper / barge ---------------------------------------------------------------------
 
+  // An admin's not-ready reasons carry their own labels: named once the list is in.
+  CC.loadReasons()
+    .then(() => agents.forEach((a) => renderAgent(a)))
+    .catch(() => {});
+
   // "My phone" is saved on the supervisor's account (the page comes with it filled in).
   const spyExt = $("spy-extension");
   spyExt.addEventListener("change", async () => {
