@@ -141,6 +141,7 @@ def apply(
     values["state_reason"] = reason  # a reason belongs to this one move: any later move clears it
     if new != expect:
         values["state_since"] = now
+        values["wrap_extra_s"] = 0.0  # "extend" belongs to one wrap-up
     if new is S.READY and expect is not S.READY:
         values["idle_since"] = now
     if event in (AgentEvent.RESERVE, AgentEvent.MANUAL_CALL):

@@ -105,6 +105,8 @@ class User(UserBase, table=True):
     # version it was issued under, so bumping it revokes them all at once.
     token_version: int = 0
     created_at: float = Field(default_factory=now)
+    # The phone a supervisor listens in from (an extension or a number), saved on their account.
+    my_phone: str = Field(default="", max_length=32)
 
 
 class UserRole(SQLModel, table=True):
@@ -169,6 +171,8 @@ class Agent(SQLModel, table=True):
     # Where a call started by hand from not ready (or away) returns after its wrap-up: the agent
     # dialled out on purpose, not to be handed campaign calls (None: back to ready).
     after_wrap: str | None = Field(default=None, max_length=16)
+    # Seconds the agent added to this wrap-up with "extend" (cleared on every state change).
+    wrap_extra_s: float = 0.0
 
 
 class AgentSkill(SQLModel, table=True):
@@ -336,6 +340,9 @@ class CampaignBase(SQLModel):
     amd: bool = False
     ring_timeout_s: int = Field(default=25, ge=15, le=120)  # DOMAIN: ring at least 15 s
     wrap_up_s: int = Field(default=30, ge=0, le=3600)
+    # True: an agent whose call outcome is not saved stays in wrap-up when its time is over (until they
+    # save it or choose Ready); False: wrap-up ends on time, saved or not.
+    wrap_up_hold: bool = True
     # Calling window in the lead's own time zone ("HH:MM"); `timezone` is used for leads whose
     # number gives no zone.
     window_start: HHMM = Field(default="08:00", max_length=5)
@@ -476,6 +483,7 @@ class CallResult(StrEnum):
     CONGESTION = "congestion"  # the network or carrier had no room (Q.850 34, SIP 503)
     FAILED = "failed"  # invalid number, unreachable, rejected
     CANCELLED = "cancelled"  # hung up by us before answer (pause / stop)
+    SKIPPED = "skipped"  # a previewed lead the agent passed on: never dialled
     DNC = "dnc"  # on the do-not-call list at dial time: not dialled
     LOST = "lost"  # the gateway lost the call (link drop, dialer restart)
     NOT_DIALLED = "not_dialled"  # the gateway was unavailable: nothing was sent
@@ -537,3 +545,26 @@ class AgentStateLog(SQLModel, table=True):
     state: str = Field(max_length=16)
     reason: str | None = Field(default=None, max_length=32)
     call_id: str | None = Field(default=None, max_length=64)
+
+
+class CallDraft(SQLModel, table=True):
+    """What an agent typed on a call's panel and has not saved yet (contact fields, tags, outcome,
+    note), kept per call so a reload, another browser or the next pop never loses it. `settled_at` is
+    set when the outcome is saved (or the agent discards it): the wrap-up hold looks at it."""
+
+    __tablename__ = "call_draft"
+    __table_args__ = (Index("ix_call_draft_agent", "agent_id", "settled_at"),)
+    call_id: str = Field(primary_key=True, max_length=64)
+    agent_id: int
+    body: dict[str, Any] = Field(default_factory=dict, sa_type=JsonText)
+    updated_at: float = Field(default_factory=now)
+    settled_at: float | None = None
+
+
+class NotReadyReason(SQLModel, table=True):
+    """A not-ready reason an admin added to the built-in ones (break, lunch, training)."""
+
+    __tablename__ = "not_ready_reason"
+    id: int | None = Field(default=None, primary_key=True)
+    code: str = Field(unique=True, max_length=32, regex=r"^[a-z0-9_]{1,32}$")
+    label: str = Field(max_length=64)

@@ -19,7 +19,7 @@ R = CallResult
 # UK (Ofcom): after an abandoned call, no repeat call within 72 hours unless an agent is guaranteed.
 ABANDON_REDIAL_MIN_S = 72 * 3600
 # Results that say nothing about the customer: the attempt is given back and the lead dialled again soon.
-NOT_AN_ATTEMPT = frozenset({R.CANCELLED, R.NOT_DIALLED, R.REFUSED})
+NOT_AN_ATTEMPT = frozenset({R.CANCELLED, R.SKIPPED, R.NOT_DIALLED, R.REFUSED})
 RETRYABLE = frozenset({R.BUSY, R.NO_ANSWER, R.CONGESTION, R.FAILED, R.LOST, R.MACHINE, R.ABANDONED})
 REQUEUE_DELAY_S = 5.0
 

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
-from callcenter.models import Call, CallState, Lead, LeadStatus
+from callcenter.models import Call, CallResult, CallState, Lead, LeadStatus
 
 # Results of calls that did not reach the customer, counted by cause on the monitor.
 NOT_REACHED = ("busy", "no_answer", "congestion", "failed", "lost", "refused")
@@ -63,7 +63,11 @@ def snapshot_from_db(conn: Connection, campaign_id: int) -> Counters:
             func.count().filter(CALL.c.result == "abandoned"),
             func.count().filter(CALL.c.result == "machine"),
             func.count().filter(CALL.c.answered_at.is_not(None), CALL.c.answer_kind != "machine"),
-        ).where(CALL.c.campaign_id == campaign_id, CALL.c.state != CallState.PREVIEW.value)
+        ).where(
+            CALL.c.campaign_id == campaign_id,
+            CALL.c.state != CallState.PREVIEW.value,
+            CALL.c.result != CallResult.SKIPPED.value,  # a previewed lead passed on was never dialled
+        )
     ).one()
     c.dialled, c.ringing, c.connected, c.abandoned, c.machine, c.answered = (int(v) for v in row)
     for result, cause, n in conn.execute(

@@ -144,7 +144,19 @@ def create_app(settings: Settings, *, ctx: AppContext | None = None) -> FastAPI:
     from chat import routes as chat_routes
     from crm import routes as crm_routes
     from webui import ws
-    from webui.routes import admin, admin_pages, agents, pages, session, task_pages, tasks, workstation
+    from webui.routes import (
+        admin,
+        admin_pages,
+        agents,
+        drafts,
+        me,
+        pages,
+        reasons,
+        session,
+        task_pages,
+        tasks,
+        workstation,
+    )
 
     app.include_router(session.router)
     app.include_router(pages.router)
@@ -154,6 +166,9 @@ def create_app(settings: Settings, *, ctx: AppContext | None = None) -> FastAPI:
     app.include_router(tasks.router)
     app.include_router(task_pages.router)
     app.include_router(workstation.router)
+    app.include_router(drafts.router)
+    app.include_router(reasons.router)
+    app.include_router(me.router)
     app.include_router(crm_routes.router)
     app.include_router(chat_routes.router)
     ws.install(app)

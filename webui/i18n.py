@@ -41,6 +41,9 @@ TABLE: dict[str, dict[str, str]] = {
     "reason.missed_call": {"en": "missed a call", "zh": "漏接来电"},
     "reason.workstation_disconnected": {"en": "workstation closed", "zh": "工作台已断开"},
     "reason.after_manual_call": {"en": "after a call dialled by hand", "zh": "手动外呼后"},
+    "reason.break": {"en": "Break", "zh": "小休"},
+    "reason.lunch": {"en": "Lunch", "zh": "午餐"},
+    "reason.training": {"en": "Training", "zh": "培训"},
     "state.away": {"en": "Away", "zh": "离开"},
     # the push connection
     "live.connecting": {"en": "Connecting…", "zh": "连接中…"},
@@ -63,6 +66,7 @@ TABLE: dict[str, dict[str, str]] = {
     "result.lost": {"en": "Lost", "zh": "丢失"},
     "result.not_dialled": {"en": "Not dialled", "zh": "未拨出"},
     "result.refused": {"en": "Refused by the PBX", "zh": "交换机拒绝"},
+    "result.skipped": {"en": "Skipped", "zh": "已跳过"},
     # agent workstation
     "ws.no_extension": {
         "en": "This user has no SIP extension; ask an administrator to assign one.",
@@ -93,6 +97,46 @@ TABLE: dict[str, dict[str, str]] = {
         "zh": "等待来电。通话接通时，客户信息会立即在此弹出。",
     },
     "ws.pop_title": {"en": "Call connected:", "zh": "通话已接通："},
+    "ws.idle.offline": {
+        "en": "You are offline: no calls come to you. Choose Ready to start taking calls.",
+        "zh": "您已离线，不会接到来电。选择“就绪”开始接听。",
+    },
+    "ws.idle.not_ready": {
+        "en": "Not ready: no calls come to you until you choose Ready.",
+        "zh": "未就绪：选择“就绪”之前不会接到来电。",
+    },
+    "ws.idle.away": {
+        "en": "Away: no calls come to you until you choose Ready.",
+        "zh": "离开：选择“就绪”之前不会接到来电。",
+    },
+    "ws.idle.wrap_up": {
+        "en": "After-call work: the next call comes when your wrap-up ends.",
+        "zh": "话后处理中：处理结束后会接到下一通电话。",
+    },
+    "ws.preview_pill": {"en": "Preview", "zh": "预览"},
+    "task.f.wrap_hold": {"en": "Wrap-up waits for the outcome", "zh": "话后处理等待保存结果"},
+    "task.f.wrap_hold_hint": {
+        "en": "An agent whose call outcome is not saved stays in wrap-up until they save it or choose Ready",
+        "zh": "通话结果未保存的坐席将保持话后处理状态，直到保存结果或选择就绪",
+    },
+    "ws.reason_pick": {"en": "Why not ready?", "zh": "未就绪原因"},
+    "ws.reason_cancel": {"en": "Cancel", "zh": "取消"},
+    "ws.wrap_left": {"en": "Wrap-up left", "zh": "话后剩余"},
+    "ws.wrap_extend": {"en": "Extend +30 s", "zh": "延长 30 秒"},
+    "ws.wrap_held": {
+        "en": "Time is up. Save the outcome (or choose Ready) to take the next call.",
+        "zh": "时间已到。保存通话结果（或选择“就绪”）后接听下一通电话。",
+    },
+    "ws.wrap_saved": {
+        "en": "Outcome saved: you go ready when the time is up.",
+        "zh": "结果已保存：时间到后自动就绪。",
+    },
+    "ws.wrap_no_hold": {"en": "You go ready when the time is up.", "zh": "时间到后自动就绪。"},
+    "ws.drafts": {"en": "Unsaved outcomes", "zh": "未保存的通话结果"},
+    "ws.draft_save": {"en": "Save", "zh": "保存"},
+    "ws.draft_discard": {"en": "Discard", "zh": "放弃"},
+    "ws.draft_restored": {"en": "Unsaved draft restored", "zh": "已恢复未保存的草稿"},
+    "ws.draft_kept": {"en": "Draft kept", "zh": "草稿已保存"},
     "ws.customer": {"en": "Customer", "zh": "客户"},
     "ws.known_customer": {"en": "existing record", "zh": "已有客户"},
     "ws.new_customer": {"en": "new record", "zh": "新客户"},
@@ -165,6 +209,12 @@ TABLE: dict[str, dict[str, str]] = {
         "zh": "“{name}”将停止外呼；振铃中的呼叫会被挂断，已接通的通话不受影响。",
     },
     "mon.my_ext": {"en": "My phone", "zh": "我的分机"},
+    "mon.my_phone_hint": {
+        "en": "The extension rung when you listen in; saved on your account",
+        "zh": "监听时呼叫的分机，保存在您的账户中",
+    },
+    "mon.my_phone_saved": {"en": "Saved", "zh": "已保存"},
+    "mon.my_phone_invalid": {"en": "Letters, digits and _ only", "zh": "仅限字母、数字和下划线"},
     "mon.spy": {"en": "Listen in", "zh": "监听"},
     "mon.spy_listen": {"en": "Listen", "zh": "监听"},
     "mon.spy_whisper": {"en": "Whisper", "zh": "密语"},

@@ -24,7 +24,7 @@ from dataclasses import replace
 from typing import Any
 
 from callcenter.agents import AgentEvent as AE
-from callcenter.engine import preview, routing
+from callcenter.engine import preview, routing, wrapup
 from callcenter.engine.calls import CallEvent, LiveCall, can, result_of
 from callcenter.engine.commands import (
     Command,
@@ -75,7 +75,7 @@ REFRESH_S = 1.0
 # (they go not ready). Shorter, and the agent was reserved too late to be blamed: back to ready.
 MISSED_AFTER_S = 1.0
 # Results after which the call never reached a person: the pacer learns a non-answer from them.
-_NOT_DIALS = (CallResult.CANCELLED, CallResult.NOT_DIALLED, CallResult.REFUSED)
+_NOT_DIALS = (CallResult.CANCELLED, CallResult.SKIPPED, CallResult.NOT_DIALLED, CallResult.REFUSED)
 # A dialer whose heartbeat is older than this is dead: its calls and skill groups are taken over.
 DEAD_AFTER_S = 15.0
 LEASE_TTL_S = 10.0
@@ -128,6 +128,7 @@ class DialerCore:
         # Calls that failed instantly, held for BURST_WINDOW_S before their lead is settled: a burst
         # of identical ones is the PBX's fault (refused), not the customers' (see health.py).
         self._held: dict[str, tuple[LiveCall, CallEnded, float]] = {}
+        self._gone: dict[int, CampaignConf] = {}  # tasks no longer followed, newest last (wrap-up rules)
         # Per skill group: the split of its ready agents between its tasks, and what it was made for.
         self._shares: dict[int, tuple[tuple[int, tuple[int, ...]], dict[int, float]]] = {}
         # Calls loaded from the database (start, take-over) not yet checked against their PBX.
@@ -344,7 +345,7 @@ class DialerCore:
 
     def preview_skip(self, call_id: str, agent_id: int, now: float) -> list[Command]:
         call = self._offered(call_id, agent_id)
-        self._end(call, CallResult.CANCELLED, 0, "skipped by the agent in preview", now)
+        self._end(call, CallResult.SKIPPED, 0, "skipped by the agent in preview", now)
         return self._flush(now)
 
     def snapshot(self, campaign_id: int, now: float) -> dict[str, Any] | None:
@@ -371,7 +372,9 @@ class DialerCore:
         confs = {c.id: c for c in self.store.live_campaigns()}
         for cid in list(self.tasks):
             if cid not in confs and not self.tasks[cid].calls:
-                del self.tasks[cid]
+                self._gone[cid] = self.tasks.pop(cid).conf  # its agents' wrap-ups still follow it
+                while len(self._gone) > 256:
+                    del self._gone[next(iter(self._gone))]
         for cid, conf in confs.items():
             task = self.tasks.get(cid)
             if task is None:
@@ -834,10 +837,10 @@ class DialerCore:
         rows moved to wrap-up by another process or before a restart, which have no timer here."""
         for agent in self.agents.values() if scan else ():
             if agent.state == AgentState.WRAP_UP.value and agent.id not in ids:
-                task = self.tasks.get(agent.campaign_id or -1)
-                if now - agent.since >= (task.conf.wrap_up_s if task else MANUAL_WRAP_UP_S):
+                wrap_s, _ = self._wrap_conf(agent)
+                if wrapup.time_is_up(now, since=agent.since, wrap_s=wrap_s, extra_s=agent.wrap_extra_s):
                     ids.add(agent.id)
-        for agent_id in ids:
+        for agent_id in self._wrap_up_held(now, ids):
             row = self.agents.get(agent_id)
             if row is None or row.state != AgentState.WRAP_UP.value:
                 continue
@@ -849,6 +852,34 @@ class DialerCore:
             except Conflict:
                 continue
             self._observe_wrap(before, now)
+
+    def _wrap_up_held(self, now: float, ids: set[int]) -> set[int]:
+        """Of the wrap-ups due to end, those that may: an extended one waits for its new end, and
+        one whose task holds for an unsaved outcome waits for the agent (`engine.wrapup`)."""
+        due: dict[int, AgentRow] = {}
+        for agent_id in ids:
+            row = self.agents.get(agent_id)
+            if row is None or row.state != AgentState.WRAP_UP.value:
+                continue
+            wrap_s, _ = self._wrap_conf(row)
+            if wrapup.time_is_up(
+                now, since=row.since, wrap_s=wrap_s, extra_s=row.wrap_extra_s, timer_fired=True
+            ):
+                due[agent_id] = row
+        unsure = {
+            r.call_id
+            for r in due.values()
+            if r.call_id and wrapup.held(hold=self._wrap_conf(r)[1], simulated=r.simulated, saved=False)
+        }
+        saved = self.store.outcomes_settled(sorted(unsure)) if unsure else set()
+        return {aid for aid, r in due.items() if r.call_id not in unsure or r.call_id in saved}
+
+    def _wrap_conf(self, row: AgentRow) -> tuple[float, bool]:
+        """(wrap-up seconds, hold for the outcome) of the task of an agent's call, also of a task
+        that has just finished; a call dialled by hand has its own time and no hold."""
+        task = self.tasks.get(row.campaign_id or -1)
+        conf = task.conf if task else self._gone.get(row.campaign_id or -1)
+        return (conf.wrap_up_s, conf.wrap_up_hold) if conf else (MANUAL_WRAP_UP_S, False)
 
     def _enforce_task_states(self, now: float) -> None:
         for task in list(self.tasks.values()):

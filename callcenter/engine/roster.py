@@ -90,6 +90,8 @@ class Roster:
             raise
         if agent is not None:
             self._gen += 1
+            if move.new is not move.old:
+                agent.wrap_extra_s = 0.0
             agent.state = move.new.value
             agent.since = now
             if move.new is AgentState.READY:

@@ -24,6 +24,7 @@ from callcenter.models import (
     AgentSkill,
     AgentState,
     Call,
+    CallDraft,
     CallEvent,
     CallState,
     Campaign,
@@ -41,6 +42,7 @@ CAMPAIGN = Campaign.__table__  # type: ignore[attr-defined]
 LEAD = Lead.__table__  # type: ignore[attr-defined]
 CALL = Call.__table__  # type: ignore[attr-defined]
 AGENT = Agent.__table__  # type: ignore[attr-defined]
+DRAFT = CallDraft.__table__  # type: ignore[attr-defined]
 AGENT_SKILL = AgentSkill.__table__  # type: ignore[attr-defined]
 DNC = DncEntry.__table__  # type: ignore[attr-defined]
 DIALER = Dialer.__table__  # type: ignore[attr-defined]
@@ -200,6 +202,7 @@ class SqlStore:
                     AGENT.c.campaign_id,
                     AGENT.c.simulated,
                     AGENT.c.after_wrap,
+                    AGENT.c.wrap_extra_s,
                 ),
             )
         ).all()
@@ -558,6 +561,13 @@ class SqlStore:
 
     def agent_by_extension(self, extension: str) -> int | None:
         return self.c.execute(select(AGENT.c.id).where(AGENT.c.extension == extension)).scalar_one_or_none()
+
+    def outcomes_settled(self, call_ids: Sequence[str]) -> set[str]:
+        """A draft settled, or a disposition on the call row (saved by any other path)."""
+        ids = list(call_ids)
+        drafts = select(DRAFT.c.call_id).where(DRAFT.c.call_id.in_(ids), DRAFT.c.settled_at.is_not(None))
+        calls = select(CALL.c.id).where(CALL.c.id.in_(ids), CALL.c.disposition != "")
+        return set(self.c.execute(drafts).scalars()) | set(self.c.execute(calls).scalars())
 
     def move_agent(
         self,

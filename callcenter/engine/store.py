@@ -40,6 +40,7 @@ class AgentRow:
     campaign_id: int | None
     simulated: bool
     after_wrap: str | None = None  # not_ready / away: where a hand-dialled call's wrap-up returns to
+    wrap_extra_s: float = 0.0  # what the agent added to this wrap-up with "extend"
     groups: set[int] = field(default_factory=set)
 
 
@@ -95,6 +96,10 @@ class Store(Protocol):
     def agents(self) -> dict[int, AgentRow]: ...
 
     def agent_by_extension(self, extension: str) -> int | None: ...
+
+    def outcomes_settled(self, call_ids: Sequence[str]) -> set[str]:
+        """Of these calls, those whose outcome the agent saved (or discarded): the wrap-up hold."""
+        ...
 
     def move_agent(
         self,

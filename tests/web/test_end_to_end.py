@@ -17,6 +17,7 @@ from sqlmodel import select
 
 from callcenter.db import session_scope
 from callcenter.models import Agent, Call, Campaign, CampaignState, Lead, PacingMode
+from callcenter.stats import snapshot_from_db
 from tests.web.conftest import DialerProcess, LiveServer, Pages
 
 pytestmark = [pytest.mark.browser, pytest.mark.processes]
@@ -110,7 +111,7 @@ def test_task_from_the_admin_page_pops_on_the_agents_screen_and_obeys_the_superv
     panel = ann.locator("#call-panel")
     expect(panel).to_be_visible()
     expect(panel).to_have_attribute("data-phase", "on_call")
-    expect(ann.locator("#call-number")).to_have_text(A)
+    expect(ann.locator("#call-number")).to_have_attribute("data-number", A)
     expect(ann.locator("#call-task")).to_have_text("Renewals")
     expect(ann.locator('#lead-fields tr[data-lead-field="会员等级"] td')).to_have_text("VIP3")
     expect(ann.locator("#contact-name")).to_have_value("韩梅梅")
@@ -145,7 +146,7 @@ def test_task_from_the_admin_page_pops_on_the_agents_screen_and_obeys_the_superv
     start_from_list(sue, second)
     expect(panel).not_to_have_attribute("data-call-id", first_call or "")
     expect(panel).to_have_attribute("data-phase", "on_call")
-    expect(ann.locator("#call-number")).to_have_text(A)
+    expect(ann.locator("#call-number")).to_have_attribute("data-number", A)
     expect(ann.locator("#call-task")).to_have_text("Upgrade")
     expect(ann.locator("#contact-status")).to_have_attribute("data-known", "1")
     expect(ann.locator("#contact-name")).to_have_value("韩梅梅")
@@ -180,7 +181,7 @@ def test_task_from_the_admin_page_pops_on_the_agents_screen_and_obeys_the_superv
     expect(card.locator(".task-state")).to_have_text("Running")
     bob_panel = bob.locator("#call-panel")
     expect(bob_panel).to_have_attribute("data-phase", "on_call")
-    expect(bob.locator("#call-number")).to_have_text(B)
+    expect(bob.locator("#call-number")).to_have_attribute("data-number", B)
     expect(bob.locator('#lead-fields tr[data-lead-field="plan"] td')).to_have_text("Silver")
     bob_call = bob_panel.get_attribute("data-call-id") or ""
 
@@ -227,6 +228,7 @@ def test_preview_mode_offers_the_lead_with_dial_and_skip(
         s.add(task)
         s.flush()
         assert task.id is not None
+        task_id = task.id
         for i, (number, company) in enumerate(((B, "Skipped Ltd"), (C, "Dialled Inc"))):
             s.add(
                 Lead(
@@ -245,9 +247,10 @@ def test_preview_mode_offers_the_lead_with_dial_and_skip(
     panel = page.locator("#call-panel")
     expect(panel).to_have_attribute("data-phase", "preview")
     expect(page.locator("#call-direction")).to_have_text("Preview")
-    expect(page.locator("#call-number")).to_have_text(B)
+    expect(page.locator("#call-number")).to_have_attribute("data-number", B)
     expect(page.locator('#lead-fields tr[data-lead-field="company"] td')).to_have_text("Skipped Ltd")
     expect(page.locator("#agent-state")).to_have_attribute("data-state", "reserved")
+    expect(page.locator("#agent-state")).to_have_text("Preview")  # not "Connecting": nothing is dialled
     expect(page.locator("#save-call")).to_be_hidden()
     offered = panel.get_attribute("data-call-id")
 
@@ -258,8 +261,9 @@ def test_preview_mode_offers_the_lead_with_dial_and_skip(
     expect(panel).to_have_attribute("data-phase", "preview")
 
     page.click("#preview-skip")
-    expect(page.locator("#call-number")).to_have_text(C)  # the next lead is offered
+    expect(page.locator("#call-number")).to_have_attribute("data-number", C)  # the next lead is offered
     expect(page.locator('#lead-fields tr[data-lead-field="company"] td')).to_have_text("Dialled Inc")
+    expect(page.locator("#preview-status")).to_have_text("")  # nothing of the skipped lead stays beside it
     dialled = panel.get_attribute("data-call-id")
     assert dialled != offered
     page.fill("#note", "typed while previewing")
@@ -271,4 +275,6 @@ def test_preview_mode_offers_the_lead_with_dial_and_skip(
     expect(page.locator("#note")).to_have_value("typed while previewing")
     with session_scope(live_server.engine) as s:
         skipped = s.get(Call, offered)
-        assert skipped is not None and skipped.result == "cancelled"
+        assert skipped is not None and skipped.result == "skipped"
+    with live_server.engine.connect() as c:
+        assert snapshot_from_db(c, task_id).dialled == 1  # the skipped lead was never dialled

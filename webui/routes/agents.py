@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlmodel import Session
 
 from callcenter import agents as agent_states
+from callcenter import reasons
 from callcenter.accounts import Principal
 from callcenter.http import get_ctx, get_session, require
 from callcenter.messages import AgentStateChanged
@@ -26,10 +27,12 @@ class AgentMe(BaseModel):
     since: float
     call_id: str | None
     campaign_id: int | None
+    reason: str | None = None
 
 
 class StateChange(BaseModel):
     state: Literal["ready", "not_ready", "away", "offline"]
+    reason: str | None = Field(None, max_length=32)  # why not ready: break, lunch, training, an admin's
 
 
 def _agent_of(principal: Principal, session: Session) -> Agent:
@@ -50,6 +53,7 @@ def _me(agent: Agent) -> AgentMe:
         since=agent.state_since,
         call_id=agent.call_id,
         campaign_id=agent.campaign_id,
+        reason=agent.state_reason,
     )
 
 
@@ -67,12 +71,14 @@ def set_state(
     principal: Principal = require(Permission.CALLCENTER_AGENT),
     session: Session = Depends(get_session),
 ) -> AgentMe:
-    """Set ready / not ready / away / offline. Refused (409) while reserved or on a call."""
+    """Set ready / not ready (with a reason) / away / offline. Refused (409) while reserved or on a
+    call. A not-ready reason is kept on the row (the monitor shows it) and in the state log."""
     import time
 
     agent = _agent_of(principal, session)
     event = agent_states.AGENT_CHOICES[AgentState(body.state)]
-    move = agent_states.apply(session, agent_id=agent.id or 0, event=event, now=time.time())
+    reason = reasons.check(session, body.reason) if body.state == AgentState.NOT_READY.value else None
+    move = agent_states.apply(session, agent_id=agent.id or 0, event=event, now=time.time(), reason=reason)
     session.commit()
     session.refresh(agent)
     Notifier(get_ctx(request).bus).publish(AgentStateChanged.of_agent(agent))

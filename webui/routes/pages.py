@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse
+from sqlmodel import Session
 
 from callcenter.accounts import Principal
-from callcenter.http import require
+from callcenter.http import get_session, require
 from callcenter.models import Permission
 from webui.i18n import keys_with_prefix
+from webui.routes.me import my_phone
 from webui.templating import render
 
 router = APIRouter()
@@ -43,11 +45,21 @@ def home(request: Request, principal: Principal = require()) -> Any:
 
 
 @router.get("/monitor")
-def monitor(request: Request, principal: Principal = require(Permission.MONITOR)) -> Any:
+def monitor(
+    request: Request,
+    principal: Principal = require(Permission.MONITOR),
+    session: Session = Depends(get_session),
+) -> Any:
     """The supervisor's live monitor: every running or paused task (counters, chart, actions) and the
     agents grid with listen / whisper / barge."""
     can = {
         "control": principal.can(Permission.TASK_CONTROL),
         "view_tasks": True,  # monitor may view the task list
     }
-    return render(request, "monitor.html", {"active": "monitor", "js_keys": MONITOR_JS_KEYS, "can": can})
+    context = {
+        "active": "monitor",
+        "js_keys": MONITOR_JS_KEYS,
+        "can": can,
+        "my_phone": my_phone(session, principal),
+    }
+    return render(request, "monitor.html", context)

@@ -40,6 +40,7 @@ from callcenter.stats import snapshot_from_db
 from callcenter.validation import validate_sound
 from webui.dialer_client import dialer
 from webui.live import gateway_of
+from webui.routes.me import my_phone
 
 router = APIRouter()
 MANAGE = require(Permission.TASK_MANAGE)
@@ -559,7 +560,7 @@ async def spy(
     target = session.get(Agent, body.agent_id)
     if target is None:
         raise HTTPException(404, "no such agent")
-    extension = body.supervisor_extension or principal.extension
+    extension = body.supervisor_extension or my_phone(session, principal)
     if not extension:
         raise HTTPException(
             422,

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, Field
 from sqlmodel import Session
 
+from callcenter import drafts
 from callcenter.accounts import Principal
 from callcenter.http import get_ctx, get_session, require
 from callcenter.models import Permission
@@ -24,7 +25,7 @@ from webui.templating import render
 router = APIRouter()
 
 # Translation keys the workstation's script uses (rendered into the page as JSON).
-JS_KEYS = keys_with_prefix("ws.", "state.", "live.", "dir.", "result.")
+JS_KEYS = keys_with_prefix("ws.", "state.", "live.", "dir.", "result.", "reason.")
 
 
 class ContactIn(BaseModel):
@@ -77,6 +78,7 @@ def save_call(
         region=get_ctx(request).settings.default_region,
     )
     now = time.time()
+    drafts.settle(session, call_id=call_id, agent_id=principal.agent_id, now=now)
     day = body.day if body.day is not None and now - 36 * 3600 <= body.day <= now else now - now % 86400
     session.flush()
     saved["counters"] = live.today_counters(session, agent_id=principal.agent_id, since=day)

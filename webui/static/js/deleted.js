@@ -4,7 +4,7 @@
   const CC = window.CC;
   document.querySelectorAll("td.when").forEach((td) => {
     const at = Number(td.dataset.epoch);
-    if (at) td.prepend(CC.fmtTime(at) + (td.textContent ? " · " : ""));
+    if (at) td.prepend(CC.fmtDateTime(at) + (td.textContent ? " · " : ""));
   });
   document.body.dataset.ready = "1";
 })();

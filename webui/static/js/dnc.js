@@ -18,7 +18,7 @@
           "tr",
           { dataset: { number: item.number } },
           h("td", { class: "mono" }, item.number),
-          h("td", {}, CC.fmtTime(item.added_at)),
+          h("td", {}, CC.fmtDateTime(item.added_at)),
           h("td", {}, item.source),
           h("td", {}, item.note),
           h(

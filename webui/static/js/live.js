@@ -22,12 +22,75 @@
     const pad = (n) => String(n).padStart(2, "0");
     return (h ? h + ":" + pad(m) : pad(m)) + ":" + pad(s % 60);
   };
+  // Times and dates in the page's language (the one the user chose), not the browser's.
+  CC.lang = document.documentElement.lang || "en";
+  CC.fmtClock = (epoch) =>
+    epoch ? new Date(epoch * 1000).toLocaleTimeString(CC.lang, { hour: "2-digit", minute: "2-digit" }) : "";
+  CC.fmtDate = (epoch) =>
+    epoch ? new Date(epoch * 1000).toLocaleDateString(CC.lang, { year: "numeric", month: "2-digit", day: "2-digit" }) : "";
+  // A time with its date unless it is today (status lines).
   CC.fmtTime = (epoch) => {
     if (!epoch) return "";
     const d = new Date(epoch * 1000);
-    const today = new Date();
-    const time = d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
-    return d.toDateString() === today.toDateString() ? time : d.toLocaleDateString() + " " + time;
+    return d.toDateString() === new Date().toDateString() ? CC.fmtClock(epoch) : CC.fmtDate(epoch) + " " + CC.fmtClock(epoch);
+  };
+  // A time in a list: always with its date, so rows of different days never look alike.
+  CC.fmtDateTime = (epoch) => (epoch ? CC.fmtDate(epoch) + " " + CC.fmtClock(epoch) : "");
+
+  /* Phone numbers for people: "+8613964221019" -> "+86 139 6422 1019" (as libphonenumber's
+     international format for the common plans: CN, NANP, UK, HK/MO/TW/SG; others in groups after the
+     country code). Anything that is not E.164 (an extension) is shown as it is. */
+  const CC2 = new Set("20 27 30 31 32 33 34 36 39 40 41 43 44 45 46 47 48 49 51 52 53 54 55 56 57 58 60 61 62 63 64 65 66 81 82 84 86 90 91 92 93 94 95 98".split(" "));
+  const groups = (digits, sizes) => {
+    const out = [];
+    let i = 0;
+    for (const n of sizes) {
+      if (i >= digits.length) break;
+      out.push(digits.slice(i, i + n));
+      i += n;
+    }
+    if (i < digits.length) out.push(digits.slice(i));
+    return out.join(" ");
+  };
+  CC.fmtPhone = (number) => {
+    const m = /^\+(\d{6,15})$/.exec(number || "");
+    if (!m) return number || "";
+    const d = m[1];
+    if (d[0] === "1" && d.length === 11) return "+1 " + d.slice(1, 4) + "-" + d.slice(4, 7) + "-" + d.slice(7);
+    if (d.startsWith("86")) {
+      const n = d.slice(2);
+      if (/^1\d{10}$/.test(n)) return "+86 " + groups(n, [3, 4, 4]);
+      const area = /^(10|2\d)/.test(n) ? 2 : 3;
+      const rest = n.slice(area);
+      return "+86 " + n.slice(0, area) + " " + (rest.length === 8 ? groups(rest, [4, 4]) : groups(rest, [3, 4]));
+    }
+    if (d.startsWith("44")) {
+      const n = d.slice(2);
+      if (/^7\d{9}$/.test(n)) return "+44 " + groups(n, [4, 6]);
+      if (/^2\d{9}$/.test(n)) return "+44 " + groups(n, [2, 4, 4]);
+      return "+44 " + groups(n, [4, 6]);
+    }
+    if (/^(852|853|886|65)\d{8}$/.test(d)) {
+      const cc = d.startsWith("65") ? 2 : 3;
+      return "+" + d.slice(0, cc) + " " + groups(d.slice(cc), [4, 4]);
+    }
+    const cc = d[0] === "1" || d[0] === "7" ? 1 : CC2.has(d.slice(0, 2)) ? 2 : 3;
+    return "+" + d.slice(0, cc) + " " + groups(d.slice(cc), [3, 3, 4]);
+  };
+
+  // Not-ready reasons: built-in ones are translated, an admin's carry their own label.
+  CC.reasonLabels = {};
+  // (pages that name reasons send the "reason." keys; elsewhere the code or the admin's label shows)
+  CC.reasonLabel = (code) => {
+    const key = "reason." + code;
+    return key in CC.strings ? CC.t(key) : CC.reasonLabels[code] || code;
+  };
+  CC.loadReasons = async () => {
+    const list = await CC.api("GET", "/api/not-ready-reasons");
+    list.forEach((r) => {
+      if (r.label) CC.reasonLabels[r.code] = r.label;
+    });
+    return list;
   };
   CC.localMidnight = () => {
     const d = new Date();

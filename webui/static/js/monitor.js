@@ -61,9 +61,10 @@
     const pill = tr.querySelector(".state .pill");
     pill.className = "pill state-" + a.state;
     // Why the dialer put the agent there (a missed call), until the agent's next move.
-    pill.textContent = t("state." + a.state) + (a.reason ? " · " + t("reason." + a.reason) : "");
+    pill.textContent = t("state." + a.state) + (a.reason ? " · " + CC.reasonLabel(a.reason) : "");
+    tr.dataset.reason = a.reason || "";
     const onCall = ON_CALL.has(a.state) || a.state === "reserved";
-    tr.querySelector(".call").textContent = onCall ? a.number || "" : "";
+    tr.querySelector(".call").textContent = onCall ? CC.fmtPhone(a.number || "") : "";
     tr.querySelector(".task").textContent = onCall ? a.campaign_name || (a.call_id ? t("dir.manual") : "") : "";
     // Listening needs a call that is up.
     tr.querySelectorAll("button[data-spy]").forEach((b) => (b.disabled = a.state !== "on_call"));
@@ -124,9 +125,30 @@
 
   // --- listen / whisper / barge ---------------------------------------------------------------------
 
+  // An admin's not-ready reasons carry their own labels: named once the list is in.
+  CC.loadReasons()
+    .then(() => agents.forEach((a) => renderAgent(a)))
+    .catch(() => {});
+
+  // "My phone" is saved on the supervisor's account (the page comes with it filled in).
   const spyExt = $("spy-extension");
-  if (!spyExt.value) spyExt.value = localStorage.getItem("cc.spyExtension") || "";
-  spyExt.addEventListener("change", () => localStorage.setItem("cc.spyExtension", spyExt.value.trim()));
+  spyExt.addEventListener("change", async () => {
+    const status = $("spy-ext-status");
+    if (!spyExt.checkValidity()) {
+      status.textContent = t("mon.my_phone_invalid");
+      status.dataset.state = "error";
+      return;
+    }
+    try {
+      const res = await CC.api("PUT", "/api/me/phone", { phone: spyExt.value.trim() });
+      spyExt.value = res.phone;
+      status.textContent = t("mon.my_phone_saved");
+      status.dataset.state = "saved";
+    } catch (e) {
+      status.textContent = e.message;
+      status.dataset.state = "error";
+    }
+  });
 
   function spyStatus(state, text) {
     const el = $("spy-status");

@@ -77,6 +77,7 @@
       fd.append(name, name === "dispositions" ? form.elements[name].value : value(name));
     }
     if (value("gateway_id")) fd.append("gateway_id", value("gateway_id"));
+    fd.append("wrap_up_hold", form.elements.wrap_up_hold.checked ? "true" : "false");
     fd.append("recording", form.elements.recording.checked ? "true" : "false");
     fd.append("amd", form.elements.amd.checked ? "true" : "false");
     const days = [...form.querySelectorAll('input[name="window_days"]:checked')].map((x) => x.value).join("");

@@ -101,7 +101,7 @@
         h("span", { class: "hint" }, t("task.max_lines") + " " + task.max_concurrency + " · " + t("task.ratio") + " " + task.agent_ratio)
       ),
       h("td", { class: "list" }, listCell(task)),
-      h("td", { class: "created" }, CC.fmtTime(task.created_at), h("br"), h("span", { class: "hint" }, task.created_by)),
+      h("td", { class: "created" }, CC.fmtDateTime(task.created_at), h("br"), h("span", { class: "hint" }, task.created_by)),
       h("td", { class: "row-actions" }, actionsCell(task))
     );
     const old = tbody.querySelector('tr[data-task-id="' + task.id + '"]');

@@ -15,6 +15,8 @@
     stateTimer: $("state-timer"),
     stateError: $("state-error"),
     idle: $("idle"),
+    idleText: $("idle-text"),
+    reasonMenu: $("reason-menu"),
     panel: $("call-panel"),
     direction: $("call-direction"),
     number: $("call-number"),
@@ -47,9 +49,21 @@
     previewStatus: $("preview-status"),
   };
 
-  const me = { state: "offline", since: CC.serverNow(), callId: null };
+  const me = { state: "offline", since: CC.serverNow(), callId: null, reason: null };
   // The pop on screen: {pop, tags, ended, endedAt, saved, preview ("offered" | "dialling" | null)}
   let call = null;
+
+  // Other modules (drafts.js) follow the panel through these: pop, dirty, ended, saved, closed, state.
+  const hooks = {};
+  const on = (name, fn) => (hooks[name] = hooks[name] || []).push(fn);
+  const emit = (name, arg) =>
+    (hooks[name] || []).forEach((fn) => {
+      try {
+        fn(arg);
+      } catch (e) {
+        console.error("hook", name, e);
+      }
+    });
 
   // --- agent state ----------------------------------------------------------------------------
 
@@ -57,14 +71,21 @@
     me.state = state;
     me.since = since;
     ui.state.dataset.state = state;
+    ui.state.dataset.reason = me.reason || "";
     ui.state.className = "pill state-" + state;
-    ui.state.textContent = t("state." + state);
+    // A lead offered in preview holds the agent (reserved) but nothing is connecting yet.
+    const previewing = state === "reserved" && call && call.preview && !call.ended;
+    const picked = state === "not_ready" && me.reason && !SYSTEM_REASONS.has(me.reason);
+    ui.state.textContent = previewing ? t("ws.preview_pill") : t("state." + state) + (picked ? " · " + CC.reasonLabel(me.reason) : "");
+    ui.idleText.textContent = t(state === "ready" || state === "reserved" || state === "on_call" ? "ws.waiting" : "ws.idle." + state);
     document.querySelectorAll("[data-set-state]").forEach((b) => {
       b.classList.toggle("current", b.dataset.setState === state);
       b.disabled = state === "on_call" || state === "reserved";
     });
     tickState();
+    emit("state", state);
   }
+  const SYSTEM_REASONS = new Set(["missed_call", "workstation_disconnected", "after_manual_call"]);
   function tickState() {
     ui.stateTimer.textContent = CC.fmtDuration(CC.serverNow() - me.since);
   }
@@ -72,6 +93,7 @@
     // Older than what is shown (a message queued while the hello was read): ignore.
     if (typeof msg.since === "number" && msg.since < me.since) return;
     me.callId = msg.call_id;
+    me.reason = msg.reason || null;
     showState(msg.state, msg.since);
     if (msg.reason === "missed_call") {
       // The dialer took the agent out of routing: say why, loudly, until they change state.
@@ -87,19 +109,38 @@
     }
   }
 
+  async function setState(state, reason) {
+    ui.reasonMenu.hidden = true;
+    ui.stateError.hidden = true;
+    try {
+      const res = await CC.api("POST", "/api/agent/state", { state, reason: reason || null });
+      onAgentState({ state: res.state, since: res.since, call_id: res.call_id, reason: res.reason });
+    } catch (e) {
+      ui.stateError.textContent = e.message;
+      ui.stateError.hidden = false;
+    }
+  }
   document.querySelectorAll("[data-set-state]").forEach((btn) =>
-    btn.addEventListener("click", async () => {
+    btn.addEventListener("click", () => {
       unlockAlerts();
-      ui.stateError.hidden = true;
-      try {
-        const res = await CC.api("POST", "/api/agent/state", { state: btn.dataset.setState });
-        onAgentState({ state: res.state, since: res.since, call_id: res.call_id });
-      } catch (e) {
-        ui.stateError.textContent = e.message;
-        ui.stateError.hidden = false;
-      }
+      // Not ready asks why (break, lunch, training, the admin's own): the supervisor and the reports see it.
+      if (btn.dataset.setState === "not_ready" && ui.reasonMenu.querySelector("[data-reason]")) ui.reasonMenu.hidden = !ui.reasonMenu.hidden;
+      else setState(btn.dataset.setState);
     })
   );
+  async function loadReasons() {
+    try {
+      const list = await CC.loadReasons();
+      ui.reasonMenu.replaceChildren(
+        h("span", { class: "hint" }, t("ws.reason_pick")),
+        ...list.map((r) => h("button", { type: "button", class: "secondary", dataset: { reason: r.code }, onclick: () => setState("not_ready", r.code) }, CC.reasonLabel(r.code))),
+        h("button", { type: "button", class: "link", onclick: () => (ui.reasonMenu.hidden = true) }, t("ws.reason_cancel"))
+      );
+      showState(me.state, me.since);
+    } catch (e) {
+      /* without the list, Not ready is set without a reason */
+    }
+  }
 
   // --- counters -------------------------------------------------------------------------------
 
@@ -233,7 +274,7 @@
         h(
           "tr",
           { dataset: { callId: c.call_id } },
-          h("td", {}, CC.fmtTime(c.at)),
+          h("td", {}, CC.fmtDateTime(c.at)),
           h("td", {}, c.campaign_name || t("dir." + c.direction)),
           h("td", {}, c.result ? t("result." + c.result) : ""),
           h("td", { class: "disposition" }, c.disposition || ""),
@@ -248,14 +289,14 @@
     ui.notesNone.hidden = notes.length > 0;
   }
   function noteItem(n) {
-    return h("li", { dataset: { noteId: n.id } }, h("div", { class: "note-meta" }, CC.fmtTime(n.at) + " · " + (n.author || "")), h("div", { class: "note-body" }, n.body));
+    return h("li", { dataset: { noteId: n.id } }, h("div", { class: "note-meta" }, CC.fmtDateTime(n.at) + " · " + (n.author || "")), h("div", { class: "note-body" }, n.body));
   }
 
   function showContact(contact) {
     ui.name.value = contact.name || "";
     ui.company.value = contact.company || "";
     ui.email.value = contact.email || "";
-    ui.phones.textContent = (contact.phones || []).join(", ");
+    ui.phones.textContent = (contact.phones || []).map(CC.fmtPhone).join(", ");
     ui.contactStatus.textContent = contact.id ? t("ws.known_customer") : t("ws.new_customer");
     ui.contactStatus.dataset.known = contact.id ? "1" : "0";
   }
@@ -267,7 +308,8 @@
     ui.panel.dataset.callId = pop.call_id;
     ui.direction.textContent = t("dir." + pop.direction);
     ui.direction.className = "pill dir-" + pop.direction;
-    ui.number.textContent = pop.number;
+    ui.number.textContent = CC.fmtPhone(pop.number);
+    ui.number.dataset.number = pop.number;
     ui.task.textContent = pop.campaign_name || "";
     showContact(crm.contact);
     renderTags();
@@ -277,10 +319,15 @@
     ui.note.value = "";
     ui.saveStatus.textContent = "";
     ui.saveStatus.dataset.state = "";
+    // Nothing of the lead before stays beside this one (its result, a refusal).
+    ui.previewStatus.textContent = "";
+    ui.previewStatus.dataset.state = "";
     showCallStatus();
     ui.idle.hidden = true;
     ui.panel.hidden = false;
+    showState(me.state, me.since);
     if (!rebuilt) announce(pop);
+    emit("pop", call);
   }
 
   function announce(pop) {
@@ -294,6 +341,7 @@
   // The preview's call connected: the same panel becomes the call; what the agent typed stays.
   function previewConnected(pop) {
     call.preview = null;
+    showState(me.state, me.since);
     call.pop = Object.assign({}, call.pop, pop, { crm: call.pop.crm });
     ui.direction.textContent = t("dir." + pop.direction);
     ui.direction.className = "pill dir-" + pop.direction;
@@ -337,7 +385,7 @@
   function onCallEnded(msg) {
     showCounters(msg.counters);
     if (!call || call.pop.call_id !== msg.call_id) return;
-    if (call.preview === "offered" && msg.result === "cancelled") {
+    if (call.preview === "offered" && (msg.result === "cancelled" || msg.result === "skipped")) {
       closePanel(); // skipped here, or taken back by the dialer (task paused or stopped)
       return;
     }
@@ -345,6 +393,8 @@
     call.endedAt = msg.at;
     if (call.preview) ui.previewStatus.textContent = msg.result ? t("result." + msg.result) : "";
     showCallStatus();
+    showState(me.state, me.since);
+    emit("ended", call);
   }
 
   async function previewClick(action) {
@@ -376,6 +426,29 @@
       ui.saveStatus.textContent = "";
       ui.saveStatus.dataset.state = "";
     }
+    if (call) emit("dirty", call);
+  }
+
+  // The panel as the save (and a draft) sends it, and back.
+  function formBody() {
+    const chosen = ui.form.querySelector("input[name=disposition]:checked");
+    return {
+      contact: { name: ui.name.value, company: ui.company.value, email: ui.email.value },
+      tags: call ? call.tags : [],
+      note: ui.note.value,
+      disposition: chosen ? chosen.value : "",
+    };
+  }
+  function fillForm(body) {
+    if (!call || !body) return;
+    const c = body.contact || {};
+    ui.name.value = c.name || "";
+    ui.company.value = c.company || "";
+    ui.email.value = c.email || "";
+    call.tags = Array.isArray(body.tags) ? body.tags.slice() : call.tags;
+    renderTags();
+    ui.form.querySelectorAll("input[name=disposition]").forEach((r) => (r.checked = r.value === body.disposition));
+    ui.note.value = body.note || "";
   }
   ui.form.addEventListener("input", markDirty);
 
@@ -386,14 +459,7 @@
       addTag(ui.tagInput.value);
       ui.tagInput.value = "";
     }
-    const chosen = ui.form.querySelector("input[name=disposition]:checked");
-    const body = {
-      contact: { name: ui.name.value, company: ui.company.value, email: ui.email.value },
-      tags: call.tags,
-      note: ui.note.value,
-      disposition: chosen ? chosen.value : "",
-      day: CC.localMidnight(),
-    };
+    const body = Object.assign(formBody(), { day: CC.localMidnight() });
     const callId = call.pop.call_id;
     ui.save.disabled = true;
     ui.saveStatus.textContent = t("ws.saving");
@@ -414,6 +480,7 @@
       ui.saveStatus.textContent = t("ws.saved");
       ui.saveStatus.dataset.state = "saved";
       refreshTagList();
+      emit("saved", callId);
     } catch (e) {
       ui.saveStatus.textContent = t("ws.save_failed") + ": " + e.message;
       ui.saveStatus.dataset.state = "error";
@@ -428,6 +495,8 @@
     ui.idle.hidden = false;
     ui.previewStatus.textContent = "";
     ui.previewStatus.dataset.state = "";
+    showState(me.state, me.since);
+    emit("closed");
   }
   ui.close.addEventListener("click", closePanel);
 
@@ -457,6 +526,7 @@
             call.ended = true;
             call.endedAt = msg.pop.ended_at;
             showCallStatus();
+            emit("ended", call);
           }
         } else if (msg.pop) showPop(msg.pop, { rebuilt: true });
         else if (msg.preview && !(call && call.pop.call_id === msg.preview.call_id)) showPop(msg.preview, { rebuilt: true });
@@ -465,6 +535,7 @@
           // The call ended while we were disconnected: keep it on screen for the wrap-up.
           call.ended = true;
           showCallStatus();
+          emit("ended", call);
         }
         break;
       case "agent_state":
@@ -489,6 +560,7 @@
     tickCall();
   });
   refreshTagList();
-  CC.workstation = { get call() { return call; }, me };
+  loadReasons();
+  CC.workstation = { get call() { return call; }, me, on, formBody, fillForm, ui };
   CC.connect({ streams: ["agent"], onMessage, statusEl: $("live-status") });
 })();
